@@ -7,8 +7,17 @@ import random
 
 import numpy as np
 import pytest
-
-from infinity_data.shapes import COLORS, RELATIONS, SHAPES, TAGS, generate, heldout_specs, random_spec, render, write_folder
+from infinity_data.shapes import (
+    COLORS,
+    RELATIONS,
+    SHAPES,
+    TAGS,
+    generate,
+    heldout_specs,
+    random_spec,
+    render,
+    write_folder,
+)
 
 
 def _relations(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> set[str]:
@@ -66,7 +75,12 @@ def test_every_rendered_image_satisfies_its_spec(tag):
             assert relation in _relations(objects[1].box, objects[0].box)
         for i, a in enumerate(objects):
             for b in objects[i + 1 :]:
-                assert a.box[2] <= b.box[0] or b.box[2] <= a.box[0] or a.box[3] <= b.box[1] or b.box[3] <= a.box[1]
+                assert (
+                    a.box[2] <= b.box[0]
+                    or b.box[2] <= a.box[0]
+                    or a.box[3] <= b.box[1]
+                    or b.box[3] <= a.box[1]
+                )
 
 
 def test_prompts_read_like_geneval_prompts():

@@ -150,7 +150,9 @@ def _object_list(spec: dict, rng: random.Random) -> list[tuple[str, str]]:
     return objects
 
 
-def render(spec: dict, height: int, width: int, rng: random.Random) -> tuple[Image.Image, tuple[ShapeObject, ...]]:
+def render(
+    spec: dict, height: int, width: int, rng: random.Random
+) -> tuple[Image.Image, tuple[ShapeObject, ...]]:
     """Draw the objects of ``spec`` on a plain background so that the specification holds."""
     if height < 32 or width < 32:
         raise ValueError(f"shapes images must be at least 32x32 pixels, got {height}x{width}")
