@@ -1,1 +1,53 @@
-"""bsq_tokenizer."""
+"""bsq_tokenizer: Infinity's BSQ-VAE visual tokenizer, multi-scale bitwise quantizer and scale schedules."""
+
+from .quantizer import (
+    BSQ,
+    MultiScaleBSQ,
+    QuantizeOutput,
+    area_resize,
+    bits_to_codes,
+    codebook_scale,
+    codes_from_bits,
+    depth_to_space,
+    depth_to_space_bits,
+    space_to_depth,
+    space_to_depth_bits,
+    trilinear_resize,
+)
+from .schedules import (
+    H_DIV_W_TEMPLATES,
+    PIXEL_BUDGETS,
+    VAE_STRIDE,
+    ScaleSchedule,
+    custom_schedule,
+    default_latent_schedule,
+    get_schedule,
+    nearest_template,
+    resize_crop_for_template,
+    target_pixel_size,
+)
+
+__all__ = [
+    "BSQ",
+    "H_DIV_W_TEMPLATES",
+    "PIXEL_BUDGETS",
+    "VAE_STRIDE",
+    "MultiScaleBSQ",
+    "QuantizeOutput",
+    "ScaleSchedule",
+    "area_resize",
+    "bits_to_codes",
+    "codebook_scale",
+    "codes_from_bits",
+    "custom_schedule",
+    "default_latent_schedule",
+    "depth_to_space",
+    "depth_to_space_bits",
+    "get_schedule",
+    "nearest_template",
+    "resize_crop_for_template",
+    "space_to_depth",
+    "space_to_depth_bits",
+    "target_pixel_size",
+    "trilinear_resize",
+]

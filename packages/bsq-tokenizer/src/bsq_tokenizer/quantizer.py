@@ -1,0 +1,226 @@
+"""Binary spherical quantization (BSQ) and its multi-scale residual form, with the exact fp32 numerics.
+
+Shapes: latents and codes are channel-first ``(B, d, H, W)`` (or ``(B, d, 1, h, w)`` for the 5-D resize
+helpers, t = 1); bit labels are channel-last ``(B, h, w, d)`` integers in {0, 1}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "BSQ",
+    "MultiScaleBSQ",
+    "QuantizeOutput",
+    "area_resize",
+    "bits_to_codes",
+    "codebook_scale",
+    "codes_from_bits",
+    "depth_to_space",
+    "depth_to_space_bits",
+    "space_to_depth",
+    "space_to_depth_bits",
+    "trilinear_resize",
+]
+
+_NORM_EPS = 1e-12
+
+
+def codebook_scale(d: int) -> float:
+    """s = float32(1/sqrt(d)): the magnitude of every entry of an (unnormalised) code vector."""
+    if d < 1:
+        raise ValueError(f"number of bits d must be >= 1, got {d}")
+    return float(torch.tensor(1 / math.sqrt(d), dtype=torch.float32))
+
+
+def _check_5d(x: Tensor, name: str) -> None:
+    if x.dim() != 5 or x.shape[2] != 1:
+        raise ValueError(f"{name} must have shape (B, d, 1, h, w), got {tuple(x.shape)}")
+
+
+def _as_hw(size: Sequence[int]) -> tuple[int, int]:
+    size = tuple(int(v) for v in size)
+    if len(size) == 3:
+        if size[0] != 1:
+            raise ValueError(f"target size {size}: only t = 1 is supported")
+        size = size[1:]
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"target size must be (h, w) with positive entries, got {size}")
+    return size[0], size[1]
+
+
+def trilinear_resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Trilinear resize of ``(B, d, 1, h, w)`` to ``(B, d, 1, H, W)`` (align_corners=False, no antialias).
+
+    Identity (the same tensor) when the size already matches, like the reference's skip.
+    """
+    _check_5d(x, "x")
+    h, w = _as_hw(size)
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    return F.interpolate(x, size=(1, h, w), mode="trilinear", align_corners=False)
+
+
+def area_resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Area resize (adaptive average pooling) of ``(B, d, 1, h, w)`` to ``(B, d, 1, H, W)``; identity if same size."""
+    _check_5d(x, "x")
+    h, w = _as_hw(size)
+    if tuple(x.shape[-2:]) == (h, w):
+        return x
+    return F.adaptive_avg_pool3d(x, (1, h, w))
+
+
+def bits_to_codes(bits: Tensor) -> Tensor:
+    """Bit labels ``(B, h, w, d)`` (0/1 ints or bools) -> L2-normalised codes ``(B, d, 1, h, w)`` in fp32.
+
+    v = b*s*2 - s (exactly +-s), then divided by max(||v||, 1e-12). The division is not a no-op in fp32:
+    for d = 32 the values become +-0.1767767071723938 (one ulp above s), for d = 14 +-0.267261266708374.
+    """
+    if bits.dim() != 4:
+        raise ValueError(f"bits must have shape (B, h, w, d), got {tuple(bits.shape)}")
+    if bits.is_floating_point() or bits.is_complex():
+        raise TypeError(f"bits must be an integer or bool tensor of 0/1 labels, got dtype {bits.dtype}")
+    d = bits.shape[-1]
+    s = codebook_scale(d)
+    v = bits.to(torch.float32) * s * 2 - s
+    codes = F.normalize(v, p=2.0, dim=-1, eps=_NORM_EPS)
+    return codes.permute(0, 3, 1, 2).unsqueeze(2)
+
+
+def codes_from_bits(bits: Sequence[Tensor], size: Sequence[int] | None = None) -> Tensor:
+    """Sum of the trilinearly up-sampled per-scale codes: bits list -> ``(B, d, H, W)`` latent code.
+
+    ``size`` defaults to the last scale's grid (where the resize is an identity).
+    """
+    if len(bits) == 0:
+        raise ValueError("need at least one scale of bits")
+    hw = _as_hw(size) if size is not None else (int(bits[-1].shape[1]), int(bits[-1].shape[2]))
+    total: Tensor | None = None
+    for b in bits:
+        up = trilinear_resize(bits_to_codes(b), hw)
+        total = up if total is None else total + up
+    assert total is not None
+    return total.squeeze(2)
+
+
+def space_to_depth(x: Tensor) -> Tensor:
+    """``(B, C, 2h, 2w)`` -> ``(B, 4C, h, w)``; new channel index c*4 + dy*2 + dx (pixel_unshuffle, factor 2)."""
+    b, c, hh, ww = x.shape
+    if hh % 2 or ww % 2:
+        raise ValueError(f"space_to_depth needs even height and width, got {tuple(x.shape)}")
+    x = x.reshape(b, c, hh // 2, 2, ww // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, c * 4, hh // 2, ww // 2)
+
+
+def depth_to_space(x: Tensor) -> Tensor:
+    """Inverse of ``space_to_depth``: ``(B, 4C, h, w)`` -> ``(B, C, 2h, 2w)``."""
+    b, c4, h, w = x.shape
+    if c4 % 4:
+        raise ValueError(f"depth_to_space needs a channel count divisible by 4, got {tuple(x.shape)}")
+    x = x.reshape(b, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+    return x.reshape(b, c4 // 4, 2 * h, 2 * w)
+
+
+def space_to_depth_bits(bits: Tensor) -> Tensor:
+    """Channel-last bits ``(B, 2h, 2w, c)`` -> ``(B, h, w, 4c)`` (channel index c*4 + dy*2 + dx)."""
+    return space_to_depth(bits.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+def depth_to_space_bits(bits: Tensor) -> Tensor:
+    """Channel-last bits ``(B, h, w, 4c)`` -> ``(B, 2h, 2w, c)``."""
+    return depth_to_space(bits.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class BSQ(nn.Module):
+    """Single-scale lookup-free binary spherical quantizer over d channels.
+
+    Holds the reference's persistent int64 ``mask`` buffer (2^(d-1), ..., 2, 1; wraps to -2^63 for d = 64);
+    it is part of the state dict but Infinity uses bit labels, not integer indices.
+    """
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.d = d
+        self.scale = codebook_scale(d)
+        powers = [1 << (d - 1 - i) for i in range(d)]
+        powers = [p - (1 << 64) if p >= (1 << 63) else p for p in powers]  # int64 wrap-around, as in torch
+        self.register_buffer("mask", torch.tensor(powers, dtype=torch.int64), persistent=True)
+
+    def forward(self, r: Tensor) -> tuple[Tensor, Tensor]:
+        """``r (B, d, 1, h, w)`` -> (straight-through code ``q`` of the same shape, bits ``(B, h, w, d)`` int64).
+
+        Computed in fp32: u = r / max(||r||, 1e-12); z = where(u > 0, +s, -s); q = u + (z - u) with (z - u) detached.
+        """
+        _check_5d(r, "residual")
+        if r.shape[1] != self.d:
+            raise ValueError(f"residual has {r.shape[1]} channels, the quantizer expects d = {self.d}")
+        with torch.autocast(device_type=r.device.type, enabled=False):
+            r = r.float()
+            u = F.normalize(r, p=2.0, dim=1, eps=_NORM_EPS)
+            z = torch.where(u > 0, torch.ones_like(u), -torch.ones_like(u)) * self.scale
+            q = u + (z - u).detach()  # straight-through: forward value z (up to rounding), gradient of u
+            bits = (q > 0).squeeze(2).permute(0, 2, 3, 1).to(torch.int64)
+        return q, bits
+
+
+@dataclass
+class QuantizeOutput:
+    """Result of multi-scale quantization: the summed code ``(B, d, H, W)`` and per-scale bits ``(B, h_k, w_k, d)``."""
+
+    codes: Tensor
+    bits: list[Tensor]
+
+    @property
+    def scales(self) -> tuple[tuple[int, int], ...]:
+        return tuple((int(b.shape[1]), int(b.shape[2])) for b in self.bits)
+
+
+class MultiScaleBSQ(nn.Module):
+    """Multi-scale residual BSQ: area-downsample the residual, quantize, trilinear-upsample, subtract."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.d = d
+        self.lfq = BSQ(d)
+
+    def quantize(self, z: Tensor, scales: Sequence[Sequence[int]] | None = None) -> QuantizeOutput:
+        """Quantize latent ``z (B, d, H, W)`` over ``scales`` [(h_k, w_k)] (last = (H, W)); fp32 throughout.
+
+        ``scales=None`` picks the tokenizer's default schedule for the latent size. The forward value of the
+        summed code carries the straight-through gradient of every scale.
+        """
+        from .schedules import default_latent_schedule
+
+        if z.dim() != 4:
+            raise ValueError(f"latent z must have shape (B, d, H, W), got {tuple(z.shape)}")
+        if z.shape[1] != self.d:
+            raise ValueError(f"latent has {z.shape[1]} channels, the quantizer expects d = {self.d}")
+        full = (int(z.shape[2]), int(z.shape[3]))
+        grid = [_as_hw(s) for s in scales] if scales is not None else list(default_latent_schedule(full))
+        if not grid:
+            raise ValueError("scales must contain at least one (h, w)")
+        if grid[-1] != full:
+            raise ValueError(f"the last scale {grid[-1]} must equal the latent size {full}")
+        for k, (h, w) in enumerate(grid):
+            if h > full[0] or w > full[1]:
+                raise ValueError(f"scale {k} = {(h, w)} is larger than the latent size {full}")
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            residual = z.float().unsqueeze(2)
+            out = torch.zeros_like(residual)
+            all_bits: list[Tensor] = []
+            for hw in grid:
+                q, bits = self.lfq(area_resize(residual, hw))
+                up = trilinear_resize(q, full)
+                residual = residual - up.detach()
+                out = out + up
+                all_bits.append(bits)
+        return QuantizeOutput(codes=out.squeeze(2), bits=all_bits)
+
+    def forward(self, z: Tensor, scales: Sequence[Sequence[int]] | None = None) -> QuantizeOutput:
+        return self.quantize(z, scales)
