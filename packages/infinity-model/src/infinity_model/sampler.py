@@ -1,0 +1,310 @@
+"""Next-scale bitwise sampler with classifier-free guidance (spec infinity-architecture.md §8).
+
+One call generates a batch of images scale by scale: the transformer predicts two logits per bit for every
+token of scale k, the bits are drawn, turned into codes, accumulated on the VAE latent grid, and the
+trilinearly down-sampled sum is the next scale's input.
+
+Randomness: every sample i of the batch owns a ``torch.Generator`` on the model's device, seeded once per
+call (``seed + i`` for an int ``seed``, or ``seed[i]`` for a list) and consumed by exactly one
+``torch.multinomial`` call per scale on that sample's ``(h*w*d, 2)`` probability matrix. For a single prompt
+this is the reference's stream; for a batch it makes sample i identical to a run of that prompt alone with
+its seed, so batching never changes an image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from bsq_tokenizer import (
+    ScaleSchedule,
+    bits_to_codes,
+    depth_to_space_bits,
+    space_to_depth,
+    trilinear_resize,
+)
+from torch import Tensor
+
+from .condition import TextCondition
+
+__all__ = [
+    "SampleResult",
+    "SamplerConfig",
+    "ScaleStep",
+    "codes_to_uint8",
+    "filter_bit_logits",
+    "sample",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _float32(x: float) -> float:
+    """The Python float nearest to float32(x) (exactly representable in fp32)."""
+    return float(torch.tensor(x, dtype=torch.float32))
+
+
+def _per_scale(value: float | Sequence[float], name: str) -> float | tuple[float, ...]:
+    if isinstance(value, (int, float)):
+        return float(value)
+    values = tuple(float(v) for v in value)
+    if not values:
+        raise ValueError(f"SamplerConfig.{name} is an empty list; pass a number or one value per scale")
+    return values
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling settings; the defaults are the released 2B settings (cfg 3, tau 0.5, top-k 900, top-p 0.97).
+
+    ``cfg`` and ``tau`` are a number (same for every scale) or one value per scale. ``cfg_insertion_layer``
+    0 mixes conditional and unconditional logits; ``-n`` mixes the hidden states after block ``depth - n``
+    instead. ``use_cache=False`` recomputes the whole prefix at every scale (slow; for benchmarks/tests).
+    """
+
+    cfg: float | tuple[float, ...] = 3.0
+    tau: float | tuple[float, ...] = 0.5
+    top_k: int = 900
+    top_p: float = 0.97
+    cfg_insertion_layer: int = 0
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cfg", _per_scale(self.cfg, "cfg"))
+        object.__setattr__(self, "tau", _per_scale(self.tau, "tau"))
+        taus = self.tau if isinstance(self.tau, tuple) else (self.tau,)
+        if min(taus) <= 0:
+            raise ValueError(f"SamplerConfig.tau must be > 0 (it divides the logits), got {self.tau}")
+        if self.top_k < 0:
+            raise ValueError(f"SamplerConfig.top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"SamplerConfig.top_p must be in [0, 1] (0 disables it), got {self.top_p}")
+        if self.cfg_insertion_layer > 0:
+            raise ValueError(
+                f"SamplerConfig.cfg_insertion_layer={self.cfg_insertion_layer} is not supported; use 0 (guidance "
+                "on logits) or -n (guidance on the hidden states after block depth-n)"
+            )
+
+    def cfg_list(self, num_scales: int) -> tuple[float, ...]:
+        return self._expand(self.cfg, "cfg", num_scales)
+
+    def tau_list(self, num_scales: int) -> tuple[float, ...]:
+        return self._expand(self.tau, "tau", num_scales)
+
+    @staticmethod
+    def _expand(value: float | tuple[float, ...], name: str, num_scales: int) -> tuple[float, ...]:
+        if isinstance(value, float):
+            return (value,) * num_scales
+        if len(value) != num_scales:
+            raise ValueError(
+                f"SamplerConfig.{name} has {len(value)} values but the schedule has {num_scales} scales; "
+                "pass one value per scale or a single number"
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class ScaleStep:
+    """What the per-scale callback sees after scale ``k`` was sampled.
+
+    ``bits``: ``(B, h, w, d_vae)`` on the VAE grid of scale k; ``codes``: the summed codes so far,
+    ``(B, d_vae, H, W)`` on the full VAE grid; ``logits``: the temperature-scaled, guided logits that were
+    sampled, ``(B, h*w, d, 2)``. ``preview()`` decodes ``codes`` to uint8 RGB ``(B, H', W', 3)`` (None when
+    no VAE was given to :func:`sample`); it costs a VAE decode, so call it only when needed.
+    """
+
+    k: int
+    num_scales: int
+    bits: Tensor
+    codes: Tensor
+    logits: Tensor
+    preview: Callable[[], Tensor] | None = None
+
+
+@dataclass
+class SampleResult:
+    """Per-scale bits ``(B, h_k, w_k, d_vae)`` (VAE grid) and the summed codes ``(B, d_vae, H, W)``."""
+
+    bits: list[Tensor]
+    codes: Tensor
+    images: Tensor | None = field(default=None)  # uint8 RGB (B, H, W, 3) when a VAE was given
+
+
+def filter_bit_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
+    """Top-k then top-p filtering over the last axis (removed entries become -inf); returns a new tensor.
+
+    top-p: sort ascending, softmax, cumulative sum; an entry is removed iff its cumulative probability is
+    <= float32(1 - top_p); the most likely entry is always kept. For bit pairs (V = 2) top-k >= 2 is a no-op
+    and top-p removes the less likely value iff its probability <= 0.03f (top_p = 0.97); ties keep both.
+    """
+    v = logits.shape[-1]
+    if top_k > 0:
+        kth = logits.topk(min(top_k, v), dim=-1, largest=True, sorted=False).values.amin(dim=-1, keepdim=True)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p > 0:
+        sorted_logits, order = logits.sort(dim=-1, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        threshold = torch.tensor(1.0 - top_p, dtype=torch.float32, device=logits.device)
+        remove_sorted = cumulative <= threshold
+        remove_sorted[..., -1] = False
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def _draw_bits(logits: Tensor, config: SamplerConfig, generators: Sequence[torch.Generator]) -> Tensor:
+    """Bits ``(B, L, d)`` int64 from logits ``(B, L, d, 2)``: one multinomial call per sample (its generator)."""
+    b, length, d, _ = logits.shape
+    flat = filter_bit_logits(logits.reshape(b, length * d, 2), config.top_k, config.top_p)
+    probs = flat.softmax(dim=-1)
+    draws = [
+        torch.multinomial(probs[i], num_samples=1, replacement=True, generator=generators[i])
+        for i in range(b)
+    ]
+    return torch.stack(draws).view(b, length, d)
+
+
+def _make_generators(
+    seed: int | Sequence[int] | None, batch: int, device: torch.device
+) -> list[torch.Generator]:
+    if seed is None:
+        seeds = [int(torch.randint(0, 2**62, ()).item()) for _ in range(batch)]
+    elif isinstance(seed, int):
+        seeds = [seed + i for i in range(batch)]
+    else:
+        seeds = [int(s) for s in seed]
+        if len(seeds) != batch:
+            raise ValueError(
+                f"got {len(seeds)} seeds for {batch} prompts; pass one seed per prompt or one int"
+            )
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+
+def codes_to_uint8(vae, codes: Tensor) -> Tensor:
+    """Decode summed codes ``(B, d, H, W)`` with the VAE to uint8 RGB ``(B, 16H', 16W', 3)``.
+
+    ``uint8((img + 1) / 2 * 255)`` with truncation (not rounding), as the reference; channels stay RGB
+    (the reference flips to BGR only because it writes with OpenCV).
+    """
+    img = vae.decode(codes).float().clamp(-1, 1)
+    return ((img + 1) / 2).permute(0, 2, 3, 1).mul(255).to(torch.uint8)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def sample(
+    model,
+    text: TextCondition,
+    schedule: ScaleSchedule,
+    config: SamplerConfig | None = None,
+    *,
+    negative_text: TextCondition | None = None,
+    seed: int | Sequence[int] | None = 0,
+    vae=None,
+    callback: Callable[[ScaleStep], None] | None = None,
+) -> SampleResult:
+    """Sample one image per prompt of ``text`` with the Infinity ``model`` on ``schedule``.
+
+    ``negative_text`` (one row-set per prompt, any lengths) replaces the learned unconditional embedding
+    ``cfg_uncond[:len]`` in the guidance branch. With every cfg equal to 1 the unconditional branch is not
+    run at all. When ``vae`` is given the result carries decoded uint8 RGB images and the callback gets
+    previews.
+    """
+    config = config or SamplerConfig()
+    mcfg = model.config
+    device = _model_device(model)
+    num_scales = schedule.num_scales
+    cfgs, taus = config.cfg_list(num_scales), config.tau_list(num_scales)
+    batch = text.batch_size
+    guided = any(c != 1.0 for c in cfgs)
+    if negative_text is not None and negative_text.batch_size != batch:
+        raise ValueError(
+            f"negative_text has {negative_text.batch_size} prompts but text has {batch}; pass one negative "
+            "prompt per prompt"
+        )
+    if config.cfg_insertion_layer < 0 and -config.cfg_insertion_layer >= mcfg.depth:
+        raise ValueError(
+            f"cfg_insertion_layer={config.cfg_insertion_layer} is out of range for a depth-{mcfg.depth} model; "
+            f"use a value in [-{mcfg.depth - 1}, 0]"
+        )
+    if num_scales > mcfg.num_levels:
+        raise ValueError(
+            f"schedule {schedule.pn!r} has {num_scales} scales but the model has only {mcfg.num_levels} level "
+            "embeddings; use a schedule with fewer scales"
+        )
+
+    text = text.to(device)
+    if guided:
+        uncond = negative_text.to(device) if negative_text is not None else model.uncond_text(text.lengths)
+        text = TextCondition.concat(text, uncond)
+    cond = model.prepare(text)
+    generators = _make_generators(seed, batch, device)
+
+    patchify = bool(mcfg.patchify)
+    vae_scales = schedule.vae_scales(patchify)
+    full = vae_scales[-1]
+    mix_after = mcfg.depth + config.cfg_insertion_layer if config.cfg_insertion_layer < 0 else None
+
+    summed: Tensor | None = None  # (B, d_vae, 1, H, W)
+    inputs: list[Tensor | None] = [None]  # scale inputs (rows doubled when guided), kept for use_cache=False
+    all_bits: list[Tensor] = []
+    cache = model.new_cache() if config.use_cache else None
+    hooks = [
+        _hidden_mix(c, batch, mix_after) if (guided and mix_after is not None and c != 1.0) else None
+        for c in cfgs
+    ]
+    for k, (h, w) in enumerate(schedule.scales):
+        cfg = cfgs[k]
+        if cache is not None:
+            logits = model.forward_scale(cond, inputs[k], k, schedule, cache, after_block=hooks[k])
+        else:  # recompute the whole prefix with a fresh cache (nothing carried over from earlier scales)
+            fresh = model.new_cache()
+            for j in range(k + 1):
+                logits = model.forward_scale(cond, inputs[j], j, schedule, fresh, after_block=hooks[j])
+        logits = logits.float() * _float32(1.0 / taus[k])
+        if guided:
+            if cfg != 1.0 and mix_after is None:
+                logits = cfg * logits[:batch] + (1.0 - cfg) * logits[batch:]
+            else:
+                logits = logits[:batch]
+        bits = _draw_bits(logits, config, generators).view(batch, h, w, -1)
+        if patchify:
+            bits = depth_to_space_bits(bits)  # (B, 2h, 2w, d/4)
+        all_bits.append(bits)
+        codes = bits_to_codes(bits)  # (B, d_vae, 1, h', w')
+        if k + 1 < num_scales:
+            up = trilinear_resize(codes, full)
+            summed = up if summed is None else summed + up
+            nxt = trilinear_resize(summed, vae_scales[k + 1]).squeeze(2)
+            if patchify:
+                nxt = space_to_depth(nxt)
+            x = nxt.flatten(2).transpose(1, 2)  # (B, h*w, d)
+            inputs.append(torch.cat([x, x]) if guided else x)
+        else:
+            summed = codes if summed is None else summed + codes
+        if callback is not None:
+            current = summed.squeeze(2)
+            preview = (lambda c=current: codes_to_uint8(vae, c)) if vae is not None else None
+            callback(ScaleStep(k, num_scales, bits, current, logits, preview))
+
+    assert summed is not None
+    codes = summed.squeeze(2)
+    images = codes_to_uint8(vae, codes) if vae is not None else None
+    return SampleResult(bits=all_bits, codes=codes, images=images)
+
+
+def _hidden_mix(cfg: float, batch: int, after: int) -> Callable[[int, Tensor], Tensor]:
+    """after_block hook: after block ``after`` both halves become cfg*cond + (1-cfg)*uncond."""
+
+    def hook(index: int, x: Tensor) -> Tensor:
+        if index != after:
+            return x
+        mixed = cfg * x[:batch] + (1.0 - cfg) * x[batch:]
+        return torch.cat([mixed, mixed])
+
+    return hook
