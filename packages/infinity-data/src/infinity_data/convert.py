@@ -1,0 +1,496 @@
+"""Converters: image folders, the reference's JSONL lists and img2dataset output -> bucketed WebDataset shards.
+
+Every converter runs the same resumable pipeline: read records in input order, decode and check each image in
+worker processes, write accepted samples into ``<out>/<bucket>/shard-NNNNNN.tar`` and record every rejected
+one with its reason. Finished shards and rejects are journaled under ``<out>/_convert/``; running the same
+command again after an interruption skips what is done and finishes the rest, without duplicating samples.
+At the end ``<out>/index.json`` (a :class:`ShardIndex`) and ``<out>/report.json`` are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bsq_tokenizer import resize_crop_for_template
+
+from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
+from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
+from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
+from .sources import (
+    DEFAULT_CAPTION_TYPE,
+    SourceItem,
+    captions_from_json,
+    folder_items,
+    img2dataset_items,
+    jsonl_items,
+)
+
+__all__ = [
+    "ConvertConfig",
+    "ConvertResult",
+    "convert_folder",
+    "convert_img2dataset",
+    "convert_items",
+    "convert_jsonl",
+]
+
+logger = logging.getLogger(__name__)
+
+JOURNAL_DIR = "_convert"
+REPORT_NAME = "report.json"
+_KEY_HEX = 20  # 80-bit keys: collisions are negligible for billions of samples
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """How to convert. ``pn``: shrink images larger than that pixel budget's target size for their template
+    (resize-to-cover + centre crop, re-encoded); None stores the original bytes. ``workers``: decoding
+    processes (0 = in this process)."""
+
+    pn: str | None = None
+    workers: int = 0
+    max_samples_per_shard: int = 1000
+    max_bytes_per_shard: int = 1 << 30
+    max_aspect: float = 4.0  # reject images whose long side exceeds max_aspect x the short side
+    min_side: int = 8  # reject images smaller than this on either side
+    jpeg_quality: int = 95
+
+    def __post_init__(self) -> None:
+        if self.pn is not None:
+            check_pn(self.pn)
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.max_aspect < 1.0:
+            raise ValueError(f"max_aspect must be >= 1 (long side / short side), got {self.max_aspect}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Options that change the output (resume refuses to mix runs that differ in these)."""
+        options = asdict(self)
+        options.pop("workers")
+        return options
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion produced: the index, counts, and where the report lies."""
+
+    index: ShardIndex
+    num_accepted: int
+    num_rejected: int
+    rejected_by_reason: dict[str, int]
+    num_resumed: int  # samples / rejects found done by an earlier, interrupted run and skipped
+    report_path: Path
+
+
+def sample_key(identity: str) -> str:
+    """Stable WebDataset key of a sample: hex digest of its identity (path / img2dataset key)."""
+    return hashlib.sha1(identity.encode("utf-8")).hexdigest()[:_KEY_HEX]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-sample work (runs in worker processes)
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    source: str
+    sample: ShardSample
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    source: str
+    code: str
+    reason: str
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def _read_captions(item: SourceItem) -> dict[str, str | None]:
+    fields: dict[str, str | None] = {
+        "caption": item.caption,
+        "short_caption": item.short_caption,
+        "caption_type": item.caption_type,
+        "short_caption_type": item.short_caption_type,
+    }
+    if item.caption_file is not None:
+        path = Path(item.caption_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _Reject("bad_caption_file", f"cannot read caption file {path.name}: {exc}") from exc
+        if path.suffix == ".json":
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _Reject("bad_caption_file", f"{path.name} is not JSON: {exc}") from exc
+            if not isinstance(record, dict):
+                raise _Reject("bad_caption_file", f"{path.name} is not a JSON object")
+            fields = captions_from_json(record)
+        else:
+            fields["caption"] = text
+    caption = fields["caption"]
+    if caption is None:
+        raise _Reject("missing_caption", "no caption")
+    if not caption.strip():
+        raise _Reject("empty_caption", "caption is empty")
+    fields["caption"] = caption.strip()
+    short = fields["short_caption"]
+    fields["short_caption"] = short.strip() if short and short.strip() else None
+    fields["caption_type"] = fields["caption_type"] or DEFAULT_CAPTION_TYPE
+    return fields
+
+
+def _process(item: SourceItem, config: ConvertConfig) -> _Accepted | _Rejected:
+    try:
+        if item.error is not None:
+            raise _Reject(*item.error)
+        captions = _read_captions(item)
+        data = item.image_bytes
+        if data is None:
+            if item.image_path is None:
+                raise _Reject("missing_image", "record names no image")
+            try:
+                data = Path(item.image_path).read_bytes()
+            except OSError as exc:
+                raise _Reject(
+                    "unreadable_file", f"cannot read {item.image_path}: {exc.strerror or exc}"
+                ) from exc
+        try:
+            img, fmt = open_image(data)
+            rgb = to_rgb(img)
+        except ImageDecodeError as exc:
+            raise _Reject(exc.code, str(exc)) from exc
+        width, height = rgb.size
+        if min(width, height) < config.min_side:
+            raise _Reject("too_small", f"{width}x{height} is below min_side={config.min_side}")
+        if max(width, height) > config.max_aspect * min(width, height):
+            raise _Reject(
+                "extreme_aspect",
+                f"{width}x{height} (h/w={height / width:.3f}) is beyond max_aspect={config.max_aspect}: "
+                "cropping it to a template would discard most of it",
+            )
+        template = template_of_size(width, height)
+        ext = stored_extension(fmt)
+        resized = config.pn is not None and needs_downscale(width, height, template, config.pn)
+        if resized:
+            assert config.pn is not None
+            rgb = resize_crop_for_template(rgb, template, config.pn)
+            data, ext = encode_rgb(rgb, fmt, config.jpeg_quality)
+        elif ext is None:  # BMP / GIF / TIFF: stored as PNG (lossless) so every WebDataset reader decodes it
+            data, ext = encode_rgb(rgb, "PNG", config.jpeg_quality)
+        meta: dict[str, Any] = {
+            "key": sample_key(item.identity),
+            "source": item.source,
+            "template": template,
+            "width": width,
+            "height": height,
+            "h_div_w": height / width,
+            "stored_width": rgb.width,
+            "stored_height": rgb.height,
+            "resized": resized,
+            "format": fmt,
+            **{k: v for k, v in captions.items() if v is not None},
+            **item.extra,
+        }
+        return _Accepted(item.source, ShardSample(meta["key"], data, ext, meta))
+    except _Reject as rej:
+        return _Rejected(item.source, rej.code, str(rej))
+
+
+def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Accepted | _Rejected]:
+    return [_process(item, config) for item in items]
+
+
+def _results(
+    items: Iterable[SourceItem], config: ConvertConfig, chunk: int = 8
+) -> Iterator[_Accepted | _Rejected]:
+    """Process items in input order; with workers, keep a bounded number of chunks in flight."""
+    if config.workers == 0:
+        for item in items:
+            yield _process(item, config)
+        return
+    context = multiprocessing.get_context("spawn")  # safe with torch / threads in the parent
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
+        in_flight: deque[Future[list[_Accepted | _Rejected]]] = deque()
+        batch: list[SourceItem] = []
+        try:
+            for item in items:
+                batch.append(item)
+                if len(batch) == chunk:
+                    in_flight.append(pool.submit(_process_chunk, batch, config))
+                    batch = []
+                while len(in_flight) > 4 * config.workers:
+                    yield from in_flight.popleft().result()
+            if batch:
+                in_flight.append(pool.submit(_process_chunk, batch, config))
+            while in_flight:
+                yield from in_flight.popleft().result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Journal and resume
+
+
+@dataclass
+class _Journal:
+    """Append-only record of finished shards and rejects under ``<out>/_convert/``."""
+
+    folder: Path
+    done: dict[str, str] = field(default_factory=dict)  # key -> source of the accepted occurrence
+    shards: list[ShardInfo] = field(default_factory=list)
+    rejects: dict[str, tuple[str, str]] = field(default_factory=dict)  # source -> (code, reason)
+
+    @classmethod
+    def open(cls, out: Path, description: dict[str, Any]) -> _Journal:
+        folder = out / JOURNAL_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        config_path = folder / "config.json"
+        if config_path.is_file():
+            previous = json.loads(config_path.read_text(encoding="utf-8"))
+            if previous != description:
+                raise ValueError(
+                    f"{out} holds a conversion with different inputs or options ({previous}); resume needs the "
+                    f"same command ({description}). Use a new output folder or delete {out}."
+                )
+        else:
+            config_path.write_text(
+                json.dumps(description, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+        journal = cls(folder)
+        for record in _read_jsonl(folder / "shards.jsonl"):
+            journal.shards.append(ShardInfo.from_dict(record["shard"]))
+            journal.done.update({key: source for key, source in record["samples"]})
+        for record in _read_jsonl(folder / "rejects.jsonl"):
+            journal.rejects[record["source"]] = (record["code"], record["reason"])
+        return journal
+
+    def add_shard(self, info: ShardInfo, samples: list[tuple[str, str]]) -> None:
+        record = {"shard": info.to_dict(), "samples": samples}
+        _append_line(self.folder / "shards.jsonl", record, sync=True)
+        self.shards.append(info)
+        self.done.update(dict(samples))
+
+    def add_reject(self, rejected: _Rejected) -> None:
+        record = {"source": rejected.source, "code": rejected.code, "reason": rejected.reason}
+        _append_line(self.folder / "rejects.jsonl", record, sync=False)
+        self.rejects[rejected.source] = (rejected.code, rejected.reason)
+
+    def next_numbers(self) -> dict[str, int]:
+        numbers: dict[str, int] = {}
+        for shard in self.shards:
+            number = int(Path(shard.path).stem.rpartition("-")[2])
+            numbers[shard.bucket] = max(numbers.get(shard.bucket, 0), number + 1)
+        return numbers
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    records = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # torn last line from a hard stop: its work is simply redone
+                logger.warning("%s: ignoring a torn last line left by an interrupted run", path)
+                continue
+            raise ValueError(
+                f"{path}: line {i + 1} is corrupt; delete the output folder and convert again"
+            ) from None
+    return records
+
+
+def _append_line(path: Path, record: dict[str, Any], sync: bool) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        if sync:
+            os.fsync(fh.fileno())
+
+
+def _remove_unjournaled(out: Path, journal: _Journal) -> None:
+    """Delete partial tars and tars a crash left unjournaled (their samples will be written again)."""
+    known = {s.path for s in journal.shards}
+    for bucket_dir in out.iterdir():
+        try:
+            parse_bucket_name(bucket_dir.name)
+        except ValueError:
+            continue
+        for path in bucket_dir.iterdir():
+            rel = path.relative_to(out).as_posix()
+            if path.name.endswith(".tar.part") or (path.suffix == ".tar" and rel not in known):
+                logger.info("removing %s left by an interrupted run", rel)
+                path.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pipeline
+
+
+def convert_items(
+    items: Iterable[SourceItem],
+    out_dir: str | Path,
+    config: ConvertConfig,
+    description: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+) -> ConvertResult:
+    """Convert any stream of :class:`SourceItem` (the public ``convert_*`` functions build the stream).
+
+    ``description`` names the input (kind, path); with ``config.fingerprint()`` it must match an earlier
+    run in ``out_dir`` for that run to be resumed. ``progress(n)`` is called after every n records handled.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    description = {**description, "options": config.fingerprint()}
+    journal = _Journal.open(out, description)
+    _remove_unjournaled(out, journal)
+    resumed = len(journal.done) + len(journal.rejects)
+    pending_sources: dict[str, str] = {}  # key -> source of samples in tars not yet closed
+
+    def on_closed(info: ShardInfo, keys: list[str]) -> None:
+        journal.add_shard(info, [(key, pending_sources.pop(key)) for key in keys])
+
+    writer = ShardWriter(
+        out,
+        max_samples_per_shard=config.max_samples_per_shard,
+        max_bytes_per_shard=config.max_bytes_per_shard,
+        start_numbers=journal.next_numbers(),
+        on_shard_closed=on_closed,
+    )
+    accepted: dict[str, str] = dict(journal.done)
+
+    def todo() -> Iterator[SourceItem]:
+        for item in items:
+            if item.source in journal.rejects:
+                if progress is not None:
+                    progress(1)
+                continue
+            done_source = journal.done.get(sample_key(item.identity))
+            if done_source == item.source:
+                if progress is not None:
+                    progress(1)
+                continue
+            yield item
+
+    try:
+        for result in _results(todo(), config):
+            if isinstance(result, _Accepted):
+                key = result.sample.key
+                if key in accepted:
+                    journal.add_reject(
+                        _Rejected(
+                            result.source, "duplicate_key", f"same image as {accepted[key]} (key {key})"
+                        )
+                    )
+                else:
+                    accepted[key] = result.source
+                    pending_sources[key] = result.source
+                    writer.write(result.sample)
+            else:
+                logger.debug("rejected %s: %s", result.source, result.reason)
+                journal.add_reject(result)
+            if progress is not None:
+                progress(1)
+    finally:
+        # Also on KeyboardInterrupt: every sample already written is complete, so finish and journal the tars.
+        writer.close()
+
+    index = ShardIndex(
+        out,
+        tuple(sorted(journal.shards, key=lambda s: s.path)),
+        info={
+            "input": {k: v for k, v in description.items() if k != "options"},
+            "options": description["options"],
+        },
+    )
+    index.save()
+    by_reason = dict(sorted(Counter(code for code, _ in journal.rejects.values()).items()))
+    report = {
+        "num_accepted": index.num_samples,
+        "num_rejected": len(journal.rejects),
+        "rejected_by_reason": by_reason,
+        "buckets": index.bucket_sizes(),
+        "rejected": [
+            {"source": source, "code": code, "reason": reason}
+            for source, (code, reason) in journal.rejects.items()
+        ],
+    }
+    report_path = out / REPORT_NAME
+    report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    logger.info(
+        "converted %d samples into %d shards; %d rejected",
+        index.num_samples,
+        len(index.shards),
+        len(journal.rejects),
+    )
+    return ConvertResult(index, index.num_samples, len(journal.rejects), by_reason, resumed, report_path)
+
+
+def convert_folder(
+    input_dir: str | Path,
+    out_dir: str | Path,
+    config: ConvertConfig = ConvertConfig(),
+    progress: Callable[[int], None] | None = None,
+) -> ConvertResult:
+    """Images under ``input_dir`` (recursive) with captions in ``<stem>.txt`` or ``<stem>.json`` sidecars."""
+    source = Path(input_dir).resolve()
+    items = folder_items(source, skip_dir=Path(out_dir).resolve())
+    return convert_items(items, out_dir, config, {"kind": "folder", "input": str(source)}, progress)
+
+
+def convert_jsonl(
+    input_path: str | Path,
+    out_dir: str | Path,
+    config: ConvertConfig = ConvertConfig(),
+    image_root: str | Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ConvertResult:
+    """The reference's JSONL lists (a file or a folder of ``*.jsonl``); see :func:`sources.jsonl_items`."""
+    source = Path(input_path).resolve()
+    root = str(Path(image_root).resolve()) if image_root is not None else None
+    items = jsonl_items(source, image_root=root)
+    return convert_items(
+        items, out_dir, config, {"kind": "jsonl", "input": str(source), "image_root": root}, progress
+    )
+
+
+def convert_img2dataset(
+    input_path: str | Path,
+    out_dir: str | Path,
+    config: ConvertConfig = ConvertConfig(),
+    path_column: str | None = None,
+    caption_column: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ConvertResult:
+    """img2dataset output: a folder of ``*.tar`` (+ parquet) shards, one .tar, or a parquet/CSV table with
+    image paths and captions (columns found by name or given explicitly)."""
+    source = Path(input_path).resolve()
+    items = img2dataset_items(source, path_column=path_column, caption_column=caption_column)
+    description = {
+        "kind": "img2dataset",
+        "input": str(source),
+        "path_column": path_column,
+        "caption_column": caption_column,
+    }
+    return convert_items(items, out_dir, config, description, progress)
