@@ -1,0 +1,164 @@
+"""FID between two image sets (folders, manifests or `.npz` statistics), with reference-set caching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io import read_image_inputs
+from ..runs import Shard, protocol_id, run_header, write_json
+from ..weights import describe_weight_file
+from .checkpoint import FIDBackbone, load_fid_inception
+from .features import FID_PROTOCOLS, extract_features
+from .frechet import FeatureStatistics, frechet_distance
+from .inception import FEATURE_DIM
+
+__all__ = ["FIDOptions", "FIDResult", "compute_fid", "compute_statistics", "default_cache_dir"]
+
+logger = logging.getLogger(__name__)
+
+METRIC_VERSION = "fid-1"
+
+
+@dataclass(frozen=True)
+class FIDOptions:
+    """Everything that changes an FID number (recorded in the results)."""
+
+    protocol: str = "pytorch-fid"
+    batch_size: int = 32
+    dims: int = FEATURE_DIM
+
+    def __post_init__(self) -> None:
+        if self.protocol not in FID_PROTOCOLS:
+            raise ValueError(f"unknown FID protocol {self.protocol!r}; choose one of {FID_PROTOCOLS}")
+        if self.dims != FEATURE_DIM:
+            raise ValueError(f"only pool3 ({FEATURE_DIM}-d) features are FID; got dims={self.dims}")
+
+
+@dataclass(frozen=True)
+class FIDResult:
+    fid: float
+    n_a: int | None
+    n_b: int | None
+    summary: dict[str, Any]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("INFINITY_EVAL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "infinity-eval"
+
+
+def _set_fingerprint(paths: list[Path], options: FIDOptions, weights_sha: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"protocol": options.protocol, "weights": weights_sha, "v": METRIC_VERSION}).encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def compute_statistics(
+    source: str | os.PathLike[str],
+    backbone: FIDBackbone,
+    options: FIDOptions | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None,
+    shard: Shard | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> FeatureStatistics:
+    """Statistics of a folder / manifest (cached by file list, sizes, mtimes, protocol, weights) or an `.npz`."""
+    options = options or FIDOptions()
+    src = Path(source)
+    if src.is_file() and src.suffix == ".npz":
+        stats = FeatureStatistics.load(src)
+        proto = stats.meta.get("protocol")
+        if proto is not None and proto != options.protocol:
+            raise ValueError(f"{src} was computed with protocol {proto!r}, not {options.protocol!r}")
+        return stats
+    shard = shard or Shard()
+    records = read_image_inputs(src)
+    paths = shard.select([r.image for r in records], key=str)
+    fingerprint = _set_fingerprint(paths, options, backbone.sha256)
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"fid-stats-{fingerprint}.npz"
+        if cache_file.is_file():
+            logger.info("using cached FID statistics %s for %s", cache_file, src)
+            return FeatureStatistics.load(cache_file)
+    feats = extract_features(
+        paths, backbone.model, options.protocol, options.batch_size, device, num_workers, progress
+    )
+    stats = FeatureStatistics.from_features(feats)
+    stats.meta = {
+        "source": str(src),
+        "protocol": options.protocol,
+        "backbone": backbone.label,
+        "weights_sha256": backbone.sha256,
+        "n": len(paths),
+        "shard": f"{shard.index}/{shard.count}",
+        "fingerprint": fingerprint,
+    }
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        stats.save(cache_file)
+    return stats
+
+
+def compute_fid(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    weights: str | os.PathLike[str] | None = None,
+    options: FIDOptions | None = None,
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+    backbone: FIDBackbone | None = None,
+) -> FIDResult:
+    """FID(a, b). `b` is typically the reference set (folder, manifest or `.npz`), cached in `cache_dir`."""
+    options = options or FIDOptions()
+    if backbone is None:
+        backbone = load_fid_inception(weights, device=device)
+    stats_a = compute_statistics(a, backbone, options, device, None, Shard(), num_workers, progress)
+    stats_b = compute_statistics(b, backbone, options, device, cache_dir, Shard(), num_workers, progress)
+    fid = frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma)
+    warnings: list[str] = []
+    for name, st in (("a", stats_a), ("b", stats_b)):
+        if st.n is not None and st.n < FEATURE_DIM:
+            warnings.append(
+                f"set {name} has N = {st.n} < {FEATURE_DIM}: its covariance is rank-deficient and FID is "
+                "strongly biased; compare only equal N"
+            )
+    for w in warnings:
+        logger.warning(w)
+    opts = {"protocol": options.protocol, "dims": options.dims, "backbone": backbone.label}
+    proto = protocol_id("fid", {**opts, "weights": backbone.sha256[:16]})
+    summary = {
+        "header": run_header(
+            "fid",
+            proto,
+            {**opts, "batch_size": options.batch_size, "metric_version": METRIC_VERSION},
+            [describe_weight_file(backbone.path)],
+            device=str(device),
+        ),
+        "fid": fid,
+        "n_a": stats_a.n,
+        "n_b": stats_b.n,
+        "a": str(a),
+        "b": str(b),
+        "warnings": warnings,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "summary.json", summary)
+    return FIDResult(fid=fid, n_a=stats_a.n, n_b=stats_b.n, summary=summary)
