@@ -1,0 +1,249 @@
+"""Attention layers: cosine self-attention with 2D RoPE, varlen cross-attention, the text attention pool.
+
+Self-attention always runs through `F.scaled_dot_product_attention` (explicit block-causal mask in training,
+no mask over the KV cache at inference). Cross-attention and the pool use flash-attn's varlen kernel only when
+it is importable, the tensors are on CUDA and already in fp16/bf16 (e.g. under autocast); otherwise SDPA on a
+zero-padded key/value batch with a key-padding mask, which gives the same result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from infinity_model.condition import packed_positions
+from infinity_model.rope import apply_rope
+
+__all__ = [
+    "COS_ATTN_MAX_LOG_SCALE",
+    "CrossAttention",
+    "LayerKV",
+    "SelfAttention",
+    "TextAttentivePool",
+    "TextMemory",
+    "block_causal_mask",
+    "varlen_attention",
+]
+
+# float32 ln(100) taken as a Python float: the clamp bound of the learned per-head log-scale.
+COS_ATTN_MAX_LOG_SCALE = 4.605170249938965
+
+
+def block_causal_mask(scales: list[tuple[int, int]] | tuple[tuple[int, int], ...], device=None) -> Tensor:
+    """(L, L) bool: token q of scale a may attend to token k of scale b iff b <= a."""
+    sizes = torch.tensor([h * w for h, w in scales])
+    scale_id = torch.repeat_interleave(torch.arange(len(scales)), sizes).to(device)
+    return scale_id[None, :] <= scale_id[:, None]
+
+
+@dataclass
+class TextMemory:
+    """Packed text rows for cross-attention plus the indices both attention backends need."""
+
+    rows: Tensor  # (sum_len, D) text_proj_for_ca output (or the normed T5 rows for the pool)
+    lengths: Tensor  # (B,) int64, CPU
+    cu_seqlens: Tensor  # (B + 1,) int32 on the device of rows
+    max_len: int
+    allow_flash: bool = True
+    # derived once: (sample, position) of every packed row and the (B, 1, 1, max_len) key-padding mask
+    pad_sample: Tensor = field(init=False, repr=False)
+    pad_pos: Tensor = field(init=False, repr=False)
+    key_mask: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = self.lengths.to(torch.int64).cpu()
+        self.pad_sample, self.pad_pos = packed_positions(self.lengths, self.rows.device)
+        mask = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=self.rows.device)
+        mask[self.pad_sample, self.pad_pos] = True
+        self.key_mask = mask[:, None, None, :]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lengths.numel())
+
+    def pad(self, packed: Tensor) -> Tensor:
+        """(sum_len, *rest) -> zero-padded (B, max_len, *rest)."""
+        out = packed.new_zeros((self.batch_size, self.max_len, *packed.shape[1:]))
+        out[self.pad_sample, self.pad_pos] = packed
+        return out
+
+
+@functools.cache
+def _flash_varlen_kvpacked() -> Callable | None:
+    """flash-attn's varlen kv-packed kernel, or None when flash-attn is not installed (imported lazily)."""
+    try:
+        from flash_attn import flash_attn_varlen_kvpacked_func
+    except ImportError:
+        return None
+    return flash_attn_varlen_kvpacked_func
+
+
+def _use_flash(q: Tensor, kv: Tensor, memory: TextMemory) -> bool:
+    return (
+        memory.allow_flash
+        and q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and kv.dtype == q.dtype
+        and _flash_varlen_kvpacked() is not None
+    )
+
+
+def varlen_attention(q: Tensor, kv: Tensor, memory: TextMemory, scale: float) -> Tensor:
+    """Each sample's queries attend to that sample's own text rows only.
+
+    q: (B, Lq, H, hd); kv: (sum_len, 2, H, hd) packed like `memory`; returns (B, Lq, H, hd).
+    """
+    batch, lq, heads, hd = q.shape
+    if _use_flash(q, kv, memory):
+        flash = _flash_varlen_kvpacked()
+        cu_q = torch.arange(0, (batch + 1) * lq, lq, dtype=torch.int32, device=q.device)
+        out = flash(
+            q.reshape(batch * lq, heads, hd),
+            kv,
+            cu_q,
+            memory.cu_seqlens,
+            lq,
+            memory.max_len,
+            dropout_p=0.0,
+            softmax_scale=scale,
+        )
+        return out.view(batch, lq, heads, hd)
+    padded = memory.pad(kv)  # (B, N, 2, H, hd)
+    k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
+    if q.dtype != v.dtype:
+        q = q.to(v.dtype)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=memory.key_mask, scale=scale)
+    return out.transpose(1, 2)
+
+
+class LayerKV:
+    """Keys (after RoPE) and values of one self-attention layer for all scales run so far."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append (B, H, l, hd) keys/values along the sequence; return the full cached keys/values."""
+        if self.k is None or self.v is None:
+            self.k, self.v = k, v
+        else:
+            if k.shape[0] != self.k.shape[0]:
+                raise ValueError(
+                    f"KV cache holds batch {self.k.shape[0]} but got batch {k.shape[0]}; use a new cache "
+                    "(Infinity.new_cache()) for every sampler call"
+                )
+            self.k = torch.cat([self.k, k], dim=2)
+            self.v = torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class SelfAttention(nn.Module):
+    """Cosine self-attention: q, k L2-normalised, q scaled by exp(min(s_h, ln 100)), 2D RoPE, scale 1."""
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
+        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
+        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        attn_mask: Tensor | None = None,
+        cache: LayerKV | None = None,
+    ) -> Tensor:
+        """x: (B, L, C); cos/sin: (L, hd/2) for these tokens; attn_mask: (L, L_keys) bool or None."""
+        batch, length, width = x.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
+        with torch.autocast(x.device.type, enabled=False):
+            log_scale = self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
+            q = F.normalize(q.float(), dim=-1, eps=1e-12) * log_scale
+            k = F.normalize(k.float(), dim=-1, eps=1e-12)
+            q = apply_rope(q, cos, sin).to(v.dtype)
+            k = apply_rope(k, cos, sin).to(v.dtype)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+
+
+class CrossAttention(nn.Module):
+    """Image tokens (queries) attend to their own prompt's text rows; softmax scale 1/sqrt(hd), no RoPE."""
+
+    def __init__(self, embed_dim: int, cond_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
+        self.mat_q = nn.Linear(embed_dim, embed_dim)
+        self.mat_kv = nn.Linear(cond_dim, 2 * embed_dim, bias=False)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def project_kv(self, memory: TextMemory) -> Tensor:
+        """(sum_len, 2, H, hd) keys/values of the packed text rows (cacheable across scales)."""
+        bias = torch.cat((self.zero_k_bias, self.v_bias))
+        kv = F.linear(memory.rows, self.mat_kv.weight, bias)
+        return kv.view(-1, 2, self.num_heads, self.head_dim)
+
+    def forward(self, x: Tensor, memory: TextMemory, kv: Tensor | None = None) -> Tensor:
+        batch, length, width = x.shape
+        if kv is None:
+            kv = self.project_kv(memory)
+        q = self.mat_q(x).view(batch, length, self.num_heads, self.head_dim)
+        if kv.dtype != q.dtype:
+            kv = kv.to(q.dtype)
+        out = varlen_attention(q, kv, memory, scale=1.0 / math.sqrt(self.head_dim))
+        return self.proj(out.reshape(batch, length, width))
+
+
+class _PoolAttention(nn.Module):
+    """One learned query per head attending to a prompt's rows (keys `text_proj_for_sos.ca.*`)."""
+
+    def __init__(self, text_channels: int, cond_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = cond_dim // num_heads
+        self.mat_q = nn.Parameter(torch.empty(1, num_heads, self.head_dim))
+        self.v_bias = nn.Parameter(torch.zeros(cond_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(cond_dim))
+        self.mat_kv = nn.Linear(text_channels, 2 * cond_dim, bias=False)
+        self.proj = nn.Linear(cond_dim, cond_dim)
+        if not self.mat_q.is_meta:
+            nn.init.trunc_normal_(self.mat_q, std=math.sqrt(1 / (3 * cond_dim)))
+
+    def forward(self, memory: TextMemory) -> Tensor:
+        """memory.rows: (sum_len, Ct5) normed T5 rows -> (B, D) pooled vectors."""
+        batch = memory.batch_size
+        bias = torch.cat((self.zero_k_bias, self.v_bias))
+        kv = F.linear(memory.rows, self.mat_kv.weight, bias).view(-1, 2, self.num_heads, self.head_dim)
+        q = self.mat_q.to(kv.dtype).expand(batch, -1, -1).unsqueeze(1)  # (B, 1, Hp, hd)
+        out = varlen_attention(q, kv, memory, scale=1.0 / math.sqrt(self.head_dim))
+        return self.proj(out.reshape(batch, self.num_heads * self.head_dim))
+
+
+class TextAttentivePool(nn.Module):
+    """Attention pool of the prompt rows into the single vector cond_BD (SOS content and AdaLN input)."""
+
+    def __init__(self, text_channels: int, cond_dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.ca = _PoolAttention(text_channels, cond_dim, num_heads)
+
+    def forward(self, memory: TextMemory) -> Tensor:
+        return self.ca(memory)

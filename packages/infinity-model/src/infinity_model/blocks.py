@@ -1,0 +1,114 @@
+"""Transformer block (AdaLN-modulated self-attention, cross-attention, FFN) and the AdaLN head norm."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from infinity_model.attention import CrossAttention, LayerKV, SelfAttention, TextMemory
+
+__all__ = ["FFN", "AdaLNBeforeHead", "BlockChunk", "CrossAttnBlock", "DropPath", "modulate"]
+
+
+def modulate(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tensor:
+    """LayerNorm without affine, then x * (1 + scale) + shift (computed in the precision of x/scale)."""
+    return F.layer_norm(x, (x.shape[-1],), eps=eps).mul(scale.add(1)).add_(shift)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (scaled by 1/keep); identity at inference or when rate is 0."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+class FFN(nn.Module):
+    """fc1 -> GELU(tanh) -> fc2, both with bias."""
+
+    def __init__(self, embed_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, embed_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class CrossAttnBlock(nn.Module):
+    """Pre-norm block: x += SA(mod(x))*g1; x += CA(ca_norm(x)); x += FFN(mod(x))*g2 (spec §5.1)."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        ffn_dim: int,
+        cond_dim: int,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        self.norm_eps = norm_eps
+        self.ada_gss = nn.Parameter(torch.empty(1, 1, 6, embed_dim))
+        self.sa = SelfAttention(embed_dim, num_heads)
+        self.ca = CrossAttention(embed_dim, cond_dim, num_heads)
+        self.ffn = FFN(embed_dim, ffn_dim)
+        self.ca_norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        self.drop_path = DropPath(drop_path)
+        if not self.ada_gss.is_meta:
+            with torch.no_grad():
+                self.ada_gss.copy_(torch.randn(1, 1, 6, embed_dim) / math.sqrt(embed_dim))
+
+    def forward(
+        self,
+        x: Tensor,
+        ada: Tensor,
+        memory: TextMemory,
+        cos: Tensor,
+        sin: Tensor,
+        attn_mask: Tensor | None = None,
+        cache: LayerKV | None = None,
+        ca_kv: Tensor | None = None,
+    ) -> Tensor:
+        """x: (B, L, C) residual stream; ada: (B, 1, 6, C) shared AdaLN output; returns (B, L, C)."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = (ada + self.ada_gss.to(ada.dtype)).unbind(2)
+        eps = self.norm_eps
+        x = x + self.drop_path(self.sa(modulate(x, scale1, shift1, eps), cos, sin, attn_mask, cache) * gamma1)
+        x = x + self.ca(self.ca_norm(x), memory, ca_kv)
+        x = x + self.drop_path(self.ffn(modulate(x, scale2, shift2, eps)) * gamma2)
+        return x
+
+
+class BlockChunk(nn.Module):
+    """A group of consecutive blocks; only exists so that state-dict keys read block_chunks.{i}.module.{j}."""
+
+    def __init__(self, blocks: list[CrossAttnBlock]) -> None:
+        super().__init__()
+        self.module = nn.ModuleList(blocks)
+
+
+class AdaLNBeforeHead(nn.Module):
+    """y = LN(x) * (1 + scale) + shift with (scale, shift) = ada_lin(cond_BD) (scale first)."""
+
+    def __init__(self, embed_dim: int, cond_dim: int, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.norm_eps = norm_eps
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * embed_dim))
+
+    def forward(self, x: Tensor, cond_BD: Tensor) -> Tensor:
+        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
+        return modulate(x, scale, shift, self.norm_eps)
