@@ -1,1 +1,39 @@
-"""infinity_data."""
+"""infinity_data: aspect-bucketed WebDataset shards for Infinity.
+
+Converters (image folder, the reference's JSONL lists, img2dataset output) write per-template shards with an
+index; ``verify`` and ``stats`` check and summarise them; :class:`BucketLoader` streams bucket-pure batches
+across ranks and workers and resumes at the exact next sample.
+"""
+
+from .buckets import bucket_name, template_of_size
+from .captions import choose_caption
+from .convert import ConvertConfig, ConvertResult, convert_folder, convert_img2dataset, convert_jsonl
+from .images import ImageDecodeError, decode_rgb
+from .loader import BucketLoader, LoaderConfig
+from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter, read_shard
+from .stats import DatasetStats, stats
+from .verify import VerifyReport, verify
+
+__all__ = [
+    "BucketLoader",
+    "ConvertConfig",
+    "ConvertResult",
+    "DatasetStats",
+    "ImageDecodeError",
+    "LoaderConfig",
+    "ShardIndex",
+    "ShardInfo",
+    "ShardSample",
+    "ShardWriter",
+    "VerifyReport",
+    "bucket_name",
+    "choose_caption",
+    "convert_folder",
+    "convert_img2dataset",
+    "convert_jsonl",
+    "decode_rgb",
+    "read_shard",
+    "stats",
+    "template_of_size",
+    "verify",
+]

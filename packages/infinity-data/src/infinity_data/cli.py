@@ -1,0 +1,229 @@
+"""``infinity-data`` command line: convert, verify, stats, index, stream."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from .convert import ConvertConfig, ConvertResult, convert_folder, convert_img2dataset, convert_jsonl
+from .loader import BucketLoader, LoaderConfig
+from .shards import ShardIndex
+from .stats import stats
+from .verify import verify
+
+_KINDS = ("auto", "folder", "jsonl", "img2dataset")
+
+
+def _detect_kind(path: Path) -> str:
+    if path.is_file():
+        return "jsonl" if path.suffix.lower() == ".jsonl" else "img2dataset"
+    if path.is_dir():
+        if any(path.glob("*.jsonl")):
+            return "jsonl"
+        if any(path.glob("*.tar")):
+            return "img2dataset"
+        return "folder"
+    raise FileNotFoundError(f"{path} does not exist")
+
+
+@contextmanager
+def _bar(desc: str, total: int | None, unit: str):
+    with tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=None) as bar:
+        yield bar.update
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    source = Path(args.input)
+    kind = _detect_kind(source) if args.kind == "auto" else args.kind
+    config = ConvertConfig(
+        pn=args.pn,
+        workers=args.workers,
+        max_samples_per_shard=args.shard_size,
+        max_bytes_per_shard=int(args.max_shard_mb * (1 << 20)),
+        max_aspect=args.max_aspect,
+        min_side=args.min_side,
+        jpeg_quality=args.jpeg_quality,
+    )
+    start = time.perf_counter()
+    with _bar(f"convert ({kind})", None, "img") as progress:
+        result: ConvertResult
+        if kind == "folder":
+            result = convert_folder(source, args.out, config, progress=progress)
+        elif kind == "jsonl":
+            result = convert_jsonl(source, args.out, config, image_root=args.image_root, progress=progress)
+        else:
+            result = convert_img2dataset(
+                source, args.out, config, args.path_column, args.caption_column, progress=progress
+            )
+    elapsed = time.perf_counter() - start
+    print(
+        f"{result.num_accepted} samples in {len(result.index.shards)} shards ({elapsed:.1f} s); "
+        f"{result.num_rejected} rejected",
+        end="",
+    )
+    print(
+        f" ({', '.join(f'{k}: {v}' for k, v in result.rejected_by_reason.items())})"
+        if result.num_rejected
+        else ""
+    )
+    if result.num_resumed:
+        print(f"resumed: {result.num_resumed} records were already done by an earlier run")
+    for name, count in result.index.bucket_sizes().items():
+        print(f"  {name}: {count}")
+    print(f"index: {result.index.root / 'index.json'}\nreport: {result.report_path}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    try:
+        total = len(ShardIndex.load(args.root).shards)
+    except (FileNotFoundError, ValueError):
+        total = None
+    with _bar("verify", total, "shard") as progress:
+        report = verify(args.root, decode=not args.no_decode, workers=args.workers, progress=progress)
+    for error in report.errors[: args.max_errors]:
+        print(f"error: {error}")
+    if len(report.errors) > args.max_errors:
+        print(f"... and {len(report.errors) - args.max_errors} more errors")
+    status = "OK" if report.ok else f"FAILED with {len(report.errors)} errors"
+    print(f"{report.num_shards} shards, {report.num_samples} samples: {status}")
+    return 0 if report.ok else 1
+
+
+def _fmt_summary(summary: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in summary.items()) if summary else "-"
+
+
+def _cmd_stats(args: argparse.Namespace) -> int:
+    total = len(ShardIndex.load(args.root).shards)
+    with _bar("stats", total, "shard") as progress:
+        result = stats(args.root, histogram_path=args.histogram, progress=progress)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return 0
+    print(f"{result.num_samples} samples")
+    print("bucket (h/w)  samples  share")
+    for name, count in result.bucket_sizes.items():
+        print(f"  {name:>9}  {count:7d}  {count / max(result.num_samples, 1):6.1%}")
+    print(f"caption characters: {_fmt_summary(result.caption_chars)}")
+    print(f"caption words:      {_fmt_summary(result.caption_words)}")
+    print(f"samples with a short caption: {result.num_short_captions}")
+    if args.histogram:
+        print(f"aspect-ratio histogram: {args.histogram}")
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    previous: dict[str, Any] = {}
+    with suppress(FileNotFoundError, ValueError):
+        previous = ShardIndex.load(root).info
+    index = ShardIndex.scan(root, info=previous)
+    path = index.save()
+    print(f"{path}: {len(index.shards)} shards, {index.num_samples} samples")
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    config = LoaderConfig(batch_size=args.batch_size, pn=args.pn, num_workers=args.workers, seed=args.seed)
+    loader = BucketLoader(args.root, config)
+    start = time.perf_counter()
+    images = 0
+    for i, batch in enumerate(loader):
+        if i >= args.batches:
+            break
+        images += len(batch["keys"])
+        shape = tuple(batch["images"].shape)
+        print(
+            f"batch {batch['index']:5d}  template {batch['template']:.3f}  images {shape}  first: {batch['captions'][0][:50]!r}"
+        )
+    elapsed = time.perf_counter() - start
+    print(
+        f"{images} images in {elapsed:.2f} s ({images / max(elapsed, 1e-9):.1f} images/s); {len(loader)} batches per epoch"
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infinity-data", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log per-sample decisions")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "convert", help="convert images + captions into bucketed WebDataset shards (resumable)"
+    )
+    p.add_argument(
+        "input", help="image folder, .jsonl file/folder, or img2dataset output (folder, .tar, parquet/CSV)"
+    )
+    p.add_argument("out", help="output folder (re-run the same command to resume)")
+    p.add_argument("--from", dest="kind", choices=_KINDS, default="auto", help="input kind (default: detect)")
+    p.add_argument(
+        "--pn", default=None, help="shrink larger images to this pixel budget (0.06M/0.25M/0.60M/1M)"
+    )
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (0 = this process)")
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--max-shard-mb", type=float, default=1024.0, help="bytes per shard before rolling over")
+    p.add_argument(
+        "--max-aspect", type=float, default=4.0, help="reject images longer than this x their width"
+    )
+    p.add_argument("--min-side", type=int, default=8, help="reject images smaller than this")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs")
+    p.add_argument("--image-root", default=None, help="jsonl: base folder of relative image paths")
+    p.add_argument("--path-column", default=None, help="img2dataset table: column with image paths")
+    p.add_argument("--caption-column", default=None, help="img2dataset table: column with captions")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("verify", help="check every shard, count and sample of a converted dataset")
+    p.add_argument("root")
+    p.add_argument(
+        "--no-decode", action="store_true", help="skip decoding images (structure and counts only)"
+    )
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--max-errors", type=int, default=50, help="errors to print")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("stats", help="per-bucket counts, caption lengths, aspect-ratio histogram")
+    p.add_argument("root")
+    p.add_argument("--histogram", default=None, help="write the aspect-ratio histogram PNG here")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("index", help="rebuild index.json from the tars on disk")
+    p.add_argument("root")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("stream", help="stream a few loader batches and report their shapes and speed")
+    p.add_argument("root")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--pn", default="0.06M")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batches", type=int, default=10)
+    p.set_defaults(func=_cmd_stream)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"infinity-data {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

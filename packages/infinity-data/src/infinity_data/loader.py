@@ -1,0 +1,422 @@
+"""Bucket-aware, distributed, exactly resumable batch loader over converted shards.
+
+Every batch comes from one bucket (one template, so one scale schedule and one image size). The order of an
+epoch is a pure function of ``(seed, epoch)`` and the index, computed identically in every process:
+
+1. per bucket, shards are permuted and taken ``shuffle_window`` at a time; the samples of each window are
+   permuted together (shuffled within and across shards, while reading only a few shards at once);
+2. each bucket's sample order is cut into batches; the bucket of each global batch is drawn by permuting
+   the multiset of batch labels (so buckets appear in proportion to their sizes, like the reference);
+3. global batch ``j`` goes to rank ``j % world_size``; a rank's ``i``-th batch is built by DataLoader worker
+   ``(i - start) % num_workers``, where ``start`` is the batch the iteration resumed from.
+
+The state is just ``(epoch, next batch index)`` counted on batches the trainer actually received, so worker
+prefetch never loses or repeats a sample on resume. ``mode="resampled"`` draws every batch independently
+(bucket proportional to size, samples without replacement within the batch) from ``(seed, epoch, rank,
+batch index)``: no cross-rank agreement beyond the index is needed, which suits many nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from bsq_tokenizer import resize_crop_for_template, target_pixel_size
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .buckets import check_pn, parse_bucket_name
+from .captions import choose_caption
+from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb, to_tensor_pm1
+from .shards import T5_EXT, MemberTable, ShardIndex, read_member_table
+
+__all__ = ["BucketLoader", "LoaderConfig"]
+
+logger = logging.getLogger(__name__)
+
+_MODES = ("epoch", "resampled")
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How batches are made. ``pn``: pixel budget of the output images (0.06M -> 256x256 for 1:1).
+    ``shuffle_window``: shards whose samples are shuffled together (0 = the whole bucket).
+    ``short_caption_prob`` / ``dynamic_caption_length``: caption choice (see :func:`choose_caption`)."""
+
+    batch_size: int = 16
+    pn: str = "0.06M"
+    seed: int = 0
+    num_workers: int = 2
+    mode: str = "epoch"
+    shuffle_window: int = 8
+    drop_last: bool = False
+    load_t5: bool = True
+    prefetch_factor: int = 2
+    pin_memory: bool = False
+    short_caption_prob: float = 0.0
+    dynamic_caption_length: bool = False
+    buckets: tuple[str, ...] | None = None  # only these bucket names (e.g. ("1.000",)); None = all
+
+    def __post_init__(self) -> None:
+        check_pn(self.pn)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
+        if self.num_workers < 0 or self.shuffle_window < 0:
+            raise ValueError("num_workers and shuffle_window must be >= 0")
+        if not 0.0 <= self.short_caption_prob <= 1.0:
+            raise ValueError(f"short_caption_prob must be in [0, 1], got {self.short_caption_prob}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> LoaderConfig:
+        """Named settings: "default" (long captions as stored) or "reference" (the reference recipe's
+        caption policy: dynamic caption length, short caption with probability 0.5)."""
+        presets = {
+            "default": cls(),
+            "reference": cls(short_caption_prob=0.5, dynamic_caption_length=True),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown loader preset {name!r}; choose one of {', '.join(presets)}")
+        return replace(presets[name], **overrides)
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    name: str
+    template: float
+    shard_paths: tuple[str, ...]
+    starts: np.ndarray  # [num_shards + 1] cumulative sample counts
+
+    @property
+    def size(self) -> int:
+        return int(self.starts[-1])
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything needed to build any batch of any epoch for one rank (cheap to pickle to workers)."""
+
+    root: Path
+    buckets: tuple[_Bucket, ...]
+    config: LoaderConfig
+    rank: int
+    world_size: int
+    batches_per_rank: int
+    global_batches: int  # before padding / truncation to a multiple of world_size
+    bucket_batches: tuple[int, ...] = field(default_factory=tuple)
+
+    # ---- epoch mode ------------------------------------------------------------------------------------
+    def bucket_order(self, b: int, epoch: int) -> np.ndarray:
+        """Sample ids (0..size-1 within bucket ``b``) in this epoch's order."""
+        bucket = self.buckets[b]
+        rng = np.random.default_rng([self.config.seed, epoch, b, 0])
+        counts = np.diff(bucket.starts)
+        shard_perm = rng.permutation(len(counts))
+        window = self.config.shuffle_window or len(counts)
+        parts = []
+        for lo in range(0, len(counts), window):
+            group = shard_perm[lo : lo + window]
+            ids = np.concatenate([np.arange(bucket.starts[s], bucket.starts[s + 1]) for s in group])
+            parts.append(rng.permutation(ids))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def batch_labels(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bucket, occurrence) of every global batch of the epoch, padded/truncated to world_size."""
+        labels = np.repeat(np.arange(len(self.buckets)), self.bucket_batches)
+        labels = np.random.default_rng([self.config.seed, epoch, 1 << 30]).permutation(labels)
+        occurrence = np.zeros(len(labels), dtype=np.int64)
+        for b in range(len(self.buckets)):
+            where = np.flatnonzero(labels == b)
+            occurrence[where] = np.arange(len(where))
+        total = self.batches_per_rank * self.world_size
+        take = np.arange(total) % max(len(labels), 1)  # pads by wrapping around (drop_last truncates)
+        return labels[take], occurrence[take]
+
+    # ---- both modes ------------------------------------------------------------------------------------
+    def batch_members(self, epoch: int, index: int, cache: dict[str, Any]) -> tuple[int, np.ndarray]:
+        """(bucket, sample ids) of this rank's batch ``index`` in ``epoch``."""
+        bs = self.config.batch_size
+        if self.config.mode == "resampled":
+            rng = np.random.default_rng([self.config.seed, epoch, self.rank, index, 1])
+            sizes = np.array([bk.size for bk in self.buckets], dtype=np.float64)
+            b = int(rng.choice(len(self.buckets), p=sizes / sizes.sum()))
+            n = self.buckets[b].size
+            return b, rng.choice(n, size=bs, replace=n < bs)
+        if cache.get("epoch") != epoch:
+            cache.clear()
+            cache["epoch"] = epoch
+            cache["labels"] = self.batch_labels(epoch)
+            cache["orders"] = {}
+        labels, occurrence = cache["labels"]
+        j = index * self.world_size + self.rank
+        b, occ = int(labels[j]), int(occurrence[j])
+        if b not in cache["orders"]:
+            cache["orders"][b] = self.bucket_order(b, epoch)
+        return b, cache["orders"][b][occ * bs : (occ + 1) * bs]
+
+
+class _ShardReader:
+    """Random access to samples: member tables and open files cached per worker (LRU)."""
+
+    def __init__(self, root: Path, max_open: int = 16, max_tables: int = 256) -> None:
+        self.root = root
+        self.max_open, self.max_tables = max_open, max_tables
+        self.files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self.tables: OrderedDict[str, MemberTable | ValueError] = OrderedDict()
+
+    def _table(self, rel: str) -> MemberTable:
+        if rel not in self.tables:
+            try:
+                self.tables[rel] = read_member_table(self.root / rel)
+            except ValueError as exc:
+                self.tables[rel] = exc
+            if len(self.tables) > self.max_tables:
+                self.tables.popitem(last=False)
+        self.tables.move_to_end(rel)
+        table = self.tables[rel]
+        if isinstance(table, ValueError):
+            raise table
+        return table
+
+    def _file(self, rel: str) -> BinaryIO:
+        if rel not in self.files:
+            self.files[rel] = open(self.root / rel, "rb")  # noqa: SIM115 (kept open in the LRU)
+            if len(self.files) > self.max_open:
+                self.files.popitem(last=False)[1].close()
+        self.files.move_to_end(rel)
+        return self.files[rel]
+
+    def read(self, rel: str, position: int, exts: tuple[str, ...]) -> tuple[str, dict[str, bytes]]:
+        table = self._table(rel)
+        if position >= len(table.keys):
+            raise ValueError(
+                f"{rel} holds {len(table.keys)} samples, sample #{position} requested (stale index?)"
+            )
+        fh = self._file(rel)
+        out = {}
+        for ext, (offset, size) in table.files[position].items():
+            if ext in exts:
+                fh.seek(offset)
+                out[ext] = fh.read(size)
+                if len(out[ext]) != size:
+                    raise ValueError(f"{rel}: member {table.keys[position]}.{ext} is truncated")
+        return table.keys[position], out
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
+
+
+def _caption_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
+    digest = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "little")
+    return np.random.default_rng([seed, epoch, digest, 2])
+
+
+class _BatchStream(IterableDataset):
+    """This rank's batches ``start..end-1`` of one epoch, split over DataLoader workers."""
+
+    def __init__(self, plan: _Plan, epoch: int, start: int) -> None:
+        super().__init__()
+        self.plan, self.epoch, self.start = plan, epoch, start
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        reader = _ShardReader(self.plan.root)
+        cache: dict[str, Any] = {}
+        try:
+            for index in range(self.start + worker, self.plan.batches_per_rank, num_workers):
+                batch = self._build(index, reader, cache)
+                if batch is not None:
+                    yield batch
+        finally:
+            reader.close()
+
+    def _build(self, index: int, reader: _ShardReader, cache: dict[str, Any]) -> dict[str, Any] | None:
+        plan, cfg = self.plan, self.plan.config
+        b, ids = plan.batch_members(self.epoch, index, cache)
+        bucket = plan.buckets[b]
+        exts = (*SHARD_IMAGE_EXTS, "json", T5_EXT) if cfg.load_t5 else (*SHARD_IMAGE_EXTS, "json")
+        target = target_pixel_size(bucket.template, cfg.pn)
+        images, captions, keys, t5 = [], [], [], []
+        for sample_id in ids:
+            shard = int(np.searchsorted(bucket.starts, sample_id, side="right")) - 1
+            rel = bucket.shard_paths[shard]
+            position = int(sample_id - bucket.starts[shard])
+            try:
+                key, files = reader.read(rel, position, exts)
+                meta = json.loads(files["json"])
+                image_ext = next(e for e in SHARD_IMAGE_EXTS if e in files)
+                img = resize_crop_for_template(decode_rgb(files[image_ext]), bucket.template, cfg.pn)
+                tensor = to_tensor_pm1(img)
+                if tuple(tensor.shape[1:]) != target:
+                    raise ValueError(f"resized to {tuple(tensor.shape[1:])}, expected {target}")
+                feats = None
+                if T5_EXT in files:
+                    feats = torch.from_numpy(np.load(io.BytesIO(files[T5_EXT]), allow_pickle=False))
+            except (ImageDecodeError, ValueError, OSError, KeyError, StopIteration, TypeError) as exc:
+                logger.warning(
+                    "skipping corrupt sample #%d of %s (bucket %s): %s", position, rel, bucket.name, exc
+                )
+                continue
+            caption = choose_caption(
+                str(meta.get("caption", "")),
+                meta.get("short_caption"),
+                str(meta.get("caption_type", "user_prompt")),
+                _caption_rng(cfg.seed, self.epoch, key),
+                short_prob=cfg.short_caption_prob,
+                dynamic_length=cfg.dynamic_caption_length,
+            )
+            images.append(tensor)
+            captions.append(caption)
+            keys.append(key)
+            t5.append(feats)
+        if not images:
+            logger.error(
+                "batch %d of epoch %d (bucket %s) had no readable sample; skipped",
+                index,
+                self.epoch,
+                bucket.name,
+            )
+            return None
+        batch: dict[str, Any] = {
+            "images": torch.stack(images),
+            "captions": captions,
+            "template": bucket.template,
+            "keys": keys,
+            "epoch": self.epoch,
+            "index": index,
+        }
+        if cfg.load_t5 and all(f is not None for f in t5):
+            batch["t5_features"] = t5
+        return batch
+
+
+def _identity(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+class BucketLoader:
+    """Iterate bucket-pure batches of a converted dataset; ``for batch in loader`` runs to the end of the
+    current epoch (resuming mid-epoch after :meth:`load_state_dict`), then the state moves to the next epoch.
+
+    A batch is a dict: ``images`` float32 [B, 3, H, W] in [-1, 1], ``captions`` list[str], ``template``
+    float (h/w of the bucket; the scale schedule is ``get_schedule(template, pn)``), ``keys`` list[str],
+    ``epoch`` and ``index`` (this rank's batch number), and ``t5_features`` (list of [L_i, C] tensors) when
+    every sample of the batch has precomputed features and ``load_t5`` is on. Corrupt samples are skipped
+    with a logged warning (the batch is then smaller).
+    """
+
+    def __init__(
+        self, root: str | Path, config: LoaderConfig = LoaderConfig(), rank: int = 0, world_size: int = 1
+    ):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.index = ShardIndex.load(root)
+        self.config = config
+        self.rank, self.world_size = rank, world_size
+        self._plan = self._make_plan()
+        self._epoch = 0
+        self._next = 0
+
+    def _make_plan(self) -> _Plan:
+        cfg = self.config
+        names = sorted({s.bucket for s in self.index.shards})
+        if cfg.buckets is not None:
+            unknown = set(cfg.buckets) - set(names)
+            if unknown:
+                raise ValueError(f"buckets {sorted(unknown)} are not in {self.index.root}; it has {names}")
+            names = [n for n in names if n in cfg.buckets]
+        buckets = []
+        for name in names:
+            shards = [s for s in self.index.shards_of(name) if s.num_samples > 0]
+            if shards:
+                starts = np.concatenate([[0], np.cumsum([s.num_samples for s in shards])]).astype(np.int64)
+                buckets.append(_Bucket(name, parse_bucket_name(name), tuple(s.path for s in shards), starts))
+        if not buckets:
+            raise ValueError(
+                f"{self.index.root}: no samples to load (check the index and the buckets option)"
+            )
+        bs = cfg.batch_size
+        per_bucket = tuple((b.size // bs if cfg.drop_last else math.ceil(b.size / bs)) for b in buckets)
+        total = sum(per_bucket)
+        per_rank = total // self.world_size if cfg.drop_last else math.ceil(total / self.world_size)
+        if per_rank == 0:
+            raise ValueError(
+                f"{self.index.root}: {total} batches of {bs} cannot feed {self.world_size} ranks; "
+                "lower batch_size or turn off drop_last"
+            )
+        return _Plan(
+            self.index.root, tuple(buckets), cfg, self.rank, self.world_size, per_rank, total, per_bucket
+        )
+
+    def __len__(self) -> int:
+        """Batches per epoch for this rank."""
+        return self._plan.batches_per_rank
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def bucket_sizes(self) -> dict[str, int]:
+        return {b.name: b.size for b in self._plan.buckets}
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch at the next iteration."""
+        self._epoch, self._next = int(epoch), 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._next >= len(self):
+            self._epoch, self._next = self._epoch + 1, 0
+        epoch = self._epoch
+        cfg = self.config
+        stream = _BatchStream(self._plan, epoch, self._next)
+        loader = DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=cfg.num_workers,
+            collate_fn=_identity,
+            pin_memory=cfg.pin_memory,
+            prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
+        )
+        for batch in loader:
+            self._next = int(batch["index"]) + 1
+            yield batch
+        if self._epoch == epoch:
+            self._epoch, self._next = epoch + 1, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the trainer is: the epoch and the next batch this rank will yield (plus what must match)."""
+        return {
+            "epoch": self._epoch,
+            "next_batch": self._next,
+            "seed": self.config.seed,
+            "mode": self.config.mode,
+            "batch_size": self.config.batch_size,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "bucket_sizes": self.bucket_sizes,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly after the last batch the saved loader yielded (num_workers may differ)."""
+        expected = self.state_dict()
+        for name in ("seed", "mode", "batch_size", "world_size", "rank", "bucket_sizes"):
+            if state.get(name) != expected[name]:
+                raise ValueError(
+                    f"loader state has {name}={state.get(name)!r} but this loader has {expected[name]!r}; "
+                    "resume with the same dataset, seed, mode, batch size, rank and world size"
+                )
+        self._epoch, self._next = int(state["epoch"]), int(state["next_batch"])
