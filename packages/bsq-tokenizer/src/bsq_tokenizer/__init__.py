@@ -1,5 +1,25 @@
 """bsq_tokenizer: Infinity's BSQ-VAE visual tokenizer, multi-scale bitwise quantizer and scale schedules."""
 
+from .config import VAE_PRESETS, VAEConfig
+from .image import (
+    center_crop_to_multiple,
+    check_multiple,
+    image_to_tensor,
+    load_image,
+    psnr,
+    tensor_to_images,
+    to_rgb,
+)
+from .io import (
+    CheckpointError,
+    detect_preset,
+    expected_state_dict_shapes,
+    infer_config,
+    load_official_vae,
+    load_vae,
+    read_state_dict,
+    save_vae,
+)
 from .quantizer import (
     BSQ,
     MultiScaleBSQ,
@@ -14,6 +34,7 @@ from .quantizer import (
     space_to_depth_bits,
     trilinear_resize,
 )
+from .safetensors_io import load_safetensors, load_safetensors_metadata, save_safetensors
 from .schedules import (
     H_DIV_W_TEMPLATES,
     PIXEL_BUDGETS,
@@ -26,28 +47,52 @@ from .schedules import (
     resize_crop_for_template,
     target_pixel_size,
 )
+from .vae import BSQVAE
+
+__version__ = "0.1.0"
 
 __all__ = [
     "BSQ",
+    "BSQVAE",
     "H_DIV_W_TEMPLATES",
     "PIXEL_BUDGETS",
+    "VAE_PRESETS",
     "VAE_STRIDE",
+    "CheckpointError",
     "MultiScaleBSQ",
     "QuantizeOutput",
     "ScaleSchedule",
+    "VAEConfig",
     "area_resize",
     "bits_to_codes",
+    "center_crop_to_multiple",
+    "check_multiple",
     "codebook_scale",
     "codes_from_bits",
     "custom_schedule",
     "default_latent_schedule",
     "depth_to_space",
     "depth_to_space_bits",
+    "detect_preset",
+    "expected_state_dict_shapes",
     "get_schedule",
+    "image_to_tensor",
+    "infer_config",
+    "load_image",
+    "load_official_vae",
+    "load_safetensors",
+    "load_safetensors_metadata",
+    "load_vae",
     "nearest_template",
+    "psnr",
+    "read_state_dict",
     "resize_crop_for_template",
+    "save_safetensors",
+    "save_vae",
     "space_to_depth",
     "space_to_depth_bits",
     "target_pixel_size",
+    "tensor_to_images",
+    "to_rgb",
     "trilinear_resize",
 ]

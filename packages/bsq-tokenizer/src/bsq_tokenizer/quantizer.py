@@ -7,6 +7,7 @@ helpers, t = 1); bit labels are channel-last ``(B, h, w, d)`` integers in {0, 1}
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ def codebook_scale(d: int) -> float:
     """s = float32(1/sqrt(d)): the magnitude of every entry of an (unnormalised) code vector."""
     if d < 1:
         raise ValueError(f"number of bits d must be >= 1, got {d}")
-    return float(torch.tensor(1 / math.sqrt(d), dtype=torch.float32))
+    return struct.unpack("<f", struct.pack("<f", 1 / math.sqrt(d)))[0]
 
 
 def _check_5d(x: Tensor, name: str) -> None:

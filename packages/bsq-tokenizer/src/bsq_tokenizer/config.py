@@ -1,0 +1,114 @@
+"""``VAEConfig``: the hyper-parameters of a BSQ-VAE, with named presets for every released checkpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["VAE_PRESETS", "VAEConfig"]
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Architecture of a Flux-style BSQ-VAE (no attention, no quant convs).
+
+    ``codebook_dim`` = d = bits per latent position; ``patch_size`` = spatial stride (2 ** number of
+    down-sampling levels); ``patchify`` marks the 8B tokenizer whose transformer tokens are 2x2
+    space-to-depth groups of latent positions (4 * d bits per token).
+    """
+
+    codebook_dim: int = 32
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 2, 4, 4, 4)
+    num_res_blocks: int = 2
+    in_channels: int = 3
+    out_channels: int = 3
+    patch_size: int = 16
+    patchify: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
+        if self.codebook_dim < 1:
+            raise ValueError(f"codebook_dim must be >= 1, got {self.codebook_dim}")
+        if self.ch < 1 or not self.ch_mult or min(self.ch_mult) < 1:
+            raise ValueError(f"ch and ch_mult must be positive, got ch={self.ch}, ch_mult={self.ch_mult}")
+        if self.num_res_blocks < 1:
+            raise ValueError(f"num_res_blocks must be >= 1, got {self.num_res_blocks}")
+        levels = self.num_downsamples
+        if self.patch_size < 1 or 2**levels != self.patch_size:
+            raise ValueError(f"patch_size must be a power of two, got {self.patch_size}")
+        if levels > len(self.ch_mult) - 1:
+            raise ValueError(
+                f"patch_size {self.patch_size} needs {levels} down-sampling levels but ch_mult={self.ch_mult} "
+                f"only allows {len(self.ch_mult) - 1}; use a longer ch_mult or a smaller patch_size"
+            )
+        for c in {self.ch * m for m in self.ch_mult}:
+            groups = 32 if c % 32 == 0 else 24
+            if c % groups:
+                raise ValueError(
+                    f"channel count {c} (ch={self.ch} x ch_mult) must be divisible by 32 (or 24) for GroupNorm; "
+                    "use ch = 32, 64, 128, ..."
+                )
+
+    @property
+    def num_downsamples(self) -> int:
+        return max(self.patch_size, 1).bit_length() - 1
+
+    @property
+    def bits_per_token(self) -> int:
+        """Bits per transformer token: d, or 4d for the 2x2-patchified tokenizer."""
+        return 4 * self.codebook_dim if self.patchify else self.codebook_dim
+
+    @property
+    def token_stride(self) -> int:
+        """Pixels per transformer token: the VAE stride, doubled when patchified."""
+        return 2 * self.patch_size if self.patchify else self.patch_size
+
+    @classmethod
+    def preset(cls, name: str) -> VAEConfig:
+        """A released configuration: one of d16, d24, d32, d32reg, d64, d14_patchify."""
+        if name not in VAE_PRESETS:
+            raise ValueError(f"unknown VAE preset {name!r}; available presets: {', '.join(VAE_PRESETS)}")
+        return VAE_PRESETS[name]
+
+    def replace(self, **changes: Any) -> VAEConfig:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ch_mult"] = list(self.ch_mult)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown VAEConfig fields {sorted(unknown)}; known fields: {sorted(known)}")
+        values = dict(data)
+        if "ch_mult" in values:
+            values["ch_mult"] = tuple(values["ch_mult"])
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VAEConfig:
+        return cls.from_dict(json.loads(text))
+
+
+VAE_PRESETS: Mapping[str, VAEConfig] = MappingProxyType(
+    {
+        "d16": VAEConfig(codebook_dim=16),
+        "d24": VAEConfig(codebook_dim=24),
+        "d32": VAEConfig(codebook_dim=32),
+        "d32reg": VAEConfig(codebook_dim=32),
+        "d64": VAEConfig(codebook_dim=64),
+        "d14_patchify": VAEConfig(codebook_dim=14, ch_mult=(1, 2, 4, 4), patch_size=8, patchify=True),
+    }
+)
+"""Released tokenizers (d32reg / d32_rdn_short share the d32 layout; only their weights differ)."""

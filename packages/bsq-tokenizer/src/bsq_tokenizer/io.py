@@ -1,0 +1,277 @@
+"""Checkpoint I/O: official ``.pth`` files (strict, ``weights_only=True``) and our safetensors + config format."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import VAE_PRESETS, VAEConfig
+from .quantizer import BSQ
+from .safetensors_io import load_safetensors, load_safetensors_metadata, save_safetensors
+from .vae import BSQVAE
+
+__all__ = [
+    "CheckpointError",
+    "detect_preset",
+    "expected_state_dict_shapes",
+    "infer_config",
+    "load_official_vae",
+    "load_vae",
+    "read_state_dict",
+    "save_vae",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_METADATA_KEY = "bsq_tokenizer.config"
+_MAX_LISTED = 12
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not match the requested architecture."""
+
+
+def expected_state_dict_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of ``BSQVAE(config).state_dict()``, computed on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = BSQVAE(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def detect_preset(state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Names of the presets whose keys and shapes equal ``state_dict`` exactly (d32 and d32reg both match)."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
+    return [name for name, cfg in VAE_PRESETS.items() if expected_state_dict_shapes(cfg) == shapes]
+
+
+def infer_config(state_dict: Mapping[str, Tensor]) -> VAEConfig:
+    """Reconstruct a ``VAEConfig`` from the keys and shapes of a state dict (exact preset when one matches).
+
+    Raises CheckpointError when the keys are not those of a BSQ-VAE.
+    """
+    presets = detect_preset(state_dict)
+    if presets:
+        return VAE_PRESETS[presets[0]]
+    try:
+        conv_in = state_dict["encoder.conv_in.conv.weight"]
+        conv_out = state_dict["encoder.conv_out.conv.weight"]
+        dec_out = state_dict["decoder.conv_out.conv.weight"]
+    except KeyError as exc:
+        hint = _flux_naming_hint(state_dict)
+        raise CheckpointError(
+            f"state dict has no key {exc.args[0]!r}; it is not a BSQ-VAE state dict.{hint}"
+        ) from None
+    ch = int(conv_in.shape[0])
+    levels = sorted({int(k.split(".")[2]) for k in state_dict if k.startswith("encoder.down.")})
+    ch_mult = tuple(
+        int(state_dict[f"encoder.down.{lvl}.block.0.conv1.conv.weight"].shape[0]) // ch for lvl in levels
+    )
+    num_res_blocks = len({k.split(".")[4] for k in state_dict if k.startswith("encoder.down.0.block.")})
+    downsamples = sum(1 for lvl in levels if f"encoder.down.{lvl}.downsample.conv.conv.weight" in state_dict)
+    try:
+        return VAEConfig(
+            codebook_dim=int(conv_out.shape[0]),
+            ch=ch,
+            ch_mult=ch_mult,
+            num_res_blocks=num_res_blocks,
+            in_channels=int(conv_in.shape[1]),
+            out_channels=int(dec_out.shape[0]),
+            patch_size=2**downsamples,
+        )
+    except ValueError as exc:
+        raise CheckpointError(f"cannot infer a VAEConfig from the state dict: {exc}") from exc
+
+
+def _flux_naming_hint(keys: Mapping[str, object]) -> str:
+    if any(k.endswith("conv_in.weight") or k.endswith("norm1.weight") for k in keys):
+        return (
+            " Its keys lack the '.conv'/'.norm' wrapper level (plain Flux naming); this loader is strict and "
+            "does not rename keys: convert the file to the released layout first."
+        )
+    return ""
+
+
+def _preset_hint(state_dict: Mapping[str, Tensor]) -> str:
+    presets = detect_preset(state_dict)
+    if presets:
+        return (
+            f" The file looks like preset {' / '.join(repr(p) for p in presets)}: load it with that preset."
+        )
+    try:
+        cfg = infer_config(state_dict)
+    except CheckpointError:
+        return _flux_naming_hint(state_dict)
+    return f" The file looks like a custom config: {cfg}."
+
+
+def _listing(title: str, items: list[str]) -> str:
+    if not items:
+        return ""
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f" ... (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return f"\n  {title} ({len(items)}): {shown}{more}"
+
+
+def check_state_dict(state_dict: Mapping[str, Tensor], config: VAEConfig, source: str) -> None:
+    """Raise CheckpointError naming missing/unexpected keys and shape mismatches, with a preset suggestion."""
+    expected = expected_state_dict_shapes(config)
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs expected {expected[k]}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != expected[k]
+    ]
+    if missing or unexpected or mismatched:
+        raise CheckpointError(
+            f"{source} does not match the VAE config {config}:"
+            + _listing("missing keys", missing)
+            + _listing("unexpected keys", unexpected)
+            + _listing("shape mismatches (file vs expected)", mismatched)
+            + "\n "
+            + _preset_hint(state_dict)
+        )
+    want = BSQ(config.codebook_dim).mask
+    for key in ("quantizer.lfq.mask", "quantize.lfq.mask"):
+        if state_dict[key].dtype != torch.int64 or not torch.equal(state_dict[key].cpu(), want):
+            raise CheckpointError(
+                f"{source}: buffer {key!r} must be the int64 BSQ mask 2^(d-1), ..., 2, 1 for d = {config.codebook_dim}"
+            )
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing to load {path}: it contains objects other than tensors and plain containers "
+            f"(torch.load(weights_only=True) rejected it: {str(exc).splitlines()[0]}). Only load files you trust; "
+            "re-save them as a plain state dict or safetensors."
+        ) from exc
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {exc}") from exc
+    # Legacy (non-zip) serialisation cannot be memory-mapped; read it normally, still weights-only.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"refusing to load {path}: weights_only=True rejected it ({exc})") from exc
+
+
+def read_state_dict(
+    path: str | os.PathLike[str], use_ema: bool = False
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(state dict, metadata) of an official ``.pth`` ({"vae": sd[, "ema": sd]} or a flat dict) or a safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        if use_ema:
+            raise CheckpointError(f"{path}: safetensors files hold one set of weights; drop use_ema")
+        return load_safetensors(path), load_safetensors_metadata(path)
+    obj = _torch_load(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict with a 'vae' state dict")
+    key = "ema" if use_ema else "vae"
+    if key in obj:
+        sd = obj[key]
+    elif use_ema:
+        raise CheckpointError(f"{path} has no 'ema' weights (top-level keys: {sorted(map(str, obj))[:10]})")
+    elif all(isinstance(v, Tensor) for v in obj.values()) and "encoder.conv_in.conv.weight" in obj:
+        sd = obj
+    else:
+        raise CheckpointError(
+            f"{path} has no 'vae' entry and is not a flat VAE state dict (top-level keys: {sorted(map(str, obj))[:10]})"
+        )
+    if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: entry {key!r} is not a state dict of tensors")
+    return dict(sd), {}
+
+
+def _resolve_config(
+    config: VAEConfig | str | None, state_dict: Mapping[str, Tensor], source: str
+) -> VAEConfig:
+    if isinstance(config, VAEConfig):
+        return config
+    if isinstance(config, str):
+        return VAEConfig.preset(config)
+    if config is None:
+        cfg = infer_config(state_dict)
+        logger.info("%s: inferred VAE config %s", source, cfg)
+        return cfg
+    raise TypeError(f"config must be a VAEConfig, a preset name or None, got {type(config).__name__}")
+
+
+def _build(
+    state_dict: Mapping[str, Tensor],
+    config: VAEConfig,
+    source: str,
+    device: str | torch.device,
+    dtype: torch.dtype,
+) -> BSQVAE:
+    check_state_dict(state_dict, config, source)
+    with torch.device("meta"):
+        model = BSQVAE(config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    model = model.to(device=device, dtype=dtype)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def load_official_vae(
+    path: str | os.PathLike[str],
+    config: VAEConfig | str | None = None,
+    *,
+    use_ema: bool = False,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> BSQVAE:
+    """Load a released ``infinity_vae_*.pth`` (or our safetensors) strictly into ``BSQVAE`` in eval mode, frozen.
+
+    ``config`` is a VAEConfig, a preset name ("d32", ...) or None to infer it from the tensor shapes. On a
+    mismatch the CheckpointError names the missing/unexpected keys and the preset the file looks like.
+    """
+    path = Path(path)
+    sd, meta = read_state_dict(path, use_ema=use_ema)
+    if config is None and CONFIG_METADATA_KEY in meta:
+        config = VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
+    cfg = _resolve_config(config, sd, str(path))
+    return _build(sd, cfg, str(path), device, dtype)
+
+
+def save_vae(model: BSQVAE, path: str | os.PathLike[str]) -> None:
+    """Write ``model``'s weights as safetensors with its config JSON in the metadata and beside it (``.json``)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_vae writes safetensors; give a path ending in .safetensors, got {path}")
+    config_json = model.config.to_json()
+    tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_safetensors(tensors, path, metadata={"format": "pt", CONFIG_METADATA_KEY: config_json})
+    path.with_suffix(".json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+
+
+def load_vae(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> BSQVAE:
+    """Load a model written by ``save_vae``: config from the metadata (else ``<name>.json`` beside), strict weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VAE file {path} does not exist")
+    meta = load_safetensors_metadata(path)
+    if CONFIG_METADATA_KEY in meta:
+        config = VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
+    elif path.with_suffix(".json").is_file():
+        config = VAEConfig.from_dict(json.loads(path.with_suffix(".json").read_text()))
+    else:
+        raise CheckpointError(
+            f"{path} has no '{CONFIG_METADATA_KEY}' metadata and no {path.with_suffix('.json').name} beside it; "
+            "use load_official_vae(path, preset) to give the architecture explicitly"
+        )
+    return _build(load_safetensors(path), config, str(path), device, dtype)
