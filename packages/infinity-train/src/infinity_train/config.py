@@ -52,6 +52,9 @@ class DataConfig:
     val_shards: str = ""  # optional; empty disables periodic validation
     batch_size: int = 4  # per process ("lbs")
     pn: str = "0.06M"  # pixel budget of the scale schedule
+    scales: tuple[
+        tuple[int, int], ...
+    ] = ()  # custom square schedule (template 1.0) replacing pn, e.g. tiny models
     num_workers: int = 0
     shuffle_buffer: int = 256
     use_precomputed_text: bool = False  # read T5 features stored in the shards instead of running T5

@@ -1,0 +1,312 @@
+"""Training of the Infinity transformer: frozen BSQ-VAE + text encoder → BSC → bit-label CE (training spec §7)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .bsc import bitwise_self_correction
+from .config import RunConfig
+from .distributed import DistInfo, build_ds_config, create_engine
+from .ema import EMA
+from .loop import TrainLoop
+from .losses import bit_cross_entropy
+from .lr_schedule import apply_lr_wd, peak_lr
+
+__all__ = ["TransformerTrainer", "build_infinity_config", "load_frozen_vae", "param_groups", "schedule_for"]
+
+log = logging.getLogger(__name__)
+
+# Parameter-name fragments of the no-weight-decay group (training spec §2, ``--nowd 1``).
+_NO_DECAY_NAMES = (
+    "cls_token",
+    "start_token",
+    "task_token",
+    "cfg_uncond",
+    "pos_embed",
+    "pos_1LC",
+    "pos_start",
+    "start_pos",
+    "lvl_embed",
+    "gamma",
+    "beta",
+    "ada_gss",
+    "moe_bias",
+    "scale_mul",
+    "text_proj_for_sos.ca.mat_q",
+)
+
+
+def param_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Decay / no-decay AdamW groups: 1-D params, biases and the spec's named parameters get no decay."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith("bias") or any(n in name for n in _NO_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "wd_scale": 1.0, "lr_scale": 1.0},
+        {"params": no_decay, "wd_scale": 0.0, "lr_scale": 1.0},
+    ]
+
+
+def schedule_for(config: RunConfig, template: float):
+    """Scale schedule of a batch: ``data.scales`` (square, template 1.0) when set, else the ``data.pn`` one."""
+    from bsq_tokenizer import custom_schedule, get_schedule
+
+    if config.data.scales:
+        if abs(template - 1.0) > 1e-6:
+            raise ValueError(
+                f"data.scales is a square schedule but a batch has template {template}; use data.pn"
+            )
+        return custom_schedule(config.data.scales, 1.0, name="custom")
+    return get_schedule(template, config.data.pn)
+
+
+def build_infinity_config(config: RunConfig):
+    """``InfinityConfig`` of the run: the preset with ``transformer_model.overrides`` applied (strictly)."""
+    from dataclasses import fields
+
+    from infinity_model import InfinityConfig
+
+    mc = config.transformer_model
+    known = {f.name for f in fields(InfinityConfig)}
+    bad = sorted(set(mc.overrides) - known)
+    if bad:
+        raise ValueError(
+            f"transformer_model.overrides: unknown InfinityConfig field(s) {bad}; known: {sorted(known)}"
+        )
+    try:
+        return InfinityConfig.preset(mc.preset, **mc.overrides)
+    except TypeError as exc:
+        raise ValueError(f"transformer_model.overrides {mc.overrides}: {exc}") from exc
+
+
+def load_frozen_vae(path: str, preset: str, overrides: dict[str, Any], device: torch.device):
+    """The frozen tokenizer: an official ``.pth`` (strict, with ``vae_preset``) or a ``save_vae`` output."""
+    from bsq_tokenizer import VAEConfig, load_official_vae, load_vae
+
+    if not path:
+        raise ValueError("transformer_model.vae_path is empty; point it at the BSQ-VAE checkpoint")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"transformer_model.vae_path {p} does not exist")
+    if p.suffix == ".pth":
+        vae = load_official_vae(p, VAEConfig.preset(preset).replace(**overrides))
+    else:
+        vae = load_vae(p)
+    return vae.to(device).eval().requires_grad_(False)
+
+
+class TransformerTrainer(TrainLoop):
+    """DeepSpeed training of ``infinity_model.Infinity`` with BSC inputs and the spec's loss."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        dist: DistInfo,
+        loader: Any,
+        val_loader: Any | None = None,
+        *,
+        vae: nn.Module | None = None,
+        text_encoder: Any | None = None,
+    ) -> None:
+        super().__init__(config, dist, loader, val_loader)
+        from infinity_model import Infinity
+
+        mc = config.transformer_model
+        self.model_config = build_infinity_config(config)
+        torch.manual_seed(config.seed)  # identical init on every rank
+        model = Infinity(self.model_config)
+        if config.checkpoint.init_from:
+            self._init_from(model, config.checkpoint.init_from)
+        else:
+            model.init_weights(generator=torch.Generator().manual_seed(config.seed))
+        if config.transformer.activation_checkpointing:
+            model.set_gradient_checkpointing(True)
+        torch.manual_seed(config.seed * 7919 + dist.rank)  # per-rank stream for drop path
+        self.vae = (
+            vae
+            if vae is not None
+            else load_frozen_vae(mc.vae_path, mc.vae_preset, mc.vae_overrides, dist.device)
+        )
+        self.text_encoder = text_encoder
+        if text_encoder is None and not config.data.use_precomputed_text:
+            if not mc.text_encoder_path:
+                raise ValueError(
+                    "transformer_model.text_encoder_path is empty and data.use_precomputed_text is false; "
+                    "give the local T5 folder or train on shards with precomputed T5 features"
+                )
+            from infinity_model import TextEncoder
+
+            self.text_encoder = TextEncoder.from_pretrained(mc.text_encoder_path, device=dist.device)
+        world_batch = config.data.batch_size * dist.world_size
+        self.lr_peak = peak_lr(config.optim, world_batch)
+        optimizer = torch.optim.AdamW(
+            param_groups(model),
+            lr=self.lr_peak,
+            betas=config.optim.betas,
+            eps=config.optim.eps,
+            weight_decay=0.0,
+        )
+        self.engines = {"model": create_engine(model, optimizer, build_ds_config(config))}
+        self.ema = (
+            EMA(self.engine.module, config.transformer.ema_decay)
+            if config.transformer.ema_decay > 0
+            else None
+        )
+        self.try_resume()
+
+    # ------------------------------------------------------------------------------------ pieces
+    @property
+    def engine(self) -> Any:
+        return self.engines["model"]
+
+    def _init_from(self, model: nn.Module, path: str) -> None:
+        from infinity_model import load_official_infinity
+
+        loaded = load_official_infinity(path, self.model_config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict(), strict=True)
+        log.info("initialised the transformer from %s (strict)", path)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.deepspeed.precision == "bf16":
+            return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def text_condition(self, batch: dict[str, Any]):
+        """Packed T5 features of the batch: precomputed ones from the shards or the online encoder's."""
+        from infinity_model import TextCondition
+
+        if self.config.data.use_precomputed_text:
+            feats = batch.get("t5_features")
+            if feats is None:
+                raise KeyError(
+                    "data.use_precomputed_text is true but the batch has no 't5_features'; write the shards with "
+                    "T5 features or set data.use_precomputed_text = false"
+                )
+            if isinstance(feats, TextCondition):
+                return feats.to(self.dist.device)
+            mask = batch.get("t5_mask")
+            if mask is None:
+                raise KeyError("batch has 't5_features' but no 't5_mask' to unpad them")
+            return TextCondition.from_padded(feats.float(), mask).to(self.dist.device)
+        return self.text_encoder.encode(list(batch["captions"])).to(self.dist.device)
+
+    def forward_loss(self, batch: dict[str, Any], generator: torch.Generator, train: bool):
+        """BSC + teacher-forced forward + loss of one batch; returns (BitLoss, number of tokens)."""
+        cfg = self.config
+        images = batch["images"].to(self.dist.device, torch.float32)
+        schedule = schedule_for(cfg, float(batch["template"]))
+        if tuple(images.shape[-2:]) != tuple(schedule.pixel_hw):
+            raise ValueError(
+                f"batch images are {tuple(images.shape[-2:])} but the {schedule.pn} schedule of template "
+                f"{batch['template']} needs {schedule.pixel_hw}; the loader's data.pn must match"
+            )
+        patchify = self.model_config.patchify
+        with torch.no_grad():
+            latent = self.vae.encode(images).float()
+            bsc = bitwise_self_correction(
+                latent,
+                schedule.vae_scales(patchify),
+                self.vae.quantizer.lfq,
+                cfg.transformer.bsc,
+                generator,
+                patchify=patchify,
+            )
+        text = self.text_condition(batch)
+        b = images.shape[0]
+        cond_drop = None
+        if train and cfg.transformer.cond_drop_rate > 0:
+            cond_drop = torch.rand(b, generator=generator) < cfg.transformer.cond_drop_rate
+        with self._autocast():
+            logits = self.engine(text, bsc.inputs.to(self.dist.device), schedule, cond_drop)
+        out = bit_cross_entropy(
+            logits.float(),
+            bsc.labels.to(self.dist.device),
+            schedule.scales,
+            reweight=cfg.transformer.reweight_loss_by_scale,
+            label_smoothing=cfg.transformer.label_smoothing,
+            reduction=cfg.transformer.bitloss,
+        )
+        return out, b * schedule.seq_len
+
+    # ------------------------------------------------------------------------------------ hooks
+    def micro_step(self, batch: dict[str, Any], it: int) -> dict[str, Any] | None:
+        self.engine.train()
+        out, tokens = self.forward_loss(batch, self.generator, train=True)
+        if not self.all_finite(out.loss):
+            return None
+        apply_lr_wd(self.engine.optimizer, self.config.optim, it, self.lr_peak)
+        self.engine.backward(out.loss)
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        if self.ema is not None and boundary:
+            self.ema.update(self.engine.module)
+        metrics: dict[str, Any] = {
+            "loss": out.loss.item(),
+            "bit_acc": out.bit_acc,
+            "token_acc": out.token_acc,
+            "lr": self.engine.optimizer.param_groups[0]["lr"],
+            "tokens": tokens,
+            "samples": int(batch["images"].shape[0]),
+        }
+        for k, value in enumerate(out.per_scale_loss):
+            metrics[f"loss_s{k:02d}"] = value
+        return metrics
+
+    @torch.no_grad()
+    def validation_metrics(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
+        """Validation loss as the reference computes it: BSC-corrupted inputs, no condition dropout."""
+        self.engine.eval()
+        gen = torch.Generator().manual_seed(self.config.seed + 12345 + self.dist.rank)
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in batches:
+            out, _ = self.forward_loss(batch, gen, train=False)
+            for key, value in (
+                ("loss", out.loss.item()),
+                ("bit_acc", out.bit_acc),
+                ("token_acc", out.token_acc),
+            ):
+                sums[key] = sums.get(key, 0.0) + value
+            n += 1
+        self.engine.train()
+        if n == 0:
+            return {}
+        return self.mean_over_ranks({k: v / n for k, v in sums.items()})
+
+    def save_extra_files(self, ckpt_dir: Path) -> None:
+        self.model_config.to_json(ckpt_dir / "model_config.json")
+        if self.ema is not None:
+            from bsq_tokenizer import save_safetensors
+
+            save_safetensors(self.ema.state_dict(), ckpt_dir / "ema.safetensors")
+
+    def load_extra_files(self, ckpt_dir: Path) -> None:
+        from infinity_model import InfinityConfig
+
+        stored = InfinityConfig.from_json(ckpt_dir / "model_config.json")
+        if stored != self.model_config:
+            raise ValueError(
+                f"checkpoint {ckpt_dir} holds a different model ({stored}) than this run's config "
+                f"({self.model_config}); use another run_dir or the matching transformer_model settings"
+            )
+        if self.ema is not None:
+            from bsq_tokenizer import load_safetensors
+
+            path = ckpt_dir / "ema.safetensors"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} missing: EMA is enabled but the checkpoint has no EMA weights"
+                )
+            self.ema.load_state_dict(load_safetensors(path))
