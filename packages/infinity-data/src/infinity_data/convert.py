@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +23,7 @@ from typing import Any
 from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
-from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
+from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb, worker_context
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
     DEFAULT_CAPTION_TYPE,
@@ -226,7 +225,7 @@ def _results(
         for item in items:
             yield _process(item, config)
         return
-    context = multiprocessing.get_context("spawn")  # safe with torch / threads in the parent
+    context = worker_context()
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
         in_flight: deque[Future[list[_Accepted | _Rejected]]] = deque()
         batch: list[SourceItem] = []

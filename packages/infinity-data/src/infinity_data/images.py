@@ -7,6 +7,8 @@ at training time: EXIF orientation applied, CMYK / 16-bit / palette / alpha imag
 from __future__ import annotations
 
 import io
+import multiprocessing
+import multiprocessing.context
 import warnings
 
 import numpy as np
@@ -121,3 +123,10 @@ def to_tensor_pm1(img: Image.Image) -> torch.Tensor:
         raise ImageDecodeError("unsupported_mode", f"expected an RGB image, got array shape {arr.shape}")
     x = torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)
     return x.mul_(2.0).sub_(1.0)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Process start method for converter / verifier pools: fork where available (workers start in
+    milliseconds instead of re-importing torch), spawn elsewhere. The parent runs no torch ops before."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")

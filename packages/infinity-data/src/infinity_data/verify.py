@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .buckets import bucket_name, parse_bucket_name
-from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb
+from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb, worker_context
 from .shards import T5_EXT, ShardIndex, ShardInfo, read_member_table
 
 __all__ = ["VerifyReport", "verify"]
@@ -119,7 +118,7 @@ def verify(
                 errors.append(f"{rel}: on disk but not in index.json (rebuild it with `infinity-data index`)")
     seen: dict[str, str] = {}
     if workers > 0:
-        context = multiprocessing.get_context("spawn")
+        context = worker_context()
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(_verify_shard, root, info, decode) for info in index.shards]
             results = (f.result() for f in futures)
