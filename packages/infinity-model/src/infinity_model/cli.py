@@ -1,0 +1,179 @@
+"""The ``infinity`` command line: ``infinity generate`` (text to image files) and ``infinity info``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("infinity_model.cli")
+
+NO_DEFAULT_MODEL = (
+    "no default model shipped yet; pass --model (an official .pth / sharded folder or our safetensors dir)"
+)
+
+
+def _float_list(text: str) -> float | tuple[float, ...]:
+    """'3' -> 3.0; '3,3,4' -> (3.0, 3.0, 4.0) (one value per scale)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or a comma-separated list of numbers, got {text!r}"
+        ) from err
+    return values[0] if len(values) == 1 else values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infinity", description="Infinity bitwise autoregressive text-to-image."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate images from prompts")
+    gen.add_argument("prompts", nargs="*", help="one or more prompts (or use --prompts-file)")
+    gen.add_argument(
+        "--prompts-file", type=Path, help="text file with one prompt per line (blank lines skipped)"
+    )
+    gen.add_argument("--model", type=Path, help="official .pth, sharded folder, or our safetensors folder")
+    gen.add_argument(
+        "--vae", type=Path, required=False, help="BSQ-VAE: official .pth or our safetensors folder"
+    )
+    gen.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
+    gen.add_argument(
+        "--allow-download", action="store_true", help="let a hub id for --text-encoder be fetched"
+    )
+    gen.add_argument(
+        "--model-preset", help="architecture preset if it cannot be inferred (e.g. 2b, 8b, layer12)"
+    )
+    gen.add_argument("--ratio", type=float, default=1.0, help="height / width; the nearest template is used")
+    gen.add_argument("--pn", default="1M", help="pixel budget: 0.06M, 0.25M, 0.60M or 1M")
+    gen.add_argument(
+        "--cfg", type=_float_list, default=3.0, help="guidance scale, or one per scale: 3,3,4,..."
+    )
+    gen.add_argument("--tau", type=_float_list, default=0.5, help="temperature, or one per scale")
+    gen.add_argument("--top-k", type=int, default=900)
+    gen.add_argument("--top-p", type=float, default=0.97)
+    gen.add_argument(
+        "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
+    )
+    gen.add_argument("--seed", type=int, default=0, help="image i of a run uses seed + i")
+    gen.add_argument(
+        "--negative-prompt", help="prompt for the unconditional branch (default: learned embedding)"
+    )
+    gen.add_argument("--batch-size", type=int, default=1, help="prompts sampled together")
+    gen.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    gen.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                     help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+    gen.add_argument("-o", "--output", type=Path, default=Path("out.png"),
+                     help="output file; with several prompts NAME_000.png, NAME_001.png, ... (or a folder)")  # fmt: skip
+
+    info = sub.add_parser("info", help="describe a transformer checkpoint (preset, parameters)")
+    info.add_argument(
+        "checkpoint", type=Path, help="official .pth, sharded folder, or our safetensors folder"
+    )
+    return parser
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompts)
+    if args.prompts_file is not None:
+        if not args.prompts_file.is_file():
+            raise FileNotFoundError(f"prompts file {args.prompts_file} does not exist")
+        prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError("no prompt given; pass one or more prompts or --prompts-file FILE")
+    return prompts
+
+
+def _output_paths(output: Path, count: int) -> list[Path]:
+    if output.suffix == "" or output.is_dir():
+        return [output / f"{i:03d}.png" for i in range(count)]
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{i:03d}{output.suffix}") for i in range(count)]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .pipeline import InfinityPipeline
+
+    if args.model is None:
+        raise SystemExit(f"infinity generate: {NO_DEFAULT_MODEL}")
+    if args.vae is None:
+        raise SystemExit("infinity generate: pass --vae (the BSQ-VAE that matches the model)")
+    if args.text_encoder is None:
+        raise SystemExit("infinity generate: pass --text-encoder (a local flan-t5-xl folder)")
+    if args.batch_size < 1:
+        raise SystemExit(f"infinity generate: --batch-size must be >= 1, got {args.batch_size}")
+    prompts = _read_prompts(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    pipe = InfinityPipeline.from_pretrained(
+        model=args.model,
+        vae=args.vae,
+        text_encoder=args.text_encoder,
+        device=device,
+        dtype=dtype,
+        model_preset=args.model_preset,
+        allow_download=args.allow_download,
+    )
+    paths = _output_paths(args.output, len(prompts))
+    for path in {p.parent for p in paths}:
+        path.mkdir(parents=True, exist_ok=True)
+    schedule = pipe.schedule(args.ratio, args.pn)
+    for start in range(0, len(prompts), args.batch_size):
+        chunk = prompts[start : start + args.batch_size]
+        with tqdm(
+            total=schedule.num_scales, desc=f"images {start + 1}-{start + len(chunk)}", unit="scale"
+        ) as bar:
+            images = pipe(
+                chunk,
+                negative_prompt=args.negative_prompt,
+                schedule=schedule,
+                cfg=args.cfg,
+                tau=args.tau,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                cfg_insertion_layer=args.cfg_insertion_layer,
+                seed=args.seed + start,
+                callback=lambda step: bar.update(1),
+            )
+        for image, path in zip(images, paths[start : start + len(chunk)], strict=True):
+            image.save(path)
+            print(path)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .pipeline import describe_checkpoint
+
+    for key, value in describe_checkpoint(args.checkpoint).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``infinity`` script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        return _info(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"infinity {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
