@@ -99,7 +99,10 @@ class CLIPBPETokenizer:
             raise FileNotFoundError(f"{p}: cannot read the CLIP BPE vocabulary ({exc})") from exc
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-        lines = raw.decode("utf-8").split("\n")[1 : _NUM_MERGES + 1]
+        lines = raw.decode("utf-8").split("\n")
+        while lines and not lines[-1]:
+            lines.pop()  # a final newline (the official file has far more lines than the merges used)
+        lines = lines[1 : _NUM_MERGES + 1]
         merges: list[tuple[str, str]] = []
         for number, line in enumerate(lines, start=2):
             parts = line.split()

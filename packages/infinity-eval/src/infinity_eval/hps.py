@@ -232,16 +232,16 @@ class OpenCLIPVisionTransformer(nn.Module):
             )
         width = config.vision_width
         grid = config.image_size // config.patch_size
-        scale = width**-0.5
         self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        # Allocated uninitialised (cheap on the meta device); `OpenCLIP.init_random_` fills them for tests.
+        self.class_embedding = nn.Parameter(torch.empty(width))
+        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
         self.ln_pre = _LayerNorm(width, eps=config.eps)
         self.transformer = _Transformer(
             width, config.vision_layers, config.vision_heads, config.vision_mlp_ratio, config.eps
         )
         self.ln_post = _LayerNorm(width, eps=config.eps)
-        self.proj = nn.Parameter(scale * torch.randn(width, config.embed_dim))
+        self.proj = nn.Parameter(torch.empty(width, config.embed_dim))
 
     def forward(self, pixels: Tensor) -> Tensor:
         x = self.conv1(pixels).flatten(2).transpose(1, 2)
@@ -252,24 +252,37 @@ class OpenCLIPVisionTransformer(nn.Module):
 
 
 class OpenCLIP(nn.Module):
-    """open_clip `CLIP` (the class HPSv2 builds for ViT-H-14), with its exact parameter names."""
+    """open_clip `CLIP` (the class HPSv2 builds for ViT-H-14), with its exact parameter names.
+
+    Embeddings and projections are allocated uninitialised: load official weights or call `init_random_` first.
+    """
 
     def __init__(self, config: OpenCLIPConfig) -> None:
         super().__init__()
         self.config = config
         self.visual = OpenCLIPVisionTransformer(config)
         width = config.text_width
-        self.token_embedding = nn.Embedding(config.vocab_size, width)
+        self.token_embedding = nn.Embedding(
+            config.vocab_size, width, _weight=torch.empty(config.vocab_size, width)
+        )
         self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
         self.transformer = _Transformer(
             width, config.text_layers, config.text_heads, config.text_mlp_ratio, config.eps
         )
         self.ln_final = _LayerNorm(width, eps=config.eps)
         self.text_projection = nn.Parameter(torch.empty(width, config.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        nn.init.normal_(self.token_embedding.weight, std=0.02)
-        nn.init.normal_(self.positional_embedding, std=0.01)
-        nn.init.normal_(self.text_projection, std=width**-0.5)
+        self.logit_scale = nn.Parameter(torch.full((), math.log(1 / 0.07)))
+
+    @torch.no_grad()
+    def init_random_(self, generator: torch.Generator) -> OpenCLIP:
+        """open_clip's initialisation of the embeddings and projections (linear layers keep torch's defaults)."""
+        v_scale = self.config.vision_width**-0.5
+        for p in (self.visual.class_embedding, self.visual.positional_embedding, self.visual.proj):
+            p.normal_(0.0, v_scale, generator=generator)
+        self.token_embedding.weight.normal_(0.0, 0.02, generator=generator)
+        self.positional_embedding.normal_(0.0, 0.01, generator=generator)
+        self.text_projection.normal_(0.0, self.config.text_width**-0.5, generator=generator)
+        return self
 
     def encode_image(self, pixels: Tensor, normalize: bool = True) -> Tensor:
         features = self.visual(pixels)
@@ -345,9 +358,9 @@ class HPSv21Scorer:
         weights_file: Path | None = None,
         vocab_file: Path | None = None,
     ) -> None:
-        if tokenizer.vocab_size > model.config.vocab_size:
+        if tokenizer.vocab_size != model.config.vocab_size:
             raise ValueError(
-                f"tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}; "
+                f"tokenizer has {tokenizer.vocab_size} tokens but the model expects {model.config.vocab_size}; "
                 "use open_clip's bpe_simple_vocab_16e6.txt.gz"
             )
         if tokenizer.context_length != model.config.context_length:
@@ -392,8 +405,8 @@ class HPSv21Scorer:
         """Random weights of the given architecture (for tests and benchmarks)."""
         state = torch.random.get_rng_state()
         try:
-            torch.manual_seed(seed)
-            model = OpenCLIP(config)
+            torch.manual_seed(seed)  # torch's default init of the linear layers
+            model = OpenCLIP(config).init_random_(torch.Generator().manual_seed(seed))
         finally:
             torch.random.set_rng_state(state)
         return cls(model, tokenizer, device=device, **options)

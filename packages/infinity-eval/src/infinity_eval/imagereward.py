@@ -256,8 +256,11 @@ class _BertEmbeddings(nn.Module):
 
     def __init__(self, config: ImageRewardConfig) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.text_width, padding_idx=0)
-        self.position_embeddings = nn.Embedding(config.max_positions, config.text_width)
+        # (BLIP sets padding_idx=0, which only affects initialisation and gradients, not the forward pass.)
+        # Allocated uninitialised (cheap on the meta device); `ImageRewardModel.init_random_` fills them for tests.
+        v, n, w = config.vocab_size, config.max_positions, config.text_width
+        self.word_embeddings = nn.Embedding(v, w, _weight=torch.empty(v, w))
+        self.position_embeddings = nn.Embedding(n, w, _weight=torch.empty(n, w))
         self.LayerNorm = nn.LayerNorm(config.text_width, eps=config.text_eps)
 
     def forward(self, input_ids: Tensor) -> Tensor:
@@ -392,13 +395,28 @@ class _RewardHead(nn.Module):
 
 
 class ImageRewardModel(nn.Module):
-    """The ImageReward network; `forward` returns the raw head output s [B] (see `reward` for the normalised value)."""
+    """The ImageReward network; `forward` returns the raw head output s [B] (see `reward` for the normalised value).
+
+    Embeddings are allocated uninitialised: load official weights or call `init_random_` before use.
+    """
 
     def __init__(self, config: ImageRewardConfig) -> None:
         super().__init__()
         self.config = config
         self.blip = _Blip(config)
         self.mlp = _RewardHead(config.text_width)
+
+    @torch.no_grad()
+    def init_random_(self, generator: torch.Generator) -> ImageRewardModel:
+        """BLIP-style initialisation of the token/position embeddings, class token and ViT positions (std 0.02);
+        linear and LayerNorm layers keep torch's defaults."""
+        text = self.blip.text_encoder.embeddings
+        for p in (text.word_embeddings.weight, text.position_embeddings.weight):
+            p.normal_(0.0, 0.02, generator=generator)
+        vision = self.blip.visual_encoder
+        for p in (vision.cls_token, vision.pos_embed):
+            p.normal_(0.0, 0.02, generator=generator)
+        return self
 
     def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """pixels [B, 3, S, S] (preprocessed), input_ids / attention_mask [B, N] -> raw scores [B] (float32)."""
@@ -517,12 +535,8 @@ class ImageRewardScorer:
         """Random weights of the given architecture (for tests and benchmarks)."""
         generator_state = torch.random.get_rng_state()
         try:
-            torch.manual_seed(seed)
-            model = ImageRewardModel(config)
-            with torch.no_grad():
-                for name, p in model.named_parameters():
-                    if name.endswith("cls_token") or name.endswith("pos_embed"):
-                        p.normal_(0.0, 0.02)
+            torch.manual_seed(seed)  # torch's default init of the linear layers
+            model = ImageRewardModel(config).init_random_(torch.Generator().manual_seed(seed))
         finally:
             torch.random.set_rng_state(generator_state)
         return cls(model, tokenizer, device=device, batch_size=batch_size)
