@@ -1,0 +1,438 @@
+"""`infinity-eval` command line: geneval | fid | imagereward | hps | val-loss | prompts | generate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .runs import Shard
+
+__all__ = ["build_parser", "main"]
+
+
+def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise SystemExit(f"{flag} {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _add_common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    p.add_argument(
+        "--out", type=Path, required=out_required, help="run folder (results*.jsonl, summary.json, CSVs)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--shard", default="0/1", help="i/n: score only the i-th of n deterministic slices")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+
+
+def _cmd_prompts(args: argparse.Namespace) -> int:
+    from .prompts import benchmark_prompts, validate_geneval_metadata, write_prompts
+
+    items = benchmark_prompts(args.benchmark, args.images_per_prompt, args.hps_prompts)
+    if args.benchmark == "geneval":
+        validate_geneval_metadata([dict(i.meta) for i in items])
+    write_prompts(items, args.out, args.format)
+    print(f"wrote {len(items)} {args.benchmark} prompts to {args.out}")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_benchmark, load_generator
+    from .prompts import benchmark_prompts
+
+    generator = load_generator(args.generator, _key_values(args.generator_arg, "--generator-arg"))
+    items = benchmark_prompts(args.benchmark, args.images_per_prompt, args.hps_prompts)
+    manifest = generate_benchmark(
+        generator,
+        items,
+        args.out,
+        benchmark=args.benchmark,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        image_format=args.image_format,
+        shard=Shard.parse(args.shard),
+        progress=not args.no_progress,
+    )
+    print(f"images and manifest in {args.out} ({manifest})")
+    return 0
+
+
+def _cmd_fid(args: argparse.Namespace) -> int:
+    from .fid import FeatureStatistics, FIDOptions, compute_fid, compute_statistics, load_fid_inception
+
+    options = FIDOptions(protocol=args.protocol, batch_size=args.batch_size)
+    if args.merge_stats:
+        merged = None
+        for path in args.merge_stats:
+            part = FeatureStatistics.load(path)
+            merged = part if merged is None else merged.merge(part)
+        if args.save_stats is None:
+            raise SystemExit("--merge-stats needs --save-stats PATH")
+        merged.save(args.save_stats)
+        print(f"merged {len(args.merge_stats)} statistics (N = {merged.n}) into {args.save_stats}")
+        return 0
+    backbone = load_fid_inception(args.weights, device=args.device)
+    cache = None if args.no_cache else (args.cache_dir or None)
+    if len(args.inputs) == 1:
+        if args.save_stats is None:
+            raise SystemExit("with one input, pass --save-stats PATH (or give two inputs to compute FID)")
+        stats = compute_statistics(
+            args.inputs[0],
+            backbone,
+            options,
+            args.device,
+            cache,
+            Shard.parse(args.shard),
+            args.num_workers,
+            not args.no_progress,
+        )
+        stats.save(args.save_stats)
+        print(f"saved statistics of {stats.n} images to {args.save_stats} (backbone {backbone.label})")
+        return 0
+    if len(args.inputs) != 2:
+        raise SystemExit("fid takes one input (with --save-stats) or two inputs")
+    if args.shard != "0/1":
+        raise SystemExit("--shard applies to statistics (one input with --save-stats), then --merge-stats")
+    result = compute_fid(
+        args.inputs[0],
+        args.inputs[1],
+        options=options,
+        device=args.device,
+        cache_dir=cache,
+        out_dir=args.out,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
+        backbone=backbone,
+    )
+    print(
+        f"FID {result.fid:.4f} (N = {result.n_a} vs {result.n_b}, protocol {options.protocol}, backbone {backbone.label})"
+    )
+    return 0
+
+
+def _geneval_records(path: Path):
+    from .io import read_geneval_folder, read_manifest
+
+    return read_manifest(path) if path.is_file() else read_geneval_folder(path)
+
+
+def _cmd_geneval(args: argparse.Namespace) -> int:
+    from .geneval import (
+        GenEvalOptions,
+        Mask2FormerDetector,
+        PrecomputedDetector,
+        load_detector,
+        load_openclip_color_classifier,
+        run_geneval,
+    )
+    from .weights import describe_weight_file
+
+    options = GenEvalOptions(**_key_values(args.option, "--option"))
+    records = _geneval_records(args.input)
+    weights: list[dict[str, Any]] = []
+    chosen = [x for x in (args.detector, args.detections, args.mask2former) if x]
+    if len(chosen) != 1:
+        raise SystemExit(
+            "pass exactly one of --detector module:factory, --detections FILE.jsonl, --mask2former"
+        )
+    if args.detector:
+        detector = load_detector(args.detector, _key_values(args.detector_arg, "--detector-arg"))
+        name = args.detector
+    elif args.detections:
+        detector = PrecomputedDetector(args.detections)
+        name = f"precomputed:{args.detections.name}"
+    else:
+        detector = Mask2FormerDetector(args.detector_weights, args.detector_config, device=args.device)
+        weights.append(describe_weight_file(detector.weights_path))
+        name = "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco"
+    classifier = None
+    if args.color_classifier:
+        from ._imports import import_object
+        from .geneval.colors import ColorClassifier
+
+        classifier = import_object(args.color_classifier, "colour classifier factory")()
+        if not isinstance(classifier, ColorClassifier):
+            raise SystemExit(f"{args.color_classifier} did not return a callable(crops, object_name)")
+        name += f"+colors:{args.color_classifier}"
+    elif any("color" in c for r in records for c in r.meta.get("include", [])):
+        classifier, clip_path = load_openclip_color_classifier(args.clip_weights, device=args.device)
+        weights.append(describe_weight_file(clip_path))
+        name += "+colors:open_clip ViT-L-14 openai"
+    summary = run_geneval(
+        records,
+        detector,
+        args.out,
+        options,
+        classifier,
+        Shard.parse(args.shard),
+        detector_name=name,
+        weights=weights,
+        progress=not args.no_progress,
+    )
+    from .geneval import format_summary
+
+    print(format_summary(summary))
+    return 0
+
+
+def _cmd_imagereward(args: argparse.Namespace) -> int:
+    from .imagereward import ImageRewardScorer, imagereward_benchmark_summary
+    from .io import read_imagereward_folder, read_manifest
+    from .prompts import imagereward_prompts
+    from .scoring import run_image_scorer
+    from .weights import describe_weight_file
+
+    missing: list[str] = []
+    if args.input.is_file():
+        records = read_manifest(args.input)
+    else:
+        prompts = json.loads(args.prompts.read_text()) if args.prompts else imagereward_prompts()
+        records, missing = read_imagereward_folder(args.input, prompts)
+    scorer = ImageRewardScorer.from_pretrained(
+        args.weights, vocab=args.vocab, device=args.device, batch_size=args.batch_size
+    )
+    weights = [describe_weight_file(scorer.weights_file), describe_weight_file(scorer.vocab_file)]
+
+    def summarize(rows):
+        by_prompt: dict[str, list[float]] = {}
+        for r in rows:
+            by_prompt.setdefault(r["prompt_id"], []).append(r["score"])
+        return imagereward_benchmark_summary(by_prompt)
+
+    summary = run_image_scorer(
+        "imagereward",
+        records,
+        scorer,
+        args.out,
+        summarize,
+        {"model": "ImageReward-v1.0", "metric_version": "imagereward-1"},
+        weights,
+        Shard.parse(args.shard),
+        args.batch_size,
+        missing,
+        not args.no_progress,
+    )
+    print(
+        f"ImageReward {summary['imagereward']:.4f} over {summary['prompts']} prompts / {summary['images']} images"
+    )
+    return 0
+
+
+def _cmd_hps(args: argparse.Namespace) -> int:
+    from .hps import HPSv21Scorer, hps_benchmark_summary
+    from .io import read_hps_folder, read_manifest
+    from .prompts import hps_prompts
+    from .scoring import run_image_scorer
+    from .weights import describe_weight_file
+
+    missing: list[str] = []
+    if args.input.is_file():
+        records = read_manifest(args.input)
+    else:
+        if args.prompts_dir is None:
+            raise SystemExit(
+                "an HPS folder needs --prompts-dir with anime.json etc. (Hugging Face dataset zhwang/HPDv2)"
+            )
+        records, missing = read_hps_folder(args.input, hps_prompts(args.prompts_dir))
+    for m in missing:
+        logging.getLogger(__name__).warning("HPS: %s", m)
+    kwargs: dict[str, Any] = {}
+    if args.antialias is not None:
+        kwargs["antialias"] = args.antialias
+    scorer = HPSv21Scorer.from_pretrained(
+        args.weights, vocab=args.vocab, version=args.version, device=args.device, **kwargs
+    )
+    weights = [describe_weight_file(scorer.weights_file), describe_weight_file(scorer.vocab_file)]
+
+    def summarize(rows):
+        by_style: dict[str, list[tuple[str, float]]] = {}
+        for r in rows:
+            by_style.setdefault(r.get("tag") or "all", []).append((r["prompt_id"], r["score"]))
+        return hps_benchmark_summary({s: [v for _, v in sorted(items)] for s, items in by_style.items()})
+
+    summary = run_image_scorer(
+        "hps",
+        records,
+        scorer,
+        args.out,
+        summarize,
+        {**scorer.options(), "metric_version": "hps-1"},
+        weights,
+        Shard.parse(args.shard),
+        args.batch_size,
+        missing,
+        not args.no_progress,
+    )
+    styles = ", ".join(f"{k} {v['hps']:.2f}" for k, v in summary["styles"].items())
+    print(f"HPS {args.version}: {styles}; average {summary['average']:.2f}")
+    return 0
+
+
+def _cmd_val_loss(args: argparse.Namespace) -> int:
+    from .val_loss import ValLossOptions, run_infinity_val_loss
+
+    options = ValLossOptions(
+        pn=args.pn,
+        noise_apply_layers=args.noise_apply_layers,
+        noise_apply_strength=args.noise_apply_strength,
+        noise_apply_requant=not args.no_requant,
+        reweight_by_scale=args.reweight_by_scale,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    summary = run_infinity_val_loss(
+        model_dir=args.model,
+        vae_path=args.vae,
+        text_encoder=args.text_encoder,
+        manifest=args.manifest,
+        out_dir=args.out,
+        options=options,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("loss_bit_mean", "loss_reweight_by_scale", "acc_bit_mean", "acc_token_mean")
+            }
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infinity-eval", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prompts", help="write a benchmark's prompt list for your own generator")
+    p.add_argument("benchmark", choices=("geneval", "imagereward", "hps"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", choices=("jsonl", "txt"), default="jsonl")
+    p.add_argument("--images-per-prompt", type=int, default=None, help="default: official (4 / 10 / 1)")
+    p.add_argument("--hps-prompts", type=Path, default=None, help="folder with anime.json etc. (HPS only)")
+    p.set_defaults(func=_cmd_prompts)
+
+    p = sub.add_parser("generate", help="drive a prompts -> images callable over a benchmark's prompts")
+    p.add_argument("benchmark", choices=("geneval", "imagereward", "hps"))
+    p.add_argument(
+        "--generator", required=True, help="module:factory returning callable(prompts, seed) -> images"
+    )
+    p.add_argument("--generator-arg", action="append", help="key=value passed to the factory (repeatable)")
+    p.add_argument("--images-per-prompt", type=int, default=None)
+    p.add_argument("--hps-prompts", type=Path, default=None)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--image-format", choices=("png", "jpg"), default="png")
+    _add_common(p)
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("fid", help="FID between two folders / manifests / .npz statistics")
+    p.add_argument(
+        "inputs", nargs="*", type=Path, help="A B (B is the cached reference) or one input with --save-stats"
+    )
+    p.add_argument("--weights", type=Path, default=None, help="FID Inception weights (file or folder)")
+    p.add_argument("--protocol", choices=("pytorch-fid", "clean"), default="pytorch-fid")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference-set statistics")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument(
+        "--save-stats", type=Path, default=None, help="write (N, Σx, Σxxᵀ, mu, sigma) .npz of one input"
+    )
+    p.add_argument("--merge-stats", type=Path, nargs="+", default=None, help="merge shard .npz files")
+    _add_common(p, out_required=False)
+    p.set_defaults(func=_cmd_fid)
+
+    p = sub.add_parser("geneval", help="GenEval on a GenEval folder or manifest, with a detector")
+    p.add_argument(
+        "input", type=Path, help="GenEval folder (<index>/metadata.jsonl + samples/) or manifest .jsonl"
+    )
+    p.add_argument("--detector", default=None, help="module:factory returning a Detector")
+    p.add_argument("--detector-arg", action="append", help="key=value passed to the detector factory")
+    p.add_argument("--detections", type=Path, default=None, help="precomputed detections JSONL")
+    p.add_argument("--mask2former", action="store_true", help="official Mask2Former via mmdet 2.x")
+    p.add_argument("--detector-weights", type=Path, default=None)
+    p.add_argument("--detector-config", type=Path, default=None)
+    p.add_argument(
+        "--color-classifier", default=None, help="module:factory returning callable(crops, object_name)"
+    )
+    p.add_argument("--clip-weights", type=Path, default=None, help="OpenAI ViT-L-14.pt (file or folder)")
+    p.add_argument("--option", action="append", help="rule option key=value, e.g. threshold=0.3")
+    _add_common(p)
+    p.set_defaults(func=_cmd_geneval)
+
+    p = sub.add_parser(
+        "imagereward", help="ImageReward-v1.0 on a folder (official / Infinity layout) or manifest"
+    )
+    p.add_argument("input", type=Path)
+    p.add_argument(
+        "--prompts", type=Path, default=None, help="benchmark prompts JSON (default: the shipped 100)"
+    )
+    p.add_argument("--weights", type=Path, default=None, help="ImageReward.pt (file or folder)")
+    p.add_argument("--vocab", type=Path, default=None, help="bert-base-uncased vocab.txt")
+    p.add_argument("--batch-size", type=int, default=16)
+    _add_common(p)
+    p.set_defaults(func=_cmd_imagereward)
+
+    p = sub.add_parser("hps", help="HPSv2.1 (or v2.0) on <style>/<idx>.jpg folders or a manifest")
+    p.add_argument("input", type=Path)
+    p.add_argument(
+        "--prompts-dir", type=Path, default=None, help="folder with anime.json, concept-art.json, ..."
+    )
+    p.add_argument("--weights", type=Path, default=None, help="HPS_v2.1_compressed.pt (file or folder)")
+    p.add_argument("--vocab", type=Path, default=None, help="bpe_simple_vocab_16e6.txt.gz")
+    p.add_argument("--version", choices=("v2.1", "v2.0"), default="v2.1")
+    p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    _add_common(p)
+    p.set_defaults(func=_cmd_hps)
+
+    p = sub.add_parser(
+        "val-loss", help="bitwise validation loss / accuracy of an Infinity model (extra 'val-loss')"
+    )
+    p.add_argument("--model", type=Path, required=True, help="Infinity model folder (save_infinity format)")
+    p.add_argument("--vae", type=Path, required=True, help="BSQ-VAE folder or official .pth")
+    p.add_argument(
+        "--text-encoder", type=Path, required=True, help="T5 folder for infinity_model.TextEncoder"
+    )
+    p.add_argument("--manifest", type=Path, required=True, help="JSONL of {image, prompt}")
+    p.add_argument("--pn", default="0.06M")
+    p.add_argument("--noise-apply-layers", type=int, default=20)
+    p.add_argument("--noise-apply-strength", type=float, default=0.2)
+    p.add_argument("--no-requant", action="store_true")
+    p.add_argument("--reweight-by-scale", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=2)
+    _add_common(p)
+    p.set_defaults(func=_cmd_val_loss)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as err:
+        print(f"infinity-eval {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
