@@ -53,6 +53,14 @@ class RMSNorm(nn.Module):
         return (y * self.weight.float()).to(x.dtype)
 
 
+class _Embedding(nn.Embedding):
+    """nn.Embedding whose default init is skipped on the meta device (normal_ on meta imports torch._refs)."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 @dataclass
 class Conditioning:
     """Per-prompt quantities computed once per sampler call (`Infinity.prepare`)."""
@@ -99,7 +107,7 @@ class Infinity(nn.Module):
         self.text_proj_for_ca = nn.Sequential(
             nn.Linear(ct5, d_cond), nn.GELU(approximate="tanh"), nn.Linear(d_cond, d_cond)
         )
-        self.lvl_embed = nn.Embedding(config.num_levels, c)
+        self.lvl_embed = _Embedding(config.num_levels, c)
         self.word_embed = nn.Linear(config.d_vae, c)
         self.shared_ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(d_cond, 6 * c))
         self.head_nm = AdaLNBeforeHead(c, d_cond, config.norm_eps)
