@@ -1,0 +1,128 @@
+"""verify catches each kind of damage; stats counts buckets and captions and draws a histogram; the CLI
+converts a few hundred generated images into shards that verify accepts and the loader streams."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infinity_data import ShardIndex, read_shard, stats, verify
+from infinity_data.cli import main
+from PIL import Image
+
+
+def test_verify_accepts_a_fresh_conversion(converted: Path) -> None:
+    report = verify(converted)
+    assert report.ok, report.errors
+    assert (report.num_shards, report.num_samples) == (27, 45)  # 9 buckets x ceil(5 / 2) shards
+
+
+def test_verify_reports_a_count_that_disagrees_with_the_index(converted: Path) -> None:
+    index = json.loads((converted / "index.json").read_text())
+    index["shards"][0]["num_samples"] += 1
+    (converted / "index.json").write_text(json.dumps(index))
+    [error] = verify(converted).errors
+    assert index["shards"][0]["path"] in error and "the index says 3" in error
+
+
+def test_verify_reports_an_undecodable_image_naming_shard_and_key(converted: Path) -> None:
+    shard = ShardIndex.load(converted).shards[0]
+    path = converted / shard.path
+    with tarfile.open(path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".jpg"))
+    with open(path, "r+b") as fh:  # wipe the JPEG headers after the start marker, in place
+        fh.seek(member.offset_data + 2)
+        fh.write(b"\x00" * (member.size // 2))
+    key = member.name.split(".")[0]
+    errors = verify(converted).errors
+    assert len(errors) == 1 and shard.path in errors[0] and key in errors[0] and "decode" in errors[0]
+    assert verify(converted, decode=False).ok  # structure and counts are still fine
+
+
+def test_verify_reports_truncated_missing_and_stray_shards(converted: Path) -> None:
+    shards = ShardIndex.load(converted).shards
+    truncated = converted / shards[0].path
+    truncated.write_bytes(truncated.read_bytes()[:700])
+    (converted / shards[1].path).unlink()
+    stray = converted / shards[2].bucket / "shard-000777.tar"
+    stray.write_bytes((converted / shards[2].path).read_bytes())
+    errors = verify(converted).errors
+    assert any(shards[0].path in e for e in errors)
+    assert any(shards[1].path in e and "missing" in e for e in errors)
+    assert any("shard-000777.tar" in e and "not in index.json" in e for e in errors)
+
+
+def test_verify_without_an_index_says_how_to_make_one(tmp_path: Path) -> None:
+    [error] = verify(tmp_path).errors
+    assert "index.json" in error and "infinity-data" in error
+
+
+def test_stats_counts_buckets_caption_lengths_and_draws_the_histogram(
+    converted: Path, tmp_path: Path
+) -> None:
+    png = tmp_path / "hist.png"
+    result = stats(converted, histogram_path=png)
+    assert result.num_samples == 45
+    assert result.bucket_sizes == {
+        name: 5 for name in ("0.333", "0.750", "0.800", "1.000", "1.250", "1.333", "0.500", "2.000", "3.000")
+    }
+    # captions are "a photo number {i}. It has noise." -> 7 words
+    assert result.caption_words["min"] == result.caption_words["max"] == 7
+    assert result.caption_chars["min"] == len("a photo number 0. It has noise.")
+    assert sorted(set(np.round(result.aspect_ratios, 3))) == [
+        0.333,
+        0.5,
+        0.75,
+        0.8,
+        1.0,
+        1.25,
+        1.333,
+        2.0,
+        3.0,
+    ]
+    img = Image.open(png)
+    assert img.size == (900, 420)
+    assert (
+        len(np.unique(np.asarray(img.convert("RGB")).reshape(-1, 3), axis=0)) > 3
+    )  # bars, axes, template lines, labels
+
+
+def test_index_command_rebuilds_a_lost_index(converted: Path) -> None:
+    before = ShardIndex.load(converted)
+    (converted / "index.json").unlink()
+    assert main(["index", str(converted)]) == 0
+    after = ShardIndex.load(converted)
+    assert after.shards == before.shards
+
+
+@pytest.mark.slow
+def test_cli_converts_a_few_hundred_images_that_verify_accepts_and_the_loader_streams(
+    tmp_path: Path, make_folder, capsys
+) -> None:
+    src = make_folder(tmp_path / "src", 300)
+    (src / "broken.jpg").write_bytes(b"")
+    (src / "broken.txt").write_text("zero bytes")
+    out = tmp_path / "shards"
+    assert main(["convert", str(src), str(out), "--workers", "2", "--shard-size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "300 samples" in printed and "1 rejected (empty_file: 1)" in printed
+    assert main(["verify", str(out), "--workers", "2"]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["stats", str(out), "--histogram", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").is_file()
+    assert main(["stream", str(out), "--batch-size", "4", "--batches", "5"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("batch")]
+    assert len(lines) == 5
+    total = sum(
+        1 for shard in ShardIndex.load(out).shards for _ in read_shard(out / shard.path, exts=("json",))
+    )
+    assert total == 300
+
+
+def test_cli_reports_bad_arguments_as_errors_not_tracebacks(tmp_path: Path, capsys) -> None:
+    assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path)]) == 1
