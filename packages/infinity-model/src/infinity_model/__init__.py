@@ -10,19 +10,33 @@ from .checkpoint import (
 )
 from .condition import TextCondition
 from .config import PRESETS, InfinityConfig
+from .pipeline import CheckpointInfo, InfinityPipeline, describe_checkpoint, inspect_checkpoint
+from .sampler import SamplerConfig, SampleResult, ScaleStep, codes_to_uint8, filter_bit_logits, sample
+from .text import TextEncoder
 from .transformer import Conditioning, Infinity, KVCache
 
 __all__ = [
     "PRESETS",
     "CheckpointError",
+    "CheckpointInfo",
     "Conditioning",
     "Infinity",
     "InfinityConfig",
+    "InfinityPipeline",
     "KVCache",
+    "SampleResult",
+    "SamplerConfig",
+    "ScaleStep",
     "TextCondition",
+    "TextEncoder",
+    "codes_to_uint8",
+    "describe_checkpoint",
+    "filter_bit_logits",
     "infer_config",
+    "inspect_checkpoint",
     "load_infinity",
     "load_official_infinity",
     "read_state_dict",
+    "sample",
     "save_infinity",
 ]

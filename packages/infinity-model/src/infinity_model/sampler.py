@@ -188,7 +188,8 @@ def codes_to_uint8(vae, codes: Tensor) -> Tensor:
     ``uint8((img + 1) / 2 * 255)`` with truncation (not rounding), as the reference; channels stay RGB
     (the reference flips to BGR only because it writes with OpenCV).
     """
-    img = vae.decode(codes).float().clamp(-1, 1)
+    # one sample at a time: batched convolutions round differently, and an image must not depend on its batch
+    img = torch.cat([vae.decode(codes[i : i + 1]).float() for i in range(codes.shape[0])]).clamp(-1, 1)
     return ((img + 1) / 2).permute(0, 2, 3, 1).mul(255).to(torch.uint8)
 
 

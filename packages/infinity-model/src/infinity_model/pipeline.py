@@ -1,0 +1,327 @@
+"""Text-to-image pipeline: T5 text encoder + Infinity transformer + BSQ-VAE, loaded from local files.
+
+``InfinityPipeline.from_pretrained`` reads only tensor *shapes* first (memory-mapped ``.pth``, safetensors
+headers, JSON configs) and checks that the transformer, the VAE and the text encoder fit together before
+any weights are loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from bsq_tokenizer import ScaleSchedule, VAEConfig, get_schedule, load_official_vae, read_state_dict
+from bsq_tokenizer import infer_config as infer_vae_config
+from PIL import Image
+
+from .checkpoint import infer_config, load_infinity, load_official_infinity, match_preset
+from .checkpoint import read_state_dict as read_infinity_state_dict
+from .config import InfinityConfig
+from .sampler import SamplerConfig, SampleResult, ScaleStep, sample
+from .text import TextEncoder
+from .transformer import Infinity
+
+__all__ = [
+    "CheckpointInfo",
+    "InfinityPipeline",
+    "check_compatible",
+    "describe_checkpoint",
+    "inspect_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------ checkpoint shapes
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a transformer checkpoint is, read without loading its weights (files are memory-mapped)."""
+
+    path: Path
+    format: str  # "official .pth", "sharded folder", "safetensors folder", "safetensors file"
+    config: InfinityConfig
+    preset: str | None  # name in PRESETS whose architecture matches, if any
+    shapes: Mapping[str, tuple[int, ...]]
+    dtypes: tuple[str, ...]
+
+    @property
+    def num_params(self) -> int:
+        """Parameters (state-dict entries except the all-zero ``zero_k_bias`` buffers)."""
+        return sum(math.prod(shape) for key, shape in self.shapes.items() if not key.endswith("zero_k_bias"))
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes from a safetensors header (8-byte little-endian length, then JSON); reads no tensor data."""
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) != 8:
+            raise ValueError(f"{path} is too short to be a safetensors file")
+        try:
+            header = json.loads(f.read(int.from_bytes(prefix, "little")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} does not start with a safetensors header: {err}") from err
+    header.pop("__metadata__", None)
+    return {k: tuple(v["shape"]) for k, v in header.items()}
+
+
+def _format(path: Path) -> str:
+    if path.is_file():
+        return "safetensors file" if path.suffix == ".safetensors" else "official .pth"
+    if any(path.glob("*.index.json")):
+        return "sharded folder"
+    return "safetensors folder" if (path / "config.json").is_file() else "folder"
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Format, architecture (from config.json or the shapes) and shapes of a transformer checkpoint.
+
+    The weights are memory-mapped, not read: this is cheap even for the 8B.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"transformer checkpoint {path} does not exist; pass an official .pth, a sharded folder or a "
+            "folder written by save_infinity"
+        )
+    state = read_infinity_state_dict(path)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()}))
+    del state
+    fmt = _format(path)
+    config = InfinityConfig.from_json(path / "config.json") if fmt == "safetensors folder" else None
+    config = config or infer_config(shapes)
+    return CheckpointInfo(path, fmt, config, match_preset(config), shapes, dtypes)
+
+
+def _check_shapes(config: InfinityConfig, shapes: Mapping[str, tuple[int, ...]], source: Path) -> None:
+    """Compare a checkpoint's keys/shapes with those of ``Infinity(config)`` (built on the meta device)."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Infinity(config).state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{title}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+            for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise ValueError(
+            f"{source} does not fit the architecture {config}: {details}; pass the right --model-preset"
+        )
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, str]:
+    """Human-readable summary of a checkpoint (``infinity info``)."""
+    info = inspect_checkpoint(path)
+    cfg = info.config
+    n = info.num_params
+    return {
+        "path": str(info.path),
+        "format": info.format,
+        "preset": info.preset or "custom (no released preset has these shapes)",
+        "depth": str(cfg.depth),
+        "embed_dim": str(cfg.embed_dim),
+        "num_heads": str(cfg.num_heads),
+        "ffn_dim": str(cfg.ffn_dim),
+        "block_chunks": str(cfg.block_chunks),
+        "bits_per_token": f"{cfg.d_vae} ({'2x2 patchified ' if cfg.patchify else ''}{cfg.vae_channels}-bit VAE)",
+        "vae": cfg.vae_name,
+        "text_channels": str(cfg.text_channels),
+        "parameters": f"{n:,} ({n / 1e9:.2f}B)",
+        "stored_dtypes": ", ".join(info.dtypes),
+        "size_bf16": f"{2 * n / 2**30:.2f} GiB",
+    }
+
+
+# ---------------------------------------------------------------------------------------- VAE side
+def _vae_config(path: Path, preset: str | None) -> VAEConfig:
+    """The VAE architecture from a preset name or the file's tensor shapes (memory-mapped / header only)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VAE checkpoint {path} does not exist; pass an official infinity_vae_*.pth or a .safetensors "
+            "written by bsq_tokenizer.save_vae"
+        )
+    if preset is not None:
+        return VAEConfig.preset(preset)
+    if path.suffix == ".safetensors":
+        state = {k: torch.empty(shape, device="meta") for k, shape in _safetensors_shapes(path).items()}
+    else:
+        state, _ = read_state_dict(path)
+    return infer_vae_config(state)
+
+
+def check_compatible(
+    model_config: InfinityConfig, vae_config: VAEConfig, model_src: str, vae_src: str
+) -> None:
+    """Raise ValueError unless the VAE gives the transformer its bits per token at 16 pixels per token.
+
+    A plain model needs a stride-16 VAE with d_vae bits; a patchified one (8B) a stride-8 VAE with d_vae / 4
+    bits (the patchify flag itself is not visible in VAE weights, so stride and width decide).
+    """
+    factor = 4 if model_config.patchify else 1
+    stride = 8 if model_config.patchify else 16
+    if vae_config.codebook_dim * factor != model_config.d_vae or vae_config.patch_size != stride:
+        raise ValueError(
+            f"transformer {model_src} predicts {model_config.d_vae} bits per token"
+            f"{' (2x2 patchified)' if model_config.patchify else ''} and needs {model_config.vae_name} "
+            f"({model_config.vae_channels} bits, stride {stride}), but VAE {vae_src} has "
+            f"{vae_config.codebook_dim} bits at stride {vae_config.patch_size}; pass the matching VAE"
+        )
+
+
+def _t5_width(text_encoder: str | Path) -> int | None:
+    config = Path(text_encoder).expanduser() / "config.json"
+    if not config.is_file():
+        return None
+    return int(json.loads(config.read_text()).get("d_model", 0)) or None
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+class InfinityPipeline:
+    """Prompts in, PIL images out: ``pipe(["a red fox"], ratio=1.0, pn="1M", cfg=3, tau=0.5, seed=0)``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vae: torch.nn.Module,
+        text_encoder: TextEncoder,
+        *,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        check_compatible(model.config, vae.config, "model", "vae")
+        if text_encoder.hidden_size != model.config.text_channels:
+            raise ValueError(
+                f"text encoder width {text_encoder.hidden_size} != model text_channels {model.config.text_channels}; "
+                "the released models need flan-t5-xl (2048)"
+            )
+        self.model = model.eval()
+        self.vae = vae.eval()
+        self.text_encoder = text_encoder
+        self.dtype = dtype
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path,
+        vae: str | Path,
+        text_encoder: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        model_preset: str | None = None,
+        vae_preset: str | None = None,
+        allow_download: bool = False,
+    ) -> InfinityPipeline:
+        """Load the three parts from local files after checking that they fit together.
+
+        ``model``: official ``.pth`` (flat or training checkpoint), official sharded folder, or a folder from
+        ``save_infinity``; ``vae``: official ``infinity_vae_*.pth`` or our ``.safetensors``; ``text_encoder``:
+        a local flan-t5-xl folder (a hub id only with ``allow_download``). ``dtype``: transformer compute
+        precision (default bf16 autocast on CUDA like the reference, fp32 elsewhere).
+        """
+        device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        model_path, vae_path = Path(model).expanduser(), Path(vae).expanduser()
+        info = inspect_checkpoint(model_path)
+        config = info.config if model_preset is None else InfinityConfig.preset(model_preset)
+        _check_shapes(config, info.shapes, model_path)
+        width = _t5_width(text_encoder)
+        if width is not None and width != config.text_channels:
+            raise ValueError(
+                f"text encoder {text_encoder} has width {width} but {model_path} expects text_channels="
+                f"{config.text_channels}; the released models use google/flan-t5-xl (2048)"
+            )
+        vae_config = _vae_config(vae_path, vae_preset)
+        check_compatible(config, vae_config, str(model_path), str(vae_path))
+        vae_model = load_official_vae(vae_path, vae_config, device=device)
+        logger.info("loading %s transformer (%s) from %s", info.preset or "custom", info.format, model_path)
+        # fp32 weights; `dtype` is the autocast precision of the blocks (the head/AdaLN stay fp32 as in the reference)
+        if info.format == "safetensors folder" and model_preset is None:
+            transformer = load_infinity(model_path, dtype=torch.float32, device=device)
+        else:
+            transformer = load_official_infinity(model_path, config, dtype=torch.float32, device=device)
+        encoder = TextEncoder.from_pretrained(text_encoder, device=device, allow_download=allow_download)
+        return cls(transformer, vae_model, encoder, dtype=dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @staticmethod
+    def schedule(ratio: float = 1.0, pn: str = "1M") -> ScaleSchedule:
+        """Scale schedule of the template nearest to ``ratio`` = height / width at pixel budget ``pn``."""
+        if ratio <= 0:
+            raise ValueError(f"ratio (height / width) must be > 0, got {ratio}")
+        return get_schedule(ratio, pn)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        schedule: ScaleSchedule,
+        sampler: SamplerConfig,
+        seed: int | Sequence[int] | None = 0,
+        callback: Callable[[ScaleStep], None] | None = None,
+    ) -> SampleResult:
+        """Bits, codes and uint8 RGB images ``(B, H, W, 3)`` for the prompts (see :func:`sample`)."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        text = self.text_encoder.encode(prompts)
+        negative = None
+        if negative_prompt is not None:
+            negatives = (
+                [negative_prompt] * len(prompts)
+                if isinstance(negative_prompt, str)
+                else list(negative_prompt)
+            )
+            if len(negatives) != len(prompts):
+                raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+            negative = self.text_encoder.encode(negatives)
+        with self._autocast():
+            return sample(
+                self.model,
+                text,
+                schedule,
+                sampler,
+                negative_text=negative,
+                seed=seed,
+                vae=self.vae,
+                callback=callback,
+            )
+
+    def __call__(
+        self,
+        prompts: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        ratio: float = 1.0,
+        pn: str = "1M",
+        cfg: float | Sequence[float] = 3.0,
+        tau: float | Sequence[float] = 0.5,
+        seed: int | Sequence[int] | None = 0,
+        schedule: ScaleSchedule | None = None,
+        callback: Callable[[ScaleStep], None] | None = None,
+        **sampler_options,
+    ) -> list[Image.Image]:
+        """One PIL RGB image per prompt. ``schedule`` overrides ``ratio``/``pn`` (e.g. a custom schedule);
+        ``sampler_options`` go to :class:`SamplerConfig` (top_k, top_p, cfg_insertion_layer, use_cache)."""
+        schedule = schedule or self.schedule(ratio, pn)
+        sampler = SamplerConfig(cfg=cfg, tau=tau, **sampler_options)
+        result = self.generate(
+            prompts, negative_prompt, schedule=schedule, sampler=sampler, seed=seed, callback=callback
+        )
+        assert result.images is not None
+        return [Image.fromarray(img.cpu().numpy()) for img in result.images]
