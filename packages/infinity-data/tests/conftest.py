@@ -26,7 +26,7 @@ def _image_bytes(width: int, height: int, seed: int, fmt: str = "JPEG", mode: st
     return buf.getvalue()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def image_bytes() -> Callable[..., bytes]:
     """``image_bytes(width, height, seed, fmt="JPEG", mode="RGB")`` -> encoded random-noise image."""
     return _image_bytes
