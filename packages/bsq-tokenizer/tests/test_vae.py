@@ -163,3 +163,49 @@ def test_patchified_tokenizer_uses_doubled_grids_and_56_bit_tokens():
     assert out.scales == ((2, 2), (4, 4), (8, 8))
     tokens = [space_to_depth_bits(b) for b in out.bits]
     assert [tuple(t.shape) for t in tokens] == [(1, h, w, 56) for h, w in sched.scales]
+
+
+def test_vae_type_numbers_of_the_reference_loader():
+    assert VAEConfig.from_vae_type(32) == VAEConfig.preset("d32")
+    assert VAEConfig.from_vae_type(14) == VAEConfig.preset("d14_patchify")
+    assert VAEConfig.from_vae_type(18).codebook_dim == 18
+    with pytest.raises(ValueError, match=r"unknown vae_type 12; accepted: 14, 16.*presets: d16"):
+        VAEConfig.from_vae_type(12)
+
+
+def test_building_blocks_follow_the_spec_formulas():
+    from bsq_tokenizer.vae import Downsample, Norm, ResnetBlock, Upsample
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 48, 6, 6)
+    assert Norm(48).norm.num_groups == 24 and Norm(64).norm.num_groups == 32
+    assert Norm(48).norm.eps == 1e-6
+    block = ResnetBlock(48, 64)
+    n1, c1, n2, c2, sc = (
+        block.norm1.norm,
+        block.conv1.conv,
+        block.norm2.norm,
+        block.conv2.conv,
+        block.nin_shortcut.conv,
+    )
+
+    def swish(t):
+        return t * torch.sigmoid(t)
+
+    h = c2(swish(n2(c1(swish(n1(x))))))
+    torch.testing.assert_close(block(x), sc(x) + h, rtol=0, atol=0)
+    assert ResnetBlock(48, 48).nin_shortcut is None
+    down = Downsample(48)
+    want = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(x, (0, 1, 0, 1)), down.conv.conv.weight, down.conv.conv.bias, stride=2
+    )
+    torch.testing.assert_close(down(x), want, rtol=0, atol=0)
+    assert down(x).shape == (2, 48, 3, 3)
+    up = Upsample(48)
+    rep = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    want = torch.nn.functional.conv2d(rep, up.conv.conv.weight, up.conv.conv.bias, padding=1)
+    torch.testing.assert_close(up(x), want, rtol=0, atol=0)
+    # 5-D inputs are folded into the batch (per frame).
+    x5 = torch.randn(1, 48, 2, 4, 4)
+    y5 = block(x5)
+    torch.testing.assert_close(y5[:, :, 1], block(x5[:, :, 1]), rtol=1e-6, atol=1e-6)

@@ -74,6 +74,21 @@ class VAEConfig:
             raise ValueError(f"unknown VAE preset {name!r}; available presets: {', '.join(VAE_PRESETS)}")
         return VAE_PRESETS[name]
 
+    @classmethod
+    def from_vae_type(cls, vae_type: int) -> VAEConfig:
+        """The configuration the reference inference loader builds for ``--vae_type`` (14, 16, 18, 20, 24, 32, 64).
+
+        14 is the stride-8 patchified 8B tokenizer; the others share the stride-16 architecture (18 and 20 have
+        no released weights).
+        """
+        if vae_type == 14:
+            return VAE_PRESETS["d14_patchify"]
+        if vae_type in (16, 18, 20, 24, 32, 64):
+            return cls(codebook_dim=vae_type)
+        raise ValueError(
+            f"unknown vae_type {vae_type!r}; accepted: 14, 16, 18, 20, 24, 32, 64 (presets: {', '.join(VAE_PRESETS)})"
+        )
+
     def replace(self, **changes: Any) -> VAEConfig:
         return replace(self, **changes)
 
