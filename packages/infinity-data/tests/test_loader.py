@@ -284,3 +284,13 @@ def test_loader_reads_shards_written_by_plain_tarfile_in_streaming_order(dataset
     assert keys[0] == keys[1] != keys[2] == keys[3]
     decoded = decode_rgb(io.BytesIO(next(iter(read_shard(shard)))[1]["jpg"]).getvalue())
     assert decoded.mode == "RGB"
+
+
+def test_shards_read_with_the_webdataset_library(dataset: Path) -> None:
+    """Runs where `webdataset` is installed (it is not a dependency of this package)."""
+    wds = pytest.importorskip("webdataset")
+    urls = [str(dataset / s.path) for s in ShardIndex.load(dataset).shards]
+    samples = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
+    assert len(samples) == 48
+    assert all(s["jpg"].mode == "RGB" and s["json"]["caption"].startswith("caption") for s in samples)
+    assert {s["__key__"] for s in samples} == set(_key_buckets(dataset))
