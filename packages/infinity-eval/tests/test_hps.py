@@ -362,3 +362,80 @@ def test_benchmark_summary_is_mean_of_80_image_chunk_means_times_100() -> None:
     assert "empty" not in summary["styles"]
     assert summary["average"] == pytest.approx(100 * (sum(anime) + sum(photo)) / 210)
     assert summary["images"] == 210
+
+
+# ------------------------------------------------------------------------------------------------ independent implementation
+
+
+def _to_transformers_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip names -> transformers CLIPModel names (fused in_proj split into q/k/v, projections transposed)."""
+    fixed = {
+        "visual.class_embedding": "vision_model.embeddings.class_embedding",
+        "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+        "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+        "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
+        "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+        "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+        "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+        "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+        "positional_embedding": "text_model.embeddings.position_embedding.weight",
+        "ln_final.weight": "text_model.final_layer_norm.weight",
+        "ln_final.bias": "text_model.final_layer_norm.bias",
+        "logit_scale": "logit_scale",
+    }
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key == "visual.proj":
+            out["visual_projection.weight"] = value.T
+        elif key == "text_projection":
+            out["text_projection.weight"] = value.T
+        elif key in fixed:
+            out[fixed[key]] = value
+        else:
+            tower = "vision_model." if key.startswith("visual.") else "text_model."
+            index, name = key.removeprefix("visual.").removeprefix("transformer.resblocks.").split(".", 1)
+            prefix = f"{tower}encoder.layers.{index}."
+            if name.startswith("attn.in_proj_"):
+                kind = name.removeprefix("attn.in_proj_")
+                for letter, chunk in zip("qkv", value.chunk(3), strict=True):
+                    out[f"{prefix}self_attn.{letter}_proj.{kind}"] = chunk
+            else:
+                for a, b in (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                             ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):  # fmt: skip
+                    name = name.replace(a, b)
+                out[prefix + name] = value
+    return out
+
+
+def test_open_clip_towers_equal_transformers_clip_implementation(tokenizer: CLIPBPETokenizer) -> None:
+    """transformers' CLIPModel (pre-LN ViT, causal text, EOS pooling) is an independent implementation."""
+    pytest.importorskip("transformers")
+    from transformers.models.clip.configuration_clip import CLIPConfig
+    from transformers.models.clip.modeling_clip import CLIPModel
+
+    cfg = small_config(tokenizer)
+    ours = OpenCLIP(cfg).init_random_(torch.Generator().manual_seed(0)).eval()
+    hf_cfg = CLIPConfig(
+        text_config={
+            "vocab_size": cfg.vocab_size, "hidden_size": cfg.text_width, "num_hidden_layers": cfg.text_layers,
+            "intermediate_size": int(cfg.text_width * cfg.text_mlp_ratio), "num_attention_heads": cfg.text_heads,
+            "max_position_embeddings": cfg.context_length, "hidden_act": "gelu", "layer_norm_eps": cfg.eps,
+            "bos_token_id": tokenizer.start_id, "eos_token_id": tokenizer.end_id, "pad_token_id": 0,
+        },
+        vision_config={
+            "hidden_size": cfg.vision_width, "intermediate_size": int(cfg.vision_width * cfg.vision_mlp_ratio),
+            "num_hidden_layers": cfg.vision_layers, "num_attention_heads": cfg.vision_heads,
+            "image_size": cfg.image_size, "patch_size": cfg.patch_size, "hidden_act": "gelu", "layer_norm_eps": cfg.eps,
+        },
+        projection_dim=cfg.embed_dim,
+    )  # fmt: skip
+    hf = CLIPModel(hf_cfg).eval()
+    hf.load_state_dict(_to_transformers_clip(ours.state_dict()), strict=True)
+    pixels = torch.randn(3, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
+    tokens = tokenizer(PROMPTS)
+    with torch.no_grad():
+        image, text = hf.get_image_features(pixel_values=pixels), hf.get_text_features(input_ids=tokens)
+        image = image if torch.is_tensor(image) else image.pooler_output
+        text = text if torch.is_tensor(text) else text.pooler_output
+        torch.testing.assert_close(ours.encode_image(pixels, normalize=False), image, rtol=0, atol=1e-5)
+        torch.testing.assert_close(ours.encode_text(tokens, normalize=False), text, rtol=0, atol=1e-5)

@@ -452,3 +452,69 @@ def test_benchmark_score_is_the_mean_of_prompt_means() -> None:
     assert (summary["prompts"], summary["images"], summary["empty_prompts"]) == (2, 4, 1)
     equal = imagereward_benchmark_summary({"a": [1.0, 3.0], "b": [0.5, 0.5]})
     assert math.isclose(equal["imagereward"], equal["imagereward_image_mean"])
+
+
+# ------------------------------------------------------------------------------------------------ independent implementation
+
+
+def test_blip_towers_equal_transformers_blip_implementation(tokenizer: BertWordPieceTokenizer) -> None:
+    """transformers' BLIP (vision model + MED text model) is an independent implementation of the same network."""
+    pytest.importorskip("transformers")
+    from transformers.models.blip.configuration_blip import BlipTextConfig, BlipVisionConfig
+    from transformers.models.blip.modeling_blip import BlipVisionModel
+    from transformers.models.blip.modeling_blip_text import BlipTextModel
+
+    cfg = small_config(tokenizer)
+    ours = ImageRewardModel(cfg).init_random_(torch.Generator().manual_seed(0)).eval()
+    text_cfg = BlipTextConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.text_width, encoder_hidden_size=cfg.vision_width,
+        intermediate_size=cfg.text_intermediate, num_hidden_layers=cfg.text_depth, num_attention_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_positions, layer_norm_eps=cfg.text_eps, hidden_act="gelu",
+        bos_token_id=None, sep_token_id=None, pad_token_id=0,
+    )  # fmt: skip
+    vision_cfg = BlipVisionConfig(
+        hidden_size=cfg.vision_width, intermediate_size=int(cfg.vision_width * cfg.vision_mlp_ratio),
+        num_hidden_layers=cfg.vision_depth, num_attention_heads=cfg.vision_heads, image_size=cfg.image_size,
+        patch_size=cfg.patch_size, layer_norm_eps=cfg.vision_eps, hidden_act="gelu",
+    )  # fmt: skip
+    hf_text = BlipTextModel(text_cfg, add_pooling_layer=False).eval()
+    hf_vision = BlipVisionModel(vision_cfg).eval()
+    state = ours.state_dict()
+    hf_text.load_state_dict(
+        {
+            k.removeprefix("blip.text_encoder."): v
+            for k, v in state.items()
+            if k.startswith("blip.text_encoder.")
+        },
+        strict=True,
+    )
+    renames = {
+        "cls_token": "embeddings.class_embedding",
+        "pos_embed": "embeddings.position_embedding",
+        "patch_embed.proj.weight": "embeddings.patch_embedding.weight",
+        "patch_embed.proj.bias": "embeddings.patch_embedding.bias",
+        "norm.weight": "post_layernorm.weight",
+        "norm.bias": "post_layernorm.bias",
+    }
+    vision_state = {}
+    for key, value in state.items():
+        if key.startswith("blip.visual_encoder."):
+            key = key.removeprefix("blip.visual_encoder.")
+            for a, b in (("blocks.", "encoder.layers."), ("attn.qkv", "self_attn.qkv"), ("attn.proj", "self_attn.projection"),
+                         ("norm1", "layer_norm1"), ("norm2", "layer_norm2")):  # fmt: skip
+                key = key.replace(a, b)
+            vision_state[renames.get(key, key)] = value
+    hf_vision.load_state_dict(vision_state, strict=True)
+
+    pixels = torch.randn(3, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(1))
+    ids, mask = tokenizer(PROMPTS, 35)
+    with torch.no_grad():
+        image = ours.blip.visual_encoder(pixels)
+        torch.testing.assert_close(image, hf_vision(pixel_values=pixels).last_hidden_state, rtol=0, atol=1e-5)
+        expected = hf_text(
+            input_ids=ids,
+            attention_mask=mask,
+            encoder_hidden_states=image,
+            encoder_attention_mask=torch.ones(image.shape[:2], dtype=torch.long),
+        ).last_hidden_state
+        torch.testing.assert_close(ours.blip.text_encoder(ids, mask, image), expected, rtol=0, atol=1e-5)
