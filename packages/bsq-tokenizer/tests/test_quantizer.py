@@ -175,7 +175,8 @@ def test_bsq_straight_through_values_are_plus_minus_s_on_the_sphere(d):
     # Up to one ulp from +-s (the straight-through sum is not exactly s).
     torch.testing.assert_close(q.abs(), torch.full_like(q, s), rtol=0, atol=3e-8)
     torch.testing.assert_close(q.norm(dim=1), torch.ones(2, 1, 6, 5), rtol=0, atol=1e-6)
-    u = torch.nn.functional.normalize(r, dim=1, eps=1e-12)
+    # u is normalised over the channel axis, computed channel-last as in the reference.
+    u = torch.nn.functional.normalize(r.permute(0, 2, 3, 4, 1), dim=-1, eps=1e-12).permute(0, 4, 1, 2, 3)
     assert torch.equal(bits, (u > 0).squeeze(2).permute(0, 2, 3, 1).long())
     assert bits[0, 0, 0].sum() == 0
     # The forward value is computed as u + (z - u) in fp32, bit for bit.

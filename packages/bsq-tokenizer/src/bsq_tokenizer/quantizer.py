@@ -162,12 +162,13 @@ class BSQ(nn.Module):
         if r.shape[1] != self.d:
             raise ValueError(f"residual has {r.shape[1]} channels, the quantizer expects d = {self.d}")
         with torch.autocast(device_type=r.device.type, enabled=False):
-            r = r.float()
-            u = F.normalize(r, p=2.0, dim=1, eps=_NORM_EPS)
+            # Work channel-last (B, 1, h, w, d) like the reference, so the norm reduces over the last axis.
+            r = r.float().permute(0, 2, 3, 4, 1)
+            u = F.normalize(r, p=2.0, dim=-1, eps=_NORM_EPS)
             z = torch.where(u > 0, torch.ones_like(u), -torch.ones_like(u)) * self.scale
             q = u + (z - u).detach()  # straight-through: forward value z (up to rounding), gradient of u
-            bits = (q > 0).squeeze(2).permute(0, 2, 3, 1).to(torch.int64)
-        return q, bits
+            bits = (q > 0).squeeze(1).to(torch.int64)
+        return q.permute(0, 4, 1, 2, 3), bits
 
 
 @dataclass
