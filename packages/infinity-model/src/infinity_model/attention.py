@@ -51,27 +51,33 @@ class TextMemory:
     cu_seqlens: Tensor  # (B + 1,) int32 on the device of rows
     max_len: int
     allow_flash: bool = True
-    # derived once: (sample, position) of every packed row and the (B, 1, 1, max_len) key-padding mask
-    pad_sample: Tensor = field(init=False, repr=False)
-    pad_pos: Tensor = field(init=False, repr=False)
-    key_mask: Tensor = field(init=False, repr=False)
+    # derived once: flat (sample * max_len + position) index of every packed row, and the key-padding mask
+    pad_index: Tensor = field(init=False, repr=False)
+    key_mask: Tensor | None = field(init=False, repr=False)  # (B, 1, 1, max_len) bool; None if no padding
 
     def __post_init__(self) -> None:
         self.lengths = self.lengths.to(torch.int64).cpu()
-        self.pad_sample, self.pad_pos = packed_positions(self.lengths, self.rows.device)
-        mask = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=self.rows.device)
-        mask[self.pad_sample, self.pad_pos] = True
-        self.key_mask = mask[:, None, None, :]
+        sample, pos = packed_positions(self.lengths, self.rows.device)
+        self.pad_index = sample * self.max_len + pos
+        if bool((self.lengths == self.max_len).all()):
+            self.key_mask = None
+        else:
+            mask = torch.zeros(self.batch_size * self.max_len, dtype=torch.bool, device=self.rows.device)
+            mask[self.pad_index] = True
+            self.key_mask = mask.view(self.batch_size, 1, 1, self.max_len)
 
     @property
     def batch_size(self) -> int:
         return int(self.lengths.numel())
 
     def pad(self, packed: Tensor) -> Tensor:
-        """(sum_len, *rest) -> zero-padded (B, max_len, *rest)."""
-        out = packed.new_zeros((self.batch_size, self.max_len, *packed.shape[1:]))
-        out[self.pad_sample, self.pad_pos] = packed
-        return out
+        """(sum_len, *rest) -> zero-padded (B, max_len, *rest) (a view when every prompt has max_len rows)."""
+        rest = packed.shape[1:]
+        if self.key_mask is None:
+            return packed.view(self.batch_size, self.max_len, *rest)
+        out = packed.new_zeros((self.batch_size * self.max_len, *rest))
+        out.index_copy_(0, self.pad_index, packed)  # index_copy_: ~100x faster than advanced-index assignment
+        return out.view(self.batch_size, self.max_len, *rest)
 
 
 @functools.cache

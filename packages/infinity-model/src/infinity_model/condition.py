@@ -109,11 +109,11 @@ def unpack_to_padded(packed: Tensor, lengths: Tensor, max_len: int) -> tuple[Ten
     """Scatter packed rows (sum_len, *rest) into (B, max_len, *rest) zeros plus a (B, max_len) bool mask."""
     sample, pos = packed_positions(lengths, packed.device)
     batch = int(lengths.numel())
-    out = packed.new_zeros((batch, max_len, *packed.shape[1:]))
-    out[sample, pos] = packed
-    mask = torch.zeros(batch, max_len, dtype=torch.bool, device=packed.device)
-    mask[sample, pos] = True
-    return out, mask
+    flat = sample * max_len + pos
+    out = packed.new_zeros((batch * max_len, *packed.shape[1:])).index_copy_(0, flat, packed)
+    mask = torch.zeros(batch * max_len, dtype=torch.bool, device=packed.device)
+    mask[flat] = True
+    return out.view(batch, max_len, *packed.shape[1:]), mask.view(batch, max_len)
 
 
 def pack_padded(padded: Tensor, lengths: Tensor) -> Tensor:
