@@ -112,3 +112,12 @@ def test_resume_after_a_hard_kill_drops_partial_tars_and_loses_nothing(tmp_path:
     assert not list(out.glob("*/*.tar.part")) and not stray.exists()
     assert _contents(out) == _contents(tmp_path / "ref")
     assert verify(out).ok
+
+
+def test_converting_into_a_folder_with_foreign_shards_is_refused(tmp_path: Path, source: Path) -> None:
+    foreign = tmp_path / "out" / "1.000"
+    foreign.mkdir(parents=True)
+    (foreign / "shard-000000.tar").write_bytes(b"")
+    with pytest.raises(ValueError, match="convert into an empty"):
+        convert_folder(source, tmp_path / "out")
+    assert (foreign / "shard-000000.tar").exists()  # nothing of the user's was deleted

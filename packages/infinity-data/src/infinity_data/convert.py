@@ -262,8 +262,12 @@ class _Journal:
     @classmethod
     def open(cls, out: Path, description: dict[str, Any]) -> _Journal:
         folder = out / JOURNAL_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         config_path = folder / "config.json"
+        if not config_path.is_file() and _holds_shards(out):
+            raise ValueError(
+                f"{out} already holds shards that no conversion journal in {folder} describes; "
+                "convert into an empty (or new) folder"
+            )
         if config_path.is_file():
             previous = json.loads(config_path.read_text(encoding="utf-8"))
             if previous != description:
@@ -272,6 +276,7 @@ class _Journal:
                     f"same command ({description}). Use a new output folder or delete {out}."
                 )
         else:
+            folder.mkdir(parents=True, exist_ok=True)
             config_path.write_text(
                 json.dumps(description, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
             )
@@ -300,6 +305,17 @@ class _Journal:
             number = int(Path(shard.path).stem.rpartition("-")[2])
             numbers[shard.bucket] = max(numbers.get(shard.bucket, 0), number + 1)
         return numbers
+
+
+def _holds_shards(out: Path) -> bool:
+    for child in out.iterdir():
+        try:
+            parse_bucket_name(child.name)
+        except ValueError:
+            continue
+        if child.is_dir() and any(child.glob("*.tar*")):
+            return True
+    return False
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -116,13 +116,26 @@ def encode_rgb(img: Image.Image, source_format: str, jpeg_quality: int) -> tuple
     return buf.getvalue(), "png"
 
 
-def to_tensor_pm1(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 tensor [3, H, W] in [-1, 1]: x / 255 in [0, 1], then 2x - 1 (spec §3)."""
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ImageDecodeError("unsupported_mode", f"expected an RGB image, got array shape {arr.shape}")
-    x = torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32).div_(255.0)
-    return x.mul_(2.0).sub_(1.0)
+def batch_to_tensor_pm1(images: list[Image.Image], shared: bool = False) -> torch.Tensor:
+    """Same-size RGB images -> float32 [B, 3, H, W] in [-1, 1]: x / 255 in [0, 1], then 2x - 1 (spec §3).
+
+    The uint8 pixels are stacked first and converted once; ``shared`` allocates the result in shared memory
+    so a DataLoader worker hands it to the trainer process without another copy.
+    """
+    arrays = [np.asarray(img, dtype=np.uint8) for img in images]
+    for arr in arrays:
+        if arr.shape != arrays[0].shape or arr.ndim != 3 or arr.shape[2] != 3:
+            raise ValueError(
+                f"expected RGB images of one size, got shapes {sorted({a.shape for a in arrays})}"
+            )
+    pixels = torch.from_numpy(
+        np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
+    )  # [B, 3, H, W] uint8
+    out = torch.empty(pixels.shape, dtype=torch.float32)
+    if shared:
+        out.share_memory_()
+    out.copy_(pixels)
+    return out.div_(255.0).mul_(2.0).sub_(1.0)
 
 
 def worker_context() -> multiprocessing.context.BaseContext:

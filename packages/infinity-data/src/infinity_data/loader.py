@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .buckets import check_pn, parse_bucket_name
 from .captions import choose_caption
-from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb, to_tensor_pm1
+from .images import SHARD_IMAGE_EXTS, ImageDecodeError, batch_to_tensor_pm1, decode_rgb
 from .shards import T5_EXT, MemberTable, ShardIndex, read_member_table
 
 __all__ = ["BucketLoader", "LoaderConfig"]
@@ -259,9 +259,8 @@ class _BatchStream(IterableDataset):
                 meta = json.loads(files["json"])
                 image_ext = next(e for e in SHARD_IMAGE_EXTS if e in files)
                 img = resize_crop_for_template(decode_rgb(files[image_ext]), bucket.template, cfg.pn)
-                tensor = to_tensor_pm1(img)
-                if tuple(tensor.shape[1:]) != target:
-                    raise ValueError(f"resized to {tuple(tensor.shape[1:])}, expected {target}")
+                if (img.height, img.width) != target:
+                    raise ValueError(f"resized to {(img.height, img.width)}, expected {target}")
                 feats = None
                 if T5_EXT in files:
                     feats = torch.from_numpy(np.load(io.BytesIO(files[T5_EXT]), allow_pickle=False))
@@ -278,7 +277,7 @@ class _BatchStream(IterableDataset):
                 short_prob=cfg.short_caption_prob,
                 dynamic_length=cfg.dynamic_caption_length,
             )
-            images.append(tensor)
+            images.append(img)
             captions.append(caption)
             keys.append(key)
             t5.append(feats)
@@ -291,7 +290,7 @@ class _BatchStream(IterableDataset):
             )
             return None
         batch: dict[str, Any] = {
-            "images": torch.stack(images),
+            "images": batch_to_tensor_pm1(images, shared=get_worker_info() is not None),
             "captions": captions,
             "template": bucket.template,
             "keys": keys,

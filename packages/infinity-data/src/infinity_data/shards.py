@@ -270,7 +270,7 @@ class ShardIndex:
         return sum(s.num_samples for s in self.shards)
 
     def bucket_sizes(self) -> dict[str, int]:
-        """Samples per bucket name, buckets in template order of appearance sorted by name."""
+        """Samples per bucket name, sorted by name."""
         sizes: dict[str, int] = {}
         for shard in self.shards:
             sizes[shard.bucket] = sizes.get(shard.bucket, 0) + shard.num_samples

@@ -42,6 +42,8 @@ def _check_sample(shard: str, key: str, files: dict[str, bytes], bucket: str, de
     else:
         try:
             meta = json.loads(files["json"])
+            if meta.get("key", key) != key:
+                errors.append(f"{where} has key {meta['key']!r} in its .json")
             template = float(meta["template"])
             if bucket_name(template) != bucket:
                 errors.append(f"{where} has template {template} but lies in bucket {bucket}")
