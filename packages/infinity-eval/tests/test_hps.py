@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,9 @@ from infinity_eval.hps import (
 )
 from infinity_eval.weights import WeightsNotFoundError
 from PIL import Image
+
+# Real-weight tests use the user's weights folder, read before the autouse fixture isolates each test from it.
+USER_WEIGHTS_DIR = os.environ.get("INFINITY_EVAL_WEIGHTS_DIR")
 
 pytest.importorskip("regex", reason="the HPS tokenizer needs the 'hps' extra (regex)")
 
@@ -439,3 +444,21 @@ def test_open_clip_towers_equal_transformers_clip_implementation(tokenizer: CLIP
         text = text if torch.is_tensor(text) else text.pooler_output
         torch.testing.assert_close(ours.encode_image(pixels, normalize=False), image, rtol=0, atol=1e-5)
         torch.testing.assert_close(ours.encode_text(tokens, normalize=False), text, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ real weights
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(USER_WEIGHTS_DIR is None, reason="real weights: set INFINITY_EVAL_WEIGHTS_DIR")
+def test_real_hps_v21_weights_load_and_tokenize_like_open_clip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFINITY_EVAL_WEIGHTS_DIR", str(USER_WEIGHTS_DIR))
+    try:
+        scorer = HPSv21Scorer.from_pretrained()
+    except WeightsNotFoundError as err:
+        pytest.skip(f"HPS files not in the weights folder: {err}")
+    tokens = scorer.tokenizer(["a photo of a cat"])
+    assert tokens[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407] and tokens[0, 7:].eq(0).all()
+    gray = Image.new("RGB", (512, 512), (128, 128, 128))
+    cosines = scorer.score(["a photo of a cat", "a gray square"], [gray, gray])
+    assert all(math.isfinite(c) and -1 <= c <= 1 for c in cosines) and cosines[0] != cosines[1]

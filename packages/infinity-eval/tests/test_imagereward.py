@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ from infinity_eval.imagereward import (
 )
 from infinity_eval.weights import WeightsNotFoundError
 from PIL import Image
+
+# Real-weight tests use the user's weights folder, read before the autouse fixture isolates each test from it.
+USER_WEIGHTS_DIR = os.environ.get("INFINITY_EVAL_WEIGHTS_DIR")
 
 VOCAB = [
     "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
@@ -362,13 +366,31 @@ def test_wrong_shapes_and_position_ids_fail_naming_them(tokenizer: BertWordPiece
         load_official_imagereward_state_dict(ImageRewardModel(model.config), state)
 
 
-def test_unused_official_keys_are_optional_and_reported(tokenizer: BertWordPieceTokenizer) -> None:
+def test_unused_official_keys_are_optional_and_reported(
+    tokenizer: BertWordPieceTokenizer, caplog: pytest.LogCaptureFixture
+) -> None:
     model = ImageRewardModel(small_config(tokenizer))
     assert load_official_imagereward_state_dict(ImageRewardModel(model.config), model.state_dict()) == []
     ignored = load_official_imagereward_state_dict(
         ImageRewardModel(model.config), _official_checkpoint(model)
     )
     assert set(ignored) == _UNUSED
+    state = _official_checkpoint(model)
+    state["blip.itm_head.weight"] = torch.zeros(
+        2, 24
+    )  # a module the scorer does not run: ignored, with a warning
+    with caplog.at_level("WARNING", logger="infinity_eval.imagereward"):
+        ignored = load_official_imagereward_state_dict(ImageRewardModel(model.config), state)
+    assert "blip.itm_head.weight" in ignored and "blip.itm_head.weight" in caplog.text
+
+
+def test_renamed_head_keys_fail_naming_both_names(tokenizer: BertWordPieceTokenizer) -> None:
+    model = ImageRewardModel(small_config(tokenizer))
+    state = _official_checkpoint(model)
+    state["head.layers.0.weight"] = state.pop("mlp.layers.0.weight")
+    with pytest.raises(KeyError) as err:
+        load_official_imagereward_state_dict(ImageRewardModel(model.config), state)
+    assert "'mlp.layers.0.weight'" in str(err.value) and "'head.layers.0.weight'" in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------------ weights policy
@@ -518,3 +540,24 @@ def test_blip_towers_equal_transformers_blip_implementation(tokenizer: BertWordP
             encoder_attention_mask=torch.ones(image.shape[:2], dtype=torch.long),
         ).last_hidden_state
         torch.testing.assert_close(ours.blip.text_encoder(ids, mask, image), expected, rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ real weights
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(USER_WEIGHTS_DIR is None, reason="real weights: set INFINITY_EVAL_WEIGHTS_DIR")
+def test_real_imagereward_weights_load_and_tokenize_like_bert_base_uncased(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("INFINITY_EVAL_WEIGHTS_DIR", str(USER_WEIGHTS_DIR))
+    try:
+        scorer = ImageRewardScorer.from_pretrained()
+    except WeightsNotFoundError as err:
+        pytest.skip(f"ImageReward files not in the weights folder: {err}")
+    assert scorer.tokenizer.size == 30524 and scorer.tokenizer.vocab["[ENC]"] == 30523
+    ids, mask = scorer.tokenizer(["a photo of a cat"], 35)
+    assert ids[0, :7].tolist() == [101, 1037, 6302, 1997, 1037, 4937, 102] and mask.sum() == 7
+    gray = Image.new("RGB", (512, 512), (128, 128, 128))
+    rewards = scorer.score(["a photo of a cat", "a gray square"], [gray, gray])
+    assert all(math.isfinite(r) for r in rewards) and rewards[0] != rewards[1]

@@ -1,8 +1,8 @@
 """ImageReward-v1.0: BLIP ViT-L/16 image encoder -> BERT "MED" text encoder with cross-attention -> linear head.
 
-The module tree uses the official parameter names, so `ImageReward.pt` maps onto it one to one (its unused
-`blip.vision_proj.*` / `blip.text_proj.*` and the `position_ids` buffer are listed and dropped; everything else
-must match exactly). Numerics follow the reference (spec evaluation.md §3): ViT LayerNorm eps 1e-6, BERT
+The module tree uses the official parameter names, so `ImageReward.pt` maps onto it one to one: keys of the
+modules that run must match exactly; BLIP's unused `blip.vision_proj.*` / `blip.text_proj.*` (and any other
+key outside the scored modules) and the `position_ids` buffer are listed and dropped. Numerics follow the reference (spec evaluation.md §3): ViT LayerNorm eps 1e-6, BERT
 LayerNorm eps 1e-12, exact (erf) GELU, attention as softmax(q·kᵀ/√d + mask) with padding masked by -10000,
 feature = text position 0 ([CLS]), head without activations, reward = (s - 0.16717362830052426) / 1.0333394966054072.
 
@@ -69,14 +69,12 @@ IMAGEREWARD_VOCAB_FILE = WeightFile(
     subdirs=("bert-base-uncased", "ImageReward"),
 )
 
-# Official keys that the scorer does not use: BLIP's contrastive projections and BERT's position-id buffer.
-_IGNORED_OFFICIAL_KEYS = (
-    "blip.vision_proj.weight",
-    "blip.vision_proj.bias",
-    "blip.text_proj.weight",
-    "blip.text_proj.bias",
-    "blip.text_encoder.embeddings.position_ids",
+# The modules the scorer runs; official keys outside them (BLIP's contrastive `vision_proj`/`text_proj`) are unused.
+_USED_PREFIXES = ("blip.visual_encoder.", "blip.text_encoder.", "mlp.")
+_KNOWN_UNUSED_KEYS = frozenset(
+    {"blip.vision_proj.weight", "blip.vision_proj.bias", "blip.text_proj.weight", "blip.text_proj.bias"}
 )
+_POSITION_IDS_KEY = "blip.text_encoder.embeddings.position_ids"  # BERT's buffer; positions are 0..n-1 here
 _HEAD_WIDTHS = (1024, 128, 64, 16)
 _HEAD_DROPOUTS = (0.2, 0.2, 0.1)
 
@@ -438,32 +436,33 @@ class ImageRewardModel(nn.Module):
 def load_official_imagereward_state_dict(
     model: ImageRewardModel, state_dict: Mapping[str, Tensor]
 ) -> list[str]:
-    """Load an `ImageReward.pt` state dict strictly; returns the official keys that were deliberately ignored.
+    """Load an `ImageReward.pt` state dict; returns the official keys that were ignored (sorted).
 
-    Every parameter of `model` must be present with its exact shape; the only keys allowed beyond them are
-    the unused ones in `_IGNORED_OFFICIAL_KEYS` (a `position_ids` buffer must hold 0..n-1). Any other
-    difference raises a `KeyError`/`ValueError` naming the keys.
+    Like the reference, keys of modules the scorer does not run (outside `blip.visual_encoder.`,
+    `blip.text_encoder.`, `mlp.`) are ignored, and listed: BLIP's `vision_proj`/`text_proj` at INFO level, any
+    other at WARNING. Inside the used modules the match is strict: every parameter present with its exact
+    shape and nothing else, except BERT's `position_ids` buffer, which must hold 0..n-1. Differences raise a
+    `KeyError`/`ValueError` naming the keys.
     """
     expected = model.state_dict()
-    ignored = [k for k in _IGNORED_OFFICIAL_KEYS if k in state_dict]
-    position_ids = state_dict.get("blip.text_encoder.embeddings.position_ids")
+    position_ids = state_dict.get(_POSITION_IDS_KEY)
     if position_ids is not None:
-        arange = torch.arange(position_ids.shape[-1])
-        if position_ids.reshape(-1).shape != arange.shape or not torch.equal(
-            position_ids.reshape(-1).long(), arange
-        ):
+        flat = position_ids.reshape(-1)
+        if not torch.equal(flat.long(), torch.arange(flat.numel())):
             raise ValueError(
-                "blip.text_encoder.embeddings.position_ids is not 0..n-1; this checkpoint uses position ids the "
-                "scorer does not reproduce"
+                f"{_POSITION_IDS_KEY} is not 0..n-1; this checkpoint uses position ids the scorer does not reproduce"
             )
-    used = {k: v for k, v in state_dict.items() if k not in _IGNORED_OFFICIAL_KEYS}
+    ignored = sorted(k for k in state_dict if not k.startswith(_USED_PREFIXES) or k == _POSITION_IDS_KEY)
+    used = {k: v for k, v in state_dict.items() if k.startswith(_USED_PREFIXES) and k != _POSITION_IDS_KEY}
     missing = sorted(set(expected) - set(used))
     unexpected = sorted(set(used) - set(expected))
     if missing or unexpected:
+        unknown_ignored = [k for k in ignored if k not in _KNOWN_UNUSED_KEYS and k != _POSITION_IDS_KEY]
         raise KeyError(
             "ImageReward checkpoint does not match the ImageReward-v1.0 layout: "
             f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''} ({len(missing)}), "
-            f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)}); "
+            f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)}), "
+            f"keys outside the scored modules {unknown_ignored[:20]}; "
             "use the official ImageReward.pt from THUDM/ImageReward and the matching ImageRewardConfig"
         )
     bad_shapes = [
@@ -476,8 +475,12 @@ def load_official_imagereward_state_dict(
             "ImageReward checkpoint shapes differ from the config: " + "; ".join(bad_shapes[:20])
         )
     model.load_state_dict(used, strict=True)
-    if ignored:
-        logger.info("ImageReward checkpoint: ignored unused keys %s", ignored)
+    known = [k for k in ignored if k in _KNOWN_UNUSED_KEYS or k == _POSITION_IDS_KEY]
+    unknown = [k for k in ignored if k not in known]
+    if known:
+        logger.info("ImageReward checkpoint: ignored unused keys %s", known)
+    if unknown:
+        logger.warning("ImageReward checkpoint: ignored keys of modules the scorer does not run: %s", unknown)
     return ignored
 
 
