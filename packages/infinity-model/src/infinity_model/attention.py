@@ -128,12 +128,20 @@ def varlen_attention(q: Tensor, kv: Tensor, memory: TextMemory, scale: float) ->
     return out.transpose(1, 2)
 
 
+def _linear_plus(linear: nn.Linear, x: Tensor, bias: Tensor) -> Tensor:
+    """linear(x) + bias, calling the module (so ZeRO-3 gathers its weight); bias in the output dtype."""
+    y = linear(x)
+    return y + bias.to(y.dtype)
+
+
 class LayerKV:
-    """Keys (after RoPE) and values of one self-attention layer for all scales run so far."""
+    """One block's inference cache: self-attention keys (after RoPE) and values of all scales run so far,
+    plus the block's cross-attention keys/values of the text (computed once per sampler call)."""
 
     def __init__(self) -> None:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
+        self.cross_kv: Tensor | None = None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append (B, H, l, hd) keys/values along the sequence; return the full cached keys/values."""
@@ -175,7 +183,7 @@ class SelfAttention(nn.Module):
         """x: (B, L, C); cos/sin: (L, hd/2) for these tokens; attn_mask: (L, L_keys) bool or None."""
         batch, length, width = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = _linear_plus(self.mat_qkv, x, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
         with torch.autocast(x.device.type, enabled=False):
             log_scale = self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
@@ -205,13 +213,17 @@ class CrossAttention(nn.Module):
     def project_kv(self, memory: TextMemory) -> Tensor:
         """(sum_len, 2, H, hd) keys/values of the packed text rows (cacheable across scales)."""
         bias = torch.cat((self.zero_k_bias, self.v_bias))
-        kv = F.linear(memory.rows, self.mat_kv.weight, bias)
-        return kv.view(-1, 2, self.num_heads, self.head_dim)
+        return _linear_plus(self.mat_kv, memory.rows, bias).view(-1, 2, self.num_heads, self.head_dim)
 
-    def forward(self, x: Tensor, memory: TextMemory, kv: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, memory: TextMemory, cache: LayerKV | None = None) -> Tensor:
+        """x: (B, L, C) -> (B, L, C); with a cache the text keys/values are projected once and reused."""
         batch, length, width = x.shape
-        if kv is None:
+        if cache is not None and cache.cross_kv is not None:
+            kv = cache.cross_kv
+        else:
             kv = self.project_kv(memory)
+            if cache is not None:
+                cache.cross_kv = kv
         q = self.mat_q(x).view(batch, length, self.num_heads, self.head_dim)
         if kv.dtype != q.dtype:
             kv = kv.to(q.dtype)
@@ -238,7 +250,7 @@ class _PoolAttention(nn.Module):
         """memory.rows: (sum_len, Ct5) normed T5 rows -> (B, D) pooled vectors."""
         batch = memory.batch_size
         bias = torch.cat((self.zero_k_bias, self.v_bias))
-        kv = F.linear(memory.rows, self.mat_kv.weight, bias).view(-1, 2, self.num_heads, self.head_dim)
+        kv = _linear_plus(self.mat_kv, memory.rows, bias).view(-1, 2, self.num_heads, self.head_dim)
         q = self.mat_q.to(kv.dtype).expand(batch, -1, -1).unsqueeze(1)  # (B, 1, Hp, hd)
         out = varlen_attention(q, kv, memory, scale=1.0 / math.sqrt(self.head_dim))
         return self.proj(out.reshape(batch, self.num_heads * self.head_dim))

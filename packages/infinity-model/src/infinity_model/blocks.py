@@ -81,13 +81,12 @@ class CrossAttnBlock(nn.Module):
         sin: Tensor,
         attn_mask: Tensor | None = None,
         cache: LayerKV | None = None,
-        ca_kv: Tensor | None = None,
     ) -> Tensor:
         """x: (B, L, C) residual stream; ada: (B, 1, 6, C) shared AdaLN output; returns (B, L, C)."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = (ada + self.ada_gss.to(ada.dtype)).unbind(2)
         eps = self.norm_eps
         x = x + self.drop_path(self.sa(modulate(x, scale1, shift1, eps), cos, sin, attn_mask, cache) * gamma1)
-        x = x + self.ca(self.ca_norm(x), memory, ca_kv)
+        x = x + self.ca(self.ca_norm(x), memory, cache)
         x = x + self.drop_path(self.ffn(modulate(x, scale2, shift2, eps)) * gamma2)
         return x
 

@@ -79,7 +79,6 @@ class KVCache:
 
     def __init__(self, depth: int) -> None:
         self.layers = [LayerKV() for _ in range(depth)]
-        self.cross_kv: list[Tensor | None] = [None] * depth
         self.conditioning: Conditioning | None = None
         self.next_scale = 0
 
@@ -351,14 +350,12 @@ class Infinity(nn.Module):
                     got = None if x is None else tuple(x.shape)
                     raise ValueError(f"scale {k} input must be (B={cond.batch_size}, {h * w}, d), got {got}")
                 hidden = self._embed_bits(x)
-            hidden = hidden + self.lvl_embed.weight[k]
+            hidden = hidden + self.lvl_embed(torch.full((1,), k, dtype=torch.long, device=self.device))
         cos, sin = rope_cos_sin(
             [(h, w)], schedule.rope_grid, self.config.head_dim, self.config.rope_base, self.device
         )
         for i, block in enumerate(self.block_list):
-            if cache.cross_kv[i] is None:
-                cache.cross_kv[i] = block.ca.project_kv(cond.memory)
-            hidden = block(hidden, cond.ada, cond.memory, cos, sin, None, cache.layers[i], cache.cross_kv[i])
+            hidden = block(hidden, cond.ada, cond.memory, cos, sin, None, cache.layers[i])
             if after_block is not None:
                 hidden = after_block(i, hidden)
         cache.next_scale = k + 1
