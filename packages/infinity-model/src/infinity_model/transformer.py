@@ -34,7 +34,7 @@ def default_cfg_uncond(text_maxlen: int, text_channels: int) -> Tensor:
     """The constructor value of `cfg_uncond`: trunc-normal(std 1.2, +-2) from a CPU generator seeded 0, / sqrt(Ct5)."""
     rng = torch.Generator(device="cpu")
     rng.manual_seed(0)
-    table = torch.empty(text_maxlen, text_channels)
+    table = torch.empty(text_maxlen, text_channels, device="cpu")
     nn.init.trunc_normal_(table, std=1.2, a=-2.0, b=2.0, generator=rng)
     return table / math.sqrt(text_channels)
 
