@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 import os
@@ -462,3 +463,11 @@ def test_real_hps_v21_weights_load_and_tokenize_like_open_clip(monkeypatch: pyte
     gray = Image.new("RGB", (512, 512), (128, 128, 128))
     cosines = scorer.score(["a photo of a cat", "a gray square"], [gray, gray])
     assert all(math.isfinite(c) and -1 <= c <= 1 for c in cosines) and cosines[0] != cosines[1]
+
+
+def test_tokenizer_must_match_the_model_vocabulary_and_context(tokenizer: CLIPBPETokenizer) -> None:
+    cfg = small_config(tokenizer)
+    with pytest.raises(ValueError, match="vocab"):
+        HPSv21Scorer(OpenCLIP(dataclasses.replace(cfg, vocab_size=49408)), tokenizer)
+    with pytest.raises(ValueError, match="context"):
+        HPSv21Scorer(OpenCLIP(dataclasses.replace(cfg, context_length=64)), tokenizer)

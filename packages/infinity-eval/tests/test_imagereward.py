@@ -212,9 +212,11 @@ def test_reward_is_normalised_with_the_v1_constants(
 ) -> None:
     assert (IMAGEREWARD_MEAN, IMAGEREWARD_STD) == (0.16717362830052426, 1.0333394966054072)
     scorer = ImageRewardScorer.from_config(small_config(tokenizer), tokenizer)
-    raw = scorer.raw_scores(PROMPTS, images)
-    expected = [(s - 0.16717362830052426) / 1.0333394966054072 for s in raw]
-    assert scorer.score(PROMPTS, images) == pytest.approx(expected, abs=1e-12)
+    raw = torch.tensor(scorer.raw_scores(PROMPTS, images), dtype=torch.float32)
+    expected = (
+        (raw - 0.16717362830052426) / 1.0333394966054072
+    ).tolist()  # float32, as the reference computes it
+    assert scorer.score(PROMPTS, images) == expected
 
 
 def test_head_is_linear_without_activations(tokenizer: BertWordPieceTokenizer) -> None:

@@ -79,6 +79,7 @@ class CLIPBPETokenizer:
         self.start_id = self.encoder[_START]
         self.end_id = self.encoder[_END]
         self.context_length = context_length
+        self.fix_text = fix_text
         self._fix_text = _ftfy_fix_text() if fix_text else None
         self._pattern = regex.compile(
             r"<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+",

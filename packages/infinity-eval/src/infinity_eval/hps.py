@@ -388,6 +388,7 @@ class HPSv21Scorer:
         return {
             "hps_version": self.version,
             "hps_antialias": self.antialias,
+            "hps_ftfy": self.tokenizer.fix_text,
             "autocast_dtype": None if self.autocast_dtype is None else str(self.autocast_dtype),
             "image_size": self.config.image_size,
         }

@@ -2,9 +2,11 @@
 
 The module tree uses the official parameter names, so `ImageReward.pt` maps onto it one to one: keys of the
 modules that run must match exactly; BLIP's unused `blip.vision_proj.*` / `blip.text_proj.*` (and any other
-key outside the scored modules) and the `position_ids` buffer are listed and dropped. Numerics follow the reference (spec evaluation.md §3): ViT LayerNorm eps 1e-6, BERT
-LayerNorm eps 1e-12, exact (erf) GELU, attention as softmax(q·kᵀ/√d + mask) with padding masked by -10000,
-feature = text position 0 ([CLS]), head without activations, reward = (s - 0.16717362830052426) / 1.0333394966054072.
+key outside the scored modules) and the `position_ids` buffer are listed and dropped.
+
+Numerics follow the reference (spec evaluation.md §3): ViT LayerNorm eps 1e-6, BERT LayerNorm eps 1e-12, exact
+(erf) GELU, attention as softmax(q·kᵀ/√d + mask) with padding masked by -10000, feature = text position 0
+([CLS]), head without activations, reward = (s - 0.16717362830052426) / 1.0333394966054072 in float32.
 
 Files the user provides (never downloaded): `ImageReward.pt` (Hugging Face repo THUDM/ImageReward) and the
 `bert-base-uncased` WordPiece `vocab.txt` (Hugging Face repo google-bert/bert-base-uncased; also inside the
@@ -575,8 +577,7 @@ class ImageRewardScorer:
         )
 
     @torch.no_grad()
-    def raw_scores(self, prompts: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
-        """Head outputs s before normalisation, one per (prompt, image) pair."""
+    def _run(self, prompts: Sequence[str], images: Sequence[Image.Image], normalise: bool) -> list[float]:
         if len(prompts) != len(images):
             raise ValueError(
                 f"got {len(prompts)} prompts but {len(images)} images; pass one prompt per image"
@@ -589,14 +590,18 @@ class ImageRewardScorer:
                 [imagereward_preprocess(_require_pil(im), self.config.image_size) for im in batch_images]
             )
             ids, mask = self.tokenizer(batch_prompts, self.config.max_length)
-            scores = self.model(pixels.to(self.device), ids.to(self.device), mask.to(self.device))
+            inputs = (pixels.to(self.device), ids.to(self.device), mask.to(self.device))
+            scores = self.model.reward(*inputs) if normalise else self.model(*inputs)
             out.extend(scores.float().cpu().tolist())
         return out
 
+    def raw_scores(self, prompts: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
+        """Head outputs s before normalisation, one per (prompt, image) pair."""
+        return self._run(prompts, images, normalise=False)
+
     def score(self, prompts: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
-        """Normalised rewards (s - mean) / std, one per (prompt, image) pair."""
-        cfg = self.config
-        return [(s - cfg.reward_mean) / cfg.reward_std for s in self.raw_scores(prompts, images)]
+        """Normalised rewards (s - mean) / std (computed in float32 like the reference), one per pair."""
+        return self._run(prompts, images, normalise=True)
 
 
 def imagereward_benchmark_summary(rewards_by_prompt: Mapping[str, Sequence[float]]) -> dict[str, float | int]:
