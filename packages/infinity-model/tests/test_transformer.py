@@ -255,6 +255,8 @@ def test_forward_scale_rejects_out_of_order_scales_and_bad_shapes(model: Infinit
         model.forward_scale(cond, torch.zeros(1, 5, 8), 1, SCHEDULE, cache)
     with pytest.raises(ValueError, match="L-1=29"):
         model(random_text([4]), torch.zeros(1, 28, 8), SCHEDULE)
+    with pytest.raises(ValueError, match="1x1 start-of-sequence scale"):
+        model(random_text([4]), torch.zeros(1, 28, 8), custom_schedule([(2, 2), (3, 3), (4, 4)]))
 
 
 # ------------------------------------------------------------------------ inputs from bits

@@ -289,7 +289,7 @@ class Infinity(nn.Module):
                 f"scale_inputs must be (B={batch}, L-1={seq_len - 1}, d) for schedule {schedule.scales}, "
                 f"got {tuple(scale_inputs.shape)}"
             )
-        self._check_levels(schedule.num_scales)
+        self._check_schedule(schedule)
         features = self._text_features(text, cond_drop)
         cond = self._condition(text, features)
         if cond_drop is not None:
@@ -338,7 +338,7 @@ class Infinity(nn.Module):
             raise ValueError("this KV cache was started with another Conditioning; use a fresh cache")
         if not 0 <= k < schedule.num_scales:
             raise ValueError(f"scale index {k} outside schedule of {schedule.num_scales} scales")
-        self._check_levels(k + 1)
+        self._check_schedule(schedule)
         h, w = schedule.scales[k]
         with self._fp32_region():
             if k == 0:
@@ -361,10 +361,15 @@ class Infinity(nn.Module):
         cache.next_scale = k + 1
         return self._head(hidden, cond.cond_BD)
 
-    def _check_levels(self, num_scales: int) -> None:
-        if num_scales > self.config.num_levels:
+    def _check_schedule(self, schedule: ScaleSchedule) -> None:
+        if tuple(schedule.scales[0]) != (1, 1):
             raise ValueError(
-                f"schedule has {num_scales} scales but lvl_embed has {self.config.num_levels} rows (num_levels)"
+                f"the first scale must be the 1x1 start-of-sequence scale, got {schedule.scales[0]} in {schedule.scales}"
+            )
+        if schedule.num_scales > self.config.num_levels:
+            raise ValueError(
+                f"schedule has {schedule.num_scales} scales but lvl_embed has {self.config.num_levels} rows "
+                "(num_levels); use a shorter schedule"
             )
 
     # ------------------------------------------------------------------------------ inputs (§3.2)
