@@ -225,3 +225,9 @@ def test_pickled_objects_are_refused_and_bad_paths_are_named(tmp_path: Path) -> 
     with pytest.raises(CheckpointError, match="cannot tell which files hold the weights"):
         read_state_dict(tmp_path / "empty")
     assert pickle.UnpicklingError  # the error class the refusal is built on
+
+
+def test_legacy_non_zip_torch_files_load_without_mmap(model: Infinity, tmp_path: Path) -> None:
+    torch.save(model.state_dict(), tmp_path / "legacy.bin", _use_new_zipfile_serialization=False)
+    loaded = load_official_infinity(tmp_path / "legacy.bin", CONFIG)
+    torch.testing.assert_close(logits_of(loaded), logits_of(model), atol=0, rtol=0)
