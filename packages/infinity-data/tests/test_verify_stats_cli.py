@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from infinity_data import ShardIndex, read_shard, stats, verify
+from bsq_tokenizer import target_pixel_size
+from infinity_data import BucketLoader, LoaderConfig, ShardIndex, read_shard, stats, verify
 from infinity_data.cli import main
 from PIL import Image
 
@@ -116,10 +117,18 @@ def test_cli_converts_a_few_hundred_images_that_verify_accepts_and_the_loader_st
     assert main(["stream", str(out), "--batch-size", "4", "--batches", "5"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("batch")]
     assert len(lines) == 5
-    total = sum(
-        1 for shard in ShardIndex.load(out).shards for _ in read_shard(out / shard.path, exts=("json",))
-    )
-    assert total == 300
+    bucket_of = {
+        key: shard.bucket
+        for shard in ShardIndex.load(out).shards
+        for key, _ in read_shard(out / shard.path, exts=())
+    }
+    assert len(bucket_of) == 300
+    seen = []
+    for batch in BucketLoader(out, LoaderConfig(batch_size=16, num_workers=2)):
+        assert {bucket_of[k] for k in batch["keys"]} == {f"{batch['template']:.3f}"}  # bucket-pure
+        assert batch["images"].shape[2:] == target_pixel_size(batch["template"], "0.06M")
+        seen += batch["keys"]
+    assert sorted(seen) == sorted(bucket_of)
 
 
 def test_cli_reports_bad_arguments_as_errors_not_tracebacks(tmp_path: Path, capsys) -> None:
