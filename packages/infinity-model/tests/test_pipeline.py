@@ -106,6 +106,21 @@ def test_patchified_8b_style_pipeline_decodes_through_the_stride8_vae(files):
     assert result.images.shape == (1, 64, 64, 3)  # 16 px per token, as for the other models
 
 
+def test_callback_previews_decode_the_coarse_scales(files):
+    pipe = InfinityPipeline.from_pretrained(model=files["pth"], vae=files["vae_st"], text_encoder=files["t5"])
+    previews = []
+    result = pipe.generate(
+        ["a cat"],
+        schedule=SCHEDULE,
+        sampler=pipe_sampler(),
+        callback=lambda step: previews.append(step.preview()),
+    )
+    assert len(previews) == SCHEDULE.num_scales
+    assert all(p.shape == (1, 64, 64, 3) and p.dtype == torch.uint8 for p in previews)
+    assert torch.equal(previews[-1], result.images)
+    assert not torch.equal(previews[0], result.images)
+
+
 def pipe_sampler():
     from infinity_model.sampler import SamplerConfig
 
@@ -170,7 +185,7 @@ def test_inspect_reports_format_preset_and_parameter_count(files):
     assert describe_checkpoint(files["ours"])["format"] == "safetensors folder"
 
 
-def test_cli_generate_writes_pngs_in_process(files, tmp_path, capsys):
+def test_cli_generate_writes_pngs_in_process(files, tmp_path):
     out = tmp_path / "img.png"
     common = [
         "--model",
@@ -180,11 +195,9 @@ def test_cli_generate_writes_pngs_in_process(files, tmp_path, capsys):
         "--text-encoder",
         str(files["t5"]),
     ]
-    assert (
-        main(["generate", "a red cat", *common, "--pn", "0.06M", "--cfg", "3", "--seed", "0", "-o", str(out)])
-        == 0
-    )
-    assert Image.open(out).size == (256, 256)
+    args = ["generate", "a red cat", *common, "--pn", "0.06M", "--ratio", "2", "--cfg", "3", "--seed", "0"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert Image.open(out).size == (176, 352)  # (W, H) of template 2.0 at 0.06M
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a dog\n\nthe sea at night\n")
     many = tmp_path / "many.png"
@@ -193,17 +206,20 @@ def test_cli_generate_writes_pngs_in_process(files, tmp_path, capsys):
         "--prompts-file",
         str(prompts),
         *common,
-        "--pn",
-        "0.06M",
-        "--ratio",
+        "--scales",
+        "1x1,2x2,3x3,4x4",
+        "--batch-size",
         "2",
-        "-o",
-        str(many),
     ]
-    assert main(args) == 0
+    assert main([*args, "--cfg", "3,3,2,1", "--tau", "1", "-o", str(many)]) == 0
     names = sorted(p.name for p in tmp_path.glob("many_*.png"))
     assert names == ["many_000.png", "many_001.png"]
-    assert Image.open(tmp_path / "many_000.png").size == (176, 352)  # (W, H) of template 2.0 at 0.06M
+    assert Image.open(tmp_path / "many_000.png").size == (64, 64)
+    # image i of the run equals a run of that prompt alone with seed + i
+    alone = tmp_path / "alone.png"
+    args = ["generate", "the sea at night", *common, "--scales", "1x1,2x2,3x3,4x4", "--seed", "1"]
+    assert main([*args, "--cfg", "3,3,2,1", "--tau", "1", "-o", str(alone)]) == 0
+    assert Image.open(alone).tobytes() == Image.open(tmp_path / "many_001.png").tobytes()
 
 
 def test_cli_without_model_says_no_default_model_is_shipped(files, capsys):
@@ -222,9 +238,9 @@ def test_cli_info_names_the_preset_and_parameters(files, capsys):
 def test_cli_generate_in_a_subprocess(files, tmp_path):
     out = tmp_path / "sub.png"
     cmd = [sys.executable, "-m", "infinity_model.cli", "generate", "a small tree", "--model", str(files["ours"]),
-           "--vae", str(files["vae_st"]), "--text-encoder", str(files["t5"]), "--pn", "0.06M", "-o", str(out)]  # fmt: skip
+           "--vae", str(files["vae_st"]), "--text-encoder", str(files["t5"]), "--scales", "1x1,2x2,4x4", "-o", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert Image.open(out).size == (256, 256)
+    assert Image.open(out).size == (64, 64)
     assert str(out) in done.stdout

@@ -28,6 +28,17 @@ def _float_list(text: str) -> float | tuple[float, ...]:
     return values[0] if len(values) == 1 else values
 
 
+def _scales(text: str) -> tuple[tuple[int, int], ...]:
+    """'1x1,2x2,4x4' -> ((1, 1), (2, 2), (4, 4)): a custom schedule's token grids (height x width)."""
+    try:
+        grids = tuple(tuple(int(v) for v in item.lower().split("x")) for item in text.split(","))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected grids like 1x1,2x2,4x4, got {text!r}") from err
+    if any(len(g) != 2 or min(g) < 1 for g in grids):
+        raise argparse.ArgumentTypeError(f"expected grids like 1x1,2x2,4x4 (positive HxW), got {text!r}")
+    return grids  # type: ignore[return-value]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infinity", description="Infinity bitwise autoregressive text-to-image."
@@ -53,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--ratio", type=float, default=1.0, help="height / width; the nearest template is used")
     gen.add_argument("--pn", default="1M", help="pixel budget: 0.06M, 0.25M, 0.60M or 1M")
+    gen.add_argument(
+        "--scales", type=_scales, help="custom token grids instead of --ratio/--pn, e.g. 1x1,2x2,4x4,8x8"
+    )
     gen.add_argument(
         "--cfg", type=_float_list, default=3.0, help="guidance scale, or one per scale: 3,3,4,..."
     )
@@ -101,6 +115,7 @@ def _output_paths(output: Path, count: int) -> list[Path]:
 
 def _generate(args: argparse.Namespace) -> int:
     import torch
+    from bsq_tokenizer import custom_schedule
     from tqdm import tqdm
 
     from .pipeline import InfinityPipeline
@@ -128,7 +143,11 @@ def _generate(args: argparse.Namespace) -> int:
     paths = _output_paths(args.output, len(prompts))
     for path in {p.parent for p in paths}:
         path.mkdir(parents=True, exist_ok=True)
-    schedule = pipe.schedule(args.ratio, args.pn)
+    if args.scales is not None:
+        h, w = args.scales[-1]
+        schedule = custom_schedule(args.scales, template=h / w)
+    else:
+        schedule = pipe.schedule(args.ratio, args.pn)
     for start in range(0, len(prompts), args.batch_size):
         chunk = prompts[start : start + args.batch_size]
         with tqdm(
