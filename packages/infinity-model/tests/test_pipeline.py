@@ -83,7 +83,13 @@ def test_pipeline_from_official_pth_returns_rgb_pil_images(files):
     assert [im.size for im in images] == [(64, 64), (64, 64)]
     assert all(im.mode == "RGB" for im in images)
     again = pipe(["a red cat"], schedule=SCHEDULE, seed=0)
-    assert again[0].tobytes() == images[0].tobytes()
+    assert again[0].tobytes() == images[0].tobytes()  # batching does not change an image
+    second = pipe("two blue birds", schedule=SCHEDULE, seed=1)  # image i of a batch uses seed + i
+    assert second[0].tobytes() == images[1].tobytes()
+    negative = pipe(["a red cat"], negative_prompt="a green tree", schedule=SCHEDULE, seed=0)
+    assert negative[0].tobytes() != images[0].tobytes()
+    with pytest.raises(ValueError, match="2 negative prompts for 1 prompts"):
+        pipe(["a red cat"], negative_prompt=["a", "b"], schedule=SCHEDULE)
 
 
 @pytest.mark.parametrize("kind", ["ours", "sharded"])

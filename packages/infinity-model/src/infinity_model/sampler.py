@@ -7,8 +7,8 @@ trilinearly down-sampled sum is the next scale's input.
 Randomness: every sample i of the batch owns a ``torch.Generator`` on the model's device, seeded once per
 call (``seed + i`` for an int ``seed``, or ``seed[i]`` for a list) and consumed by exactly one
 ``torch.multinomial`` call per scale on that sample's ``(h*w*d, 2)`` probability matrix. For a single prompt
-this is the reference's stream; for a batch it makes sample i identical to a run of that prompt alone with
-its seed, so batching never changes an image.
+this is the reference's stream; in a batch, sample i draws exactly the random numbers of a run of that prompt
+alone with its seed, so batching does not change images (up to last-ulp differences of batched matmuls).
 """
 
 from __future__ import annotations
