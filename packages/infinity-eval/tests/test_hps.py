@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import itertools
 import math
 import os
 from pathlib import Path
@@ -471,3 +472,64 @@ def test_tokenizer_must_match_the_model_vocabulary_and_context(tokenizer: CLIPBP
         HPSv21Scorer(OpenCLIP(dataclasses.replace(cfg, vocab_size=49408)), tokenizer)
     with pytest.raises(ValueError, match="context"):
         HPSv21Scorer(OpenCLIP(dataclasses.replace(cfg, context_length=64)), tokenizer)
+
+
+def _train_merges(corpus: str, count: int) -> list[tuple[str, str]]:
+    """A small byte-level BPE merge list learnt from `corpus` (most frequent pair first, ties by sort order)."""
+    from infinity_eval._clip_tokenizer import _byte_to_unicode
+
+    table = _byte_to_unicode()
+    frequency: dict[str, int] = {}
+    for word in corpus.split():
+        frequency[word] = frequency.get(word, 0) + 1
+    words = {w: (*(table[b] for b in w.encode()[:-1]), table[w.encode()[-1]] + "</w>") for w in frequency}
+    merges: list[tuple[str, str]] = []
+    for _ in range(count):
+        pairs: dict[tuple[str, str], int] = {}
+        for w, seq in words.items():
+            for pair in itertools.pairwise(seq):
+                pairs[pair] = pairs.get(pair, 0) + frequency[w]
+        if not pairs:
+            break
+        best = max(sorted(pairs), key=lambda p: pairs[p])
+        merges.append(best)
+        for w, seq in words.items():
+            merged: list[str] = []
+            i = 0
+            while i < len(seq):
+                if i < len(seq) - 1 and (seq[i], seq[i + 1]) == best:
+                    merged.append(seq[i] + seq[i + 1])
+                    i += 2
+                else:
+                    merged.append(seq[i])
+                    i += 1
+            words[w] = tuple(merged)
+    return merges
+
+
+def test_bpe_matches_transformers_clip_tokenizer_on_a_learnt_merge_list() -> None:
+    """transformers' CLIP tokenizer (Rust BPE, same split pattern) is an independent implementation of the merges."""
+    pytest.importorskip("transformers")
+    from transformers.models.clip.tokenization_clip import CLIPTokenizer
+
+    corpus = (
+        "a photo of a cat sitting on the mat . a painting of an ocean with clouds and birds , day time , low "
+        "contrast . the dog's toy is red ; 42 cats and 7 dogs ! photography of a red car at night"
+    )
+    merges = _train_merges(corpus, 120)
+    ours = CLIPBPETokenizer(merges, fix_text=False)
+    names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    reference = CLIPTokenizer(vocab={names.get(t, t): i for t, i in ours.encoder.items()}, merges=merges)
+    texts = [
+        "A photo of a cat",
+        "the catty dogs' paintings, at night!!",
+        "photographs of 1234 red oceans",
+        "contrast   clouds\tbirds",
+        "Ünïcödé words — dash",
+        "a cat's toy; it's 3:45",
+    ]
+    for text in texts:
+        expected = reference(text)["input_ids"]
+        row = ours([text])[0]
+        assert row[: len(expected)].tolist() == expected, text
+        assert row[len(expected) :].eq(0).all()
