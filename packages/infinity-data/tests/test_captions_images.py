@@ -89,3 +89,13 @@ def test_truncated_image_is_reported_as_corrupt() -> None:
     with pytest.raises(ImageDecodeError) as info:
         decode_rgb(data[: len(data) - 30])
     assert info.value.code == "corrupt_image"
+
+
+def test_decompression_bombs_are_reported_as_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _encode(Image.new("RGB", (64, 64)), "PNG")
+    monkeypatch.setattr(
+        Image, "MAX_IMAGE_PIXELS", 3000
+    )  # 4096 pixels: over the limit, under twice it (a warning)
+    with pytest.raises(ImageDecodeError) as info:
+        decode_rgb(data)
+    assert info.value.code == "too_large"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from .stats import stats
 from .verify import verify
 
 _KINDS = ("auto", "folder", "jsonl", "img2dataset")
+_DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
 
 def _detect_kind(path: Path) -> str:
@@ -169,7 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pn", default=None, help="shrink larger images to this pixel budget (0.06M/0.25M/0.60M/1M)"
     )
-    p.add_argument("--workers", type=int, default=0, help="decoding processes (0 = this process)")
+    p.add_argument(
+        "--workers", type=int, default=_DEFAULT_WORKERS, help="decoding processes (0 = this process)"
+    )
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     p.add_argument("--max-shard-mb", type=float, default=1024.0, help="bytes per shard before rolling over")
     p.add_argument(
@@ -187,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-decode", action="store_true", help="skip decoding images (structure and counts only)"
     )
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--workers", type=int, default=_DEFAULT_WORKERS, help="checking processes (0 = this process)"
+    )
     p.add_argument("--max-errors", type=int, default=50, help="errors to print")
     p.set_defaults(func=_cmd_verify)
 

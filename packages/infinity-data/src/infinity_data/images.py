@@ -83,13 +83,13 @@ def open_image(data: bytes) -> tuple[Image.Image, str]:
             img = ImageOps.exif_transpose(img)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not_an_image", "not an image (PIL cannot identify the format)") from exc
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError("too_large", f"image too large to decode safely: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         # PIL reports truncated / corrupt data as OSError (and a few plugins as SyntaxError / ValueError).
         raise ImageDecodeError(
             "corrupt_image", f"corrupt or truncated image ({type(exc).__name__}: {exc})"
         ) from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("too_large", f"image too large to decode safely: {exc}") from exc
     if img.width < 1 or img.height < 1:
         raise ImageDecodeError("corrupt_image", f"empty image of size {img.size}")
     return img, fmt
