@@ -16,6 +16,7 @@ import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,40 @@ def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Acce
     return [_process(item, config) for item in items]
 
 
+class _Pool:
+    """A process pool that survives a worker dying (e.g. a decoder crashing on a hostile file): chunks lost
+    with it are redone, and the item that kills a worker again on its own is rejected as ``worker_crash``."""
+
+    def __init__(self, config: ConvertConfig) -> None:
+        self.config = config
+        self.pool = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=worker_context())
+
+    def restart(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = self._new()
+
+    def submit(self, items: list[SourceItem]) -> Future[list[_Accepted | _Rejected]]:
+        return self.pool.submit(_process_chunk, items, self.config)
+
+    def isolate(self, items: list[SourceItem]) -> list[_Accepted | _Rejected]:
+        """Redo a chunk one item at a time to find the one that crashes a worker."""
+        out: list[_Accepted | _Rejected] = []
+        for item in items:
+            try:
+                out += self.submit([item]).result()
+            except BrokenProcessPool:
+                logger.error("a worker process died while decoding %s; rejecting it", item.source)
+                out.append(_Rejected(item.source, "worker_crash", "the decoding process died on this file"))
+                self.restart()
+        return out
+
+    def close(self, cancel: bool) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
 def _results(
     items: Iterable[SourceItem], config: ConvertConfig, chunk: int = 8
 ) -> Iterator[_Accepted | _Rejected]:
@@ -225,25 +260,38 @@ def _results(
         for item in items:
             yield _process(item, config)
         return
-    context = worker_context()
-    with ProcessPoolExecutor(max_workers=config.workers, mp_context=context) as pool:
-        in_flight: deque[Future[list[_Accepted | _Rejected]]] = deque()
-        batch: list[SourceItem] = []
+    pool = _Pool(config)
+    in_flight: deque[tuple[list[SourceItem], Future[list[_Accepted | _Rejected]]]] = deque()
+
+    def oldest() -> list[_Accepted | _Rejected]:
+        batch, future = in_flight.popleft()
         try:
-            for item in items:
-                batch.append(item)
-                if len(batch) == chunk:
-                    in_flight.append(pool.submit(_process_chunk, batch, config))
-                    batch = []
-                while len(in_flight) > 4 * config.workers:
-                    yield from in_flight.popleft().result()
-            if batch:
-                in_flight.append(pool.submit(_process_chunk, batch, config))
-            while in_flight:
-                yield from in_flight.popleft().result()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            return future.result()
+        except BrokenProcessPool:
+            pool.restart()
+            redo = list(in_flight)  # every other chunk in flight died with the pool
+            in_flight.clear()
+            results = pool.isolate(batch)
+            in_flight.extend((b, pool.submit(b)) for b, _ in redo)
+            return results
+
+    try:
+        batch: list[SourceItem] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == chunk:
+                in_flight.append((batch, pool.submit(batch)))
+                batch = []
+            while len(in_flight) > 4 * config.workers:
+                yield from oldest()
+        if batch:
+            in_flight.append((batch, pool.submit(batch)))
+        while in_flight:
+            yield from oldest()
+    except BaseException:
+        pool.close(cancel=True)
+        raise
+    pool.close(cancel=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
