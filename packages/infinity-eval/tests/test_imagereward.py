@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 from pathlib import Path
@@ -563,3 +564,23 @@ def test_real_imagereward_weights_load_and_tokenize_like_bert_base_uncased(
     gray = Image.new("RGB", (512, 512), (128, 128, 128))
     rewards = scorer.score(["a photo of a cat", "a gray square"], [gray, gray])
     assert all(math.isfinite(r) for r in rewards) and rewards[0] != rewards[1]
+
+
+def test_med_config_json_gives_the_v1_text_encoder(tmp_path: Path) -> None:
+    med = {
+        "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+        "layer_norm_eps": 1e-12, "max_position_embeddings": 512, "model_type": "bert", "num_attention_heads": 12,
+        "num_hidden_layers": 12, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": 30524,
+        "encoder_width": 768, "add_cross_attention": True,
+    }  # fmt: skip
+    path = tmp_path / "med_config.json"
+    path.write_text(json.dumps(med), encoding="utf-8")
+    assert ImageRewardConfig.from_med_config(path) == ImageRewardConfig.preset("v1.0")
+    cfg = ImageRewardConfig.preset("v1.0")
+    assert ImageRewardConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    path.write_text(json.dumps({**med, "hidden_act": "relu"}), encoding="utf-8")
+    with pytest.raises(ValueError, match="hidden_act"):
+        ImageRewardConfig.from_med_config(path)
+    with pytest.raises(ValueError, match="unknown ImageReward preset"):
+        ImageRewardConfig.preset("v2")
