@@ -13,7 +13,7 @@ import numpy as np
 
 from .buckets import bucket_name, parse_bucket_name
 from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb, worker_context
-from .shards import T5_EXT, ShardIndex, ShardInfo, read_member_table
+from .shards import INDEX_NAME, T5_EXT, ShardIndex, ShardInfo, read_member_table
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -107,7 +107,7 @@ def verify(
         index = ShardIndex.load(root)
     except (FileNotFoundError, ValueError) as exc:
         return VerifyReport(0, 0, (str(exc),))
-    errors: list[str] = []
+    errors: list[str] = _check_summary(root, index)
     indexed = {s.path for s in index.shards}
     for bucket_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
@@ -138,6 +138,20 @@ def verify(
             if progress is not None:
                 progress(1)
     return VerifyReport(len(index.shards), index.num_samples, tuple(errors))
+
+
+def _check_summary(root: Path, index: ShardIndex) -> list[str]:
+    """The index's per-bucket and total counts must agree with its shard list."""
+    data = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
+    errors = []
+    if data.get("num_samples") != index.num_samples:
+        errors.append(
+            f"index.json: num_samples is {data.get('num_samples')}, its shards hold {index.num_samples}"
+        )
+    listed = {name: entry.get("num_samples") for name, entry in data.get("buckets", {}).items()}
+    if listed != index.bucket_sizes():
+        errors.append(f"index.json: bucket counts {listed} disagree with its shards {index.bucket_sizes()}")
+    return errors
 
 
 def _check_duplicates(info: ShardInfo, keys: list[str], seen: dict[str, str], errors: list[str]) -> None:
