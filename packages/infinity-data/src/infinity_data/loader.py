@@ -72,8 +72,13 @@ class LoaderConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {self.mode!r}")
-        if self.num_workers < 0 or self.shuffle_window < 0:
-            raise ValueError("num_workers and shuffle_window must be >= 0")
+        if self.num_workers < 0 or self.shuffle_window < 0 or self.seed < 0:
+            raise ValueError(
+                f"seed, num_workers and shuffle_window must be >= 0, got seed={self.seed}, "
+                f"num_workers={self.num_workers}, shuffle_window={self.shuffle_window}"
+            )
+        if self.prefetch_factor < 1:
+            raise ValueError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         if not 0.0 <= self.short_caption_prob <= 1.0:
             raise ValueError(f"short_caption_prob must be in [0, 1], got {self.short_caption_prob}")
 
