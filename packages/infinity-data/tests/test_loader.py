@@ -183,7 +183,14 @@ def test_resampled_mode_is_bucket_pure_deterministic_resumable_and_proportional(
 def _write_custom_shards(root: Path, samples: list[tuple[str, bytes, float, np.ndarray | None]]) -> None:
     with ShardWriter(root, max_samples_per_shard=3) as writer:
         for key, image, template, t5 in samples:
-            meta = {"template": template, "caption": f"caption of {key}", "width": 32, "height": 32}
+            meta = {
+                "template": template,
+                "caption": f"caption of {key}. Second. Third.",
+                "short_caption": "short",
+                "caption_type": "vlm",
+                "width": 32,
+                "height": 32,
+            }
             writer.write(ShardSample(key, image, "jpg", meta, t5=t5))
     ShardIndex.scan(root).save()
 
@@ -215,6 +222,15 @@ def test_precomputed_t5_features_are_read_from_the_shards(tmp_path: Path, image_
         assert tensor.dtype == torch.float16 and np.array_equal(tensor.numpy(), feats[key])
     no_t5 = next(iter(BucketLoader(tmp_path, LoaderConfig(batch_size=2, num_workers=0, load_t5=False))))
     assert "t5_features" not in no_t5
+    # features encode the stored caption, so the caption policy does not swap in another text
+    reference = LoaderConfig.preset("reference", batch_size=5, num_workers=0)
+    [batch] = list(BucketLoader(tmp_path, reference))
+    assert batch["captions"] == [f"caption of {k}. Second. Third." for k in batch["keys"]]
+    without = LoaderConfig.preset("reference", batch_size=5, num_workers=0, load_t5=False)
+    [batch] = list(BucketLoader(tmp_path, without))
+    assert "short" in batch["captions"] or any(
+        c.count(".") == 2 for c in batch["captions"]
+    )  # the policy acts
 
 
 def test_a_corrupt_sample_is_skipped_with_a_warning_and_the_run_goes_on(

@@ -254,7 +254,7 @@ class _BatchStream(IterableDataset):
         bucket = plan.buckets[b]
         exts = (*SHARD_IMAGE_EXTS, "json", T5_EXT) if cfg.load_t5 else (*SHARD_IMAGE_EXTS, "json")
         target = target_pixel_size(bucket.template, cfg.pn)
-        images, captions, keys, t5 = [], [], [], []
+        images, captions, stored, keys, t5 = [], [], [], [], []
         for sample_id in ids:
             shard = int(np.searchsorted(bucket.starts, sample_id, side="right")) - 1
             rel = bucket.shard_paths[shard]
@@ -274,8 +274,9 @@ class _BatchStream(IterableDataset):
                     "skipping corrupt sample #%d of %s (bucket %s): %s", position, rel, bucket.name, exc
                 )
                 continue
+            stored.append(str(meta.get("caption", "")))
             caption = choose_caption(
-                str(meta.get("caption", "")),
+                stored[-1],
                 meta.get("short_caption"),
                 str(meta.get("caption_type", "user_prompt")),
                 _caption_rng(cfg.seed, self.epoch, key),
@@ -303,7 +304,9 @@ class _BatchStream(IterableDataset):
             "index": index,
         }
         if cfg.load_t5 and all(f is not None for f in t5):
+            # precomputed features encode the stored caption: report that one, not a policy-chosen variant
             batch["t5_features"] = t5
+            batch["captions"] = stored
         return batch
 
 
