@@ -14,6 +14,7 @@ from infinity_model.attention import (
     SelfAttention,
     TextAttentivePool,
     TextMemory,
+    block_causal_bias,
     block_causal_mask,
 )
 from infinity_model.condition import TextCondition
@@ -119,6 +120,9 @@ def test_block_causal_mask_semantics() -> None:
     for q in range(7):
         for k in range(7):
             assert bool(mask[q, k]) == (scale_of[k] <= scale_of[q])
+    bias = block_causal_bias([(1, 1), (2, 2), (1, 2)], torch.bfloat16)
+    assert bias.dtype == torch.bfloat16 and bias.shape == (7, 7) and bias.stride() == (16, 1)
+    assert torch.equal(bias == 0, mask) and bool((bias[~mask] == float("-inf")).all())
 
 
 @torch.no_grad()

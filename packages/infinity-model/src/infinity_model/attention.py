@@ -27,6 +27,7 @@ __all__ = [
     "SelfAttention",
     "TextAttentivePool",
     "TextMemory",
+    "block_causal_bias",
     "block_causal_mask",
     "varlen_attention",
 ]
@@ -40,6 +41,21 @@ def block_causal_mask(scales: list[tuple[int, int]] | tuple[tuple[int, int], ...
     sizes = torch.tensor([h * w for h, w in scales])
     scale_id = torch.repeat_interleave(torch.arange(len(scales)), sizes).to(device)
     return scale_id[None, :] <= scale_id[:, None]
+
+
+def block_causal_bias(
+    scales: list[tuple[int, int]] | tuple[tuple[int, int], ...], dtype: torch.dtype, device=None
+) -> Tensor:
+    """The block-causal mask as an additive (L, L) bias (0 visible, -inf hidden) in the attention dtype.
+
+    Built once per forward so SDPA does not convert a boolean mask in every layer; the row stride is padded to
+    a multiple of 16 elements, the alignment the memory-efficient CUDA kernel wants.
+    """
+    allowed = block_causal_mask(scales, device)
+    length = allowed.shape[0]
+    storage = torch.zeros(length, -(-length // 16) * 16, dtype=dtype, device=device)
+    bias = storage[:, :length]
+    return bias.masked_fill_(~allowed, float("-inf"))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from bsq_tokenizer import ScaleSchedule, bits_to_codes, depth_to_space_bits, spa
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from infinity_model.attention import LayerKV, TextAttentivePool, TextMemory, block_causal_mask
+from infinity_model.attention import LayerKV, TextAttentivePool, TextMemory, block_causal_bias
 from infinity_model.blocks import AdaLNBeforeHead, BlockChunk, CrossAttnBlock
 from infinity_model.condition import TextCondition, packed_positions
 from infinity_model.config import InfinityConfig
@@ -304,7 +304,11 @@ class Infinity(nn.Module):
         cos, sin = rope_cos_sin(
             schedule.scales, schedule.rope_grid, self.config.head_dim, self.config.rope_base, self.device
         )
-        mask = block_causal_mask(schedule.scales, self.device)
+        device_type = self.device.type
+        attn_dtype = (
+            torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else self.dtype
+        )
+        mask = block_causal_bias(schedule.scales, attn_dtype, self.device)
         for block in self.block_list:
             x = self._run_block(block, x, cond.ada, cond.memory, cos, sin, mask)
         return self._head(x, cond.cond_BD)
