@@ -48,17 +48,18 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the training shards are and how batches are formed (passed to ``infinity_data.BucketLoader``)."""
 
-    shards: str = ""  # folder or glob of WebDataset .tar shards
+    shards: str = ""  # folder written by `infinity-data convert` (index.json + .tar shards)
     val_shards: str = ""  # optional; empty disables periodic validation
     batch_size: int = 4  # per process ("lbs")
-    pn: str = "0.06M"  # pixel budget of the scale schedule
-    scales: tuple[
-        tuple[int, int], ...
-    ] = ()  # custom square schedule (template 1.0) replacing pn, e.g. tiny models
+    pn: str = "0.06M"  # pixel budget of the scale schedule (and of the loader's images)
+    # custom square schedule (template 1.0) replacing pn's; images are area-resized to 16x its last grid
+    scales: tuple[tuple[int, int], ...] = ()
     num_workers: int = 0
-    shuffle_buffer: int = 256
+    shuffle_window: int = 8
+    mode: Literal["epoch", "resampled"] = "epoch"
     use_precomputed_text: bool = False  # read T5 features stored in the shards instead of running T5
     short_caption_prob: float = 0.5
+    dynamic_caption_length: bool = True
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,7 @@ class TokenizerModelConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     disc_channels: int = 64
     disc_layers: int = 3
-    perceptual_path: str = ""  # TorchScript feature network; empty → documented fallback
-    image_size: int = 256  # square training crops
+    perceptual_path: str = ""  # TorchScript feature network; empty → Laplacian-pyramid fallback (README)
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ class TokenizerLossConfig:
     gan_weight: float = 1.0
     disc_start: int = 2000  # optimizer steps before the discriminator and GAN loss switch on
     lecam_weight: float = 0.05
+    lecam_decay: float = 0.999
     disc_lr: float = 1e-4
     disc_betas: tuple[float, float] = (0.9, 0.95)
 

@@ -111,9 +111,17 @@ class TrainLoop(ABC):
         return dict(zip(keys, t.tolist(), strict=True))
 
     def _next_batch(self) -> dict[str, Any]:
-        for _ in range(2):
+        for _ in range(3):
             if self._iterator is None:
-                self._iterator = iter(self.loader)
+                # A torch DataLoader draws its base seed from the global RNG when an iterator starts; keep that
+                # draw out of the training stream so a resumed run (new iterator mid-epoch) matches exactly.
+                with torch.random.fork_rng(devices=[]):
+                    self._iterator = iter(self.loader)
+                    next_batch = next(self._iterator, None)
+                if next_batch is None:
+                    self._iterator = None
+                    continue
+                return next_batch
             try:
                 return next(self._iterator)
             except StopIteration:

@@ -196,10 +196,9 @@ class TransformerTrainer(TrainLoop):
                 )
             if isinstance(feats, TextCondition):
                 return feats.to(self.dist.device)
-            mask = batch.get("t5_mask")
-            if mask is None:
-                raise KeyError("batch has 't5_features' but no 't5_mask' to unpad them")
-            return TextCondition.from_padded(feats.float(), mask).to(self.dist.device)
+            rows = [torch.as_tensor(f).float() for f in feats]  # list of (L_i, C)
+            lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
+            return TextCondition(torch.cat(rows, 0), lengths).to(self.dist.device)
         return self.text_encoder.encode(list(batch["captions"])).to(self.dist.device)
 
     def forward_loss(self, batch: dict[str, Any], generator: torch.Generator, train: bool):

@@ -1,0 +1,83 @@
+"""Consolidate a DeepSpeed checkpoint (any ZeRO stage) into the weights format the model packages load."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .checkpoint import find_resume_tag
+from .config import config_from_dict
+
+__all__ = ["consolidated_state_dict", "export_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+
+def _resolve(run_dir: Path, tag: str | None) -> tuple[Path, str]:
+    root = run_dir / "checkpoints"
+    if tag is None:
+        tag = find_resume_tag(root)
+        if tag is None:
+            raise FileNotFoundError(f"{root} has no 'latest' checkpoint; train first or pass --tag")
+    if not (root / tag).is_dir():
+        raise FileNotFoundError(f"checkpoint {root / tag} does not exist")
+    return root, tag
+
+
+def consolidated_state_dict(save_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
+    """Full fp32 state dict (parameters and buffers, plain names) of one DeepSpeed engine checkpoint."""
+    if zero_stage == 0:
+        path = save_dir / tag / "mp_rank_00_model_states.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: not a ZeRO-0 DeepSpeed checkpoint")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return {k: v.float() if v.is_floating_point() else v for k, v in state["module"].items()}
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(save_dir), tag=tag)
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def export_checkpoint(
+    run_dir: str | Path, out: str | Path, *, tag: str | None = None, use_ema: bool = False
+) -> Path:
+    """Write the trained model of ``run_dir`` to ``out``: transformer → ``save_infinity`` folder
+    (safetensors + config.json); tokenizer → ``out/vae.safetensors`` (+ .json) via ``save_vae``."""
+    run_dir, out = Path(run_dir), Path(out)
+    root, tag = _resolve(run_dir, tag)
+    ckpt = root / tag
+    config = config_from_dict(
+        json.loads((ckpt / "run_config.json").read_text()), str(ckpt / "run_config.json")
+    )
+    state = consolidated_state_dict(root, tag, config.deepspeed.zero_stage)
+    if use_ema:
+        from bsq_tokenizer import load_safetensors
+
+        ema_path = ckpt / "ema.safetensors"
+        if not ema_path.is_file():
+            raise FileNotFoundError(f"{ema_path} missing: the run had no EMA (transformer.ema_decay = 0)")
+        ema = load_safetensors(ema_path)
+        unknown = sorted(set(ema) - set(state))
+        if unknown:
+            raise KeyError(f"EMA tensors {unknown[:5]} are not in the model state dict of {ckpt}")
+        state.update(ema)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.task == "transformer":
+        from infinity_model import Infinity, InfinityConfig, save_infinity
+
+        model_config = InfinityConfig.from_json(ckpt / "model_config.json")
+        model = Infinity(model_config)
+        model.load_state_dict(state, strict=True)
+        save_infinity(model, out)
+    else:
+        from bsq_tokenizer import BSQVAE, VAEConfig, save_vae
+
+        vae_config = VAEConfig.from_json((ckpt / "vae_config.json").read_text())
+        model = BSQVAE(vae_config)
+        model.load_state_dict(state, strict=True)
+        save_vae(model, out / "vae.safetensors")
+    log.info("exported %s (%s%s) to %s", ckpt, config.task, ", EMA" if use_ema else "", out)
+    return out

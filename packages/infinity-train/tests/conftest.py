@@ -1,0 +1,66 @@
+"""Tiny assets shared by the training tests: a generated shapes dataset, a random tiny T5, a random tiny VAE."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+SCENARIOS = HERE / "scenarios.py"
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory) -> dict[str, str]:
+    import torch
+    from bsq_tokenizer import BSQVAE, save_vae
+    from infinity_data import ConvertConfig, convert_folder
+    from infinity_data.shapes import write_folder
+    from infinity_model.tiny import write_tiny_t5
+
+    root = tmp_path_factory.mktemp("assets")
+    images = write_folder(root / "images", count=24, seed=0, long_side=64, aspect_ratios=(1.0,))
+    convert_folder(images, root / "shards", ConvertConfig())
+    val_images = write_folder(root / "val_images", count=8, seed=1, long_side=64, aspect_ratios=(1.0,))
+    convert_folder(val_images, root / "val_shards", ConvertConfig())
+    write_tiny_t5(root / "t5", d_model=32)
+    torch.manual_seed(0)
+    sys.path.insert(0, str(HERE))
+    from scenarios import tiny_vae_config
+
+    save_vae(BSQVAE(tiny_vae_config()), root / "vae.safetensors")
+    return {
+        "shards": str(root / "shards"),
+        "val_shards": str(root / "val_shards"),
+        "t5": str(root / "t5"),
+        "vae": str(root / "vae.safetensors"),
+    }
+
+
+@pytest.fixture(scope="session")
+def run_scenario():
+    """``run_scenario(name, workdir, assets)`` runs ``scenarios.py`` in a fresh interpreter."""
+    return _run_scenario
+
+
+def _run_scenario(name: str, workdir: Path, assets: dict[str, str], timeout: int = 600) -> dict:
+    """Run ``scenarios.py name`` in a fresh interpreter (DeepSpeed keeps process-global state)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "DS_BUILD_OPS": "0"}
+    # Each scenario is a fresh interpreter importing torch, DeepSpeed and transformers: cache their bytecode
+    # outside the repository so only the first one pays for compiling thousands of modules.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "infinity-train-pycache")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, str(SCENARIOS), name, str(workdir), json.dumps(assets)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"scenario {name} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return json.loads((workdir / f"{name}.json").read_text())

@@ -1,0 +1,255 @@
+"""Training scenarios run in a fresh interpreter by the tests: ``python scenarios.py NAME WORKDIR ASSETS_JSON``.
+
+Each writes ``WORKDIR/NAME.json`` with what the test asserts on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TINY_MODEL = {
+    "depth": 2,
+    "embed_dim": 64,
+    "num_heads": 2,
+    "text_channels": 32,
+    "text_maxlen": 64,
+    "pool_heads": 2,
+    "block_chunks": 1,
+    "d_vae": 32,
+}
+SCALES = [[1, 1], [2, 2], [4, 4]]  # 64x64 images, 4x4 latent
+
+
+def tiny_vae_config():
+    from bsq_tokenizer import VAEConfig
+
+    return VAEConfig.preset("d32").replace(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1)
+
+
+def transformer_config(run_dir: Path, assets: dict[str, str], **sections: dict[str, Any]) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "task": "transformer",
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "max_steps": 6,
+        "data": {"shards": assets["shards"], "batch_size": 2, "scales": SCALES, "short_caption_prob": 0.0},
+        "optim": {"lr": 3e-3, "grad_clip": 5.0, "max_iters": 100},
+        "deepspeed": {"zero_stage": 2, "precision": "fp32"},
+        "checkpoint": {"save_every": 0, "keep_last": 2},
+        "logging": {"log_every": 1, "tensorboard": False},
+        "transformer_model": {
+            "preset": "layer12",
+            "overrides": TINY_MODEL,
+            "vae_path": assets["vae"],
+            "text_encoder_path": assets["t5"],
+        },
+    }
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            cfg[name] = {**cfg.get(name, {}), **values}
+        else:
+            cfg[name] = values
+    return cfg
+
+
+def tokenizer_config(run_dir: Path, assets: dict[str, str], **sections: dict[str, Any]) -> dict[str, Any]:
+    vae = tiny_vae_config()
+    cfg: dict[str, Any] = {
+        "task": "tokenizer",
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "max_steps": 16,
+        "data": {"shards": assets["shards"], "batch_size": 4, "scales": SCALES},
+        "optim": {"lr": 2e-3, "betas": [0.9, 0.95], "grad_clip": 1.0, "weight_decay": 0.0, "max_iters": 100},
+        "deepspeed": {"zero_stage": 2, "precision": "fp32"},
+        "checkpoint": {"save_every": 0},
+        "logging": {"log_every": 1, "tensorboard": False},
+        "tokenizer_model": {
+            "preset": "d32",
+            "overrides": {"ch": vae.ch, "ch_mult": list(vae.ch_mult), "num_res_blocks": vae.num_res_blocks},
+            "disc_channels": 16,
+            "disc_layers": 2,
+        },
+        "tokenizer_loss": {"disc_start": 8, "perceptual_weight": 0.5},
+    }
+    for name, values in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **values} if isinstance(values, dict) else values
+    return cfg
+
+
+def _trainer(cfg_dict: dict[str, Any], dist):
+    from infinity_train.config import config_from_dict
+    from infinity_train.data import build_loader
+
+    cfg = config_from_dict(cfg_dict)
+    loader = build_loader(cfg, cfg.data.shards, dist.rank, dist.world_size)
+    val = (
+        build_loader(cfg, cfg.data.val_shards, dist.rank, dist.world_size, seed_offset=1)
+        if cfg.data.val_shards
+        else None
+    )
+    if cfg.task == "transformer":
+        from infinity_train.transformer_trainer import TransformerTrainer
+
+        return TransformerTrainer(cfg, dist, loader, val)
+    from infinity_train.tokenizer_trainer import TokenizerTrainer
+
+    return TokenizerTrainer(cfg, dist, loader, val)
+
+
+def _losses(history: list[dict[str, Any]], key: str = "loss") -> list[float]:
+    return [h[key] for h in history]
+
+
+def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    """ZeRO 0/2/3 in one process: each trains 8 steps; ZeRO-3 also dumps logits of a fixed input for export."""
+    import torch
+    from infinity_train.distributed import init_distributed
+
+    dist = init_distributed()
+    out: dict[str, Any] = {}
+    for stage in (0, 2, 3):
+        cfg = transformer_config(
+            work / f"zero{stage}", assets, max_steps=8, deepspeed={"zero_stage": stage, "precision": "fp32"}
+        )
+        trainer = _trainer(cfg, dist)
+        out[f"zero{stage}"] = _losses(trainer.run())
+        if stage == 3:
+            trainer.save()
+            from bsq_tokenizer import custom_schedule
+
+            schedule = custom_schedule([tuple(s) for s in SCALES])
+            text = trainer.text_encoder.encode(["a red circle", "two blue squares"])
+            g = torch.Generator().manual_seed(5)
+            inputs = torch.randn(2, schedule.seq_len - 1, 32, generator=g) * 0.2
+            trainer.engine.eval()
+            with torch.no_grad():
+                logits = trainer.engine(text, inputs, schedule)
+            torch.save(
+                {"features": text.features, "lengths": text.lengths, "inputs": inputs, "logits": logits},
+                work / "zero3_logits.pt",
+            )
+        trainer.close()
+    # non-finite losses: one skipped micro batch, then a stop after 3 in a row
+    from infinity_train.loop import NonFiniteLossError
+
+    cfg = transformer_config(
+        work / "nan",
+        assets,
+        max_steps=10,
+        deepspeed={"zero_stage": 0},
+        transformer={"max_nonfinite_in_a_row": 3},
+    )
+    trainer = _trainer(cfg, dist)
+    real = trainer.forward_loss
+    calls = {"n": 0}
+
+    def flaky(batch, generator, train):
+        res, tokens = real(batch, generator, train)
+        calls["n"] += 1
+        if calls["n"] == 2 or calls["n"] >= 4:
+            object.__setattr__(res, "loss", res.loss * float("nan"))
+        return res, tokens
+
+    trainer.forward_loss = flaky
+    try:
+        trainer.run()
+        out["nan_error"] = ""
+    except NonFiniteLossError as exc:
+        out["nan_error"] = str(exc)
+    out["nan_skipped_total"] = trainer.skipped_total
+    out["nan_step"] = trainer.step
+    trainer.close()
+    return out
+
+
+def scenario_resume_a(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    """Uninterrupted 6 steps, and an 'interrupted' run that stops after 3 steps (checkpoint at 3)."""
+    from infinity_train.distributed import init_distributed
+
+    dist = init_distributed()
+    common = {
+        "optim": {"schedule": "cos", "warmup_iters": 2, "max_iters": 6, "end_factor": 0.1, "grad_accum": 2},
+        "transformer": {"ema_decay": 0.9, "cond_drop_rate": 0.5},
+        "checkpoint": {"save_every": 3},
+    }
+    full = _trainer(transformer_config(work / "full", assets, max_steps=6, **common), dist)
+    losses_full = _losses(full.run())
+    full.close()
+    part = _trainer(transformer_config(work / "part", assets, max_steps=3, **common), dist)
+    losses_part = _losses(part.run())
+    part.close()
+    return {"full": losses_full, "part": losses_part}
+
+
+def scenario_resume_b(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    """A new process resumes the interrupted run (``work/part`` of resume_a) to 6 steps."""
+    from infinity_train.distributed import init_distributed
+
+    dist = init_distributed()
+    common = {
+        "optim": {"schedule": "cos", "warmup_iters": 2, "max_iters": 6, "end_factor": 0.1, "grad_accum": 2},
+        "transformer": {"ema_decay": 0.9, "cond_drop_rate": 0.5},
+        "checkpoint": {"save_every": 3},
+    }
+    trainer = _trainer(transformer_config(work / "part", assets, max_steps=6, **common), dist)
+    start = trainer.step
+    losses = _losses(trainer.run())
+    trainer.close()
+    # a checkpoint of another model size must be refused with a clear error
+    other = transformer_config(work / "part", assets, max_steps=7, **common)
+    other["transformer_model"]["overrides"] = {**TINY_MODEL, "embed_dim": 128}
+    try:
+        _trainer(other, dist)
+        wrong = ""
+    except ValueError as exc:
+        wrong = str(exc)
+    return {"start": start, "resumed": losses, "wrong_size_error": wrong}
+
+
+def scenario_tokenizer(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    from infinity_train.distributed import init_distributed
+
+    dist = init_distributed()
+    trainer = _trainer(
+        tokenizer_config(work / "vae", assets, data={"val_shards": assets["val_shards"]}), dist
+    )
+    before = trainer.run_validation()
+    history = trainer.run()
+    after = trainer.run_validation()
+    trainer.save()
+    trainer.close()
+    return {
+        "rec_l1": _losses(history, "rec_l1"),
+        "disc_loss": [h.get("disc_loss") for h in history],
+        "val_before": before,
+        "val_after": after,
+    }
+
+
+def scenario_main(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    """Everything that can share one interpreter (imports and process-group setup are the slow part)."""
+    return {
+        "stages": scenario_stages(work / "stages", assets),
+        "resume_a": scenario_resume_a(work / "resume", assets),
+        "tokenizer": scenario_tokenizer(work / "tokenizer", assets),
+    }
+
+
+def main() -> None:
+    name, work, assets = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    work.mkdir(parents=True, exist_ok=True)
+    from infinity_train.distributed import shutdown_distributed
+
+    try:
+        result = globals()[f"scenario_{name}"](work, assets)
+    finally:
+        shutdown_distributed()
+    (work / f"{name}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
