@@ -126,7 +126,7 @@ def varlen_attention(q: Tensor, kv: Tensor, memory: TextMemory, scale: float) ->
         flash = _flash_varlen_kvpacked()
         cu_q = torch.arange(0, (batch + 1) * lq, lq, dtype=torch.int32, device=q.device)
         out = flash(
-            q.reshape(batch * lq, heads, hd),
+            q.reshape(batch * lq, heads, hd).contiguous(),
             kv,
             cu_q,
             memory.cu_seqlens,
