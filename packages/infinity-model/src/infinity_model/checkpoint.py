@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from bsq_tokenizer import load_safetensors, save_safetensors
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from infinity_model.config import PRESETS, InfinityConfig
@@ -73,6 +73,7 @@ def _torch_load(path: Path) -> object:
 
 
 def _safetensors_load(path: Path) -> dict[str, Tensor]:
+    """Official/HF `.safetensors` files through the safetensors package: its tensors are mmap-backed."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
@@ -379,7 +380,10 @@ def load_official_infinity(
 def save_infinity(
     model: Infinity, directory: str | os.PathLike[str], dtype: torch.dtype | None = None
 ) -> Path:
-    """Write `config.json` + `model.safetensors` (optionally cast to dtype) into directory; returns it."""
+    """Write `config.json` + `model.safetensors` (optionally cast to dtype) into directory; returns it.
+
+    The weights go through bsq_tokenizer's safetensors writer (the project's one writer; atomic rename).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -390,7 +394,7 @@ def save_infinity(
         tensors[key] = value.contiguous()
     model.config.to_json(directory / CONFIG_FILE)
     metadata = {"format": "pt", "library": "infinity-model", "config": json.dumps(model.config.to_dict())}
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata=metadata)
+    save_safetensors(tensors, directory / WEIGHTS_FILE, metadata=metadata)  # atomic: temp file + rename
     return directory
 
 
@@ -410,7 +414,10 @@ def load_infinity(
                 f"{directory} is not a saved Infinity model: {p.name} is missing (see save_infinity)"
             )
     config = InfinityConfig.from_json(config_path)
-    state = _safetensors_load(weights_path)
+    try:
+        state = load_safetensors(weights_path)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file: {exc}") from exc
     return load_state_dict_into_meta_model(
         config, state, dtype=dtype, device=device, source=str(weights_path), attn_backend=attn_backend
     )
