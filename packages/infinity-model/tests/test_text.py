@@ -55,9 +55,12 @@ def test_long_prompts_are_truncated_to_max_length_keeping_eos(encoder):
     assert ids[0, -1].item() == encoder.tokenizer.eos_token_id
 
 
-def test_missing_folder_is_reported_without_downloading(tmp_path):
+def test_missing_folder_is_reported_without_downloading(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-cache"))  # nothing cached, and no network is tried
     with pytest.raises(FileNotFoundError, match="allow_download"):
         TextEncoder.from_pretrained(tmp_path / "no-such-t5")
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor in the local Hugging Face cache"):
+        TextEncoder.from_pretrained("google/flan-t5-xl")
 
 
 def test_incomplete_folder_names_the_missing_files(tmp_path, t5_folder):
