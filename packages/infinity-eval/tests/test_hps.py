@@ -290,6 +290,22 @@ def test_full_size_vit_h_14_matches_open_clip_layout_and_parameter_count() -> No
     assert model.visual.ln_pre.eps == 1e-5
 
 
+def test_openai_vit_l_14_preset_matches_open_clip_parameter_count() -> None:
+    cfg = OpenCLIPConfig.preset("ViT-L-14-quickgelu")
+    assert cfg.quick_gelu and (cfg.embed_dim, cfg.vision_width, cfg.vision_layers, cfg.vision_heads) == (
+        768,
+        1024,
+        24,
+        16,
+    )
+    with torch.device("meta"):
+        model = OpenCLIP(cfg)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == official_open_clip_layout(cfg)
+    # open_clip's model profile: ViT-L-14 427.62M parameters, 303.97M of them in the image tower
+    assert sum(p.numel() for p in model.parameters()) == 427_616_513
+    assert sum(p.numel() for p in model.visual.parameters()) == 303_966_208
+
+
 def test_official_checkpoint_loads_strictly_and_scores_identically(
     tokenizer: CLIPBPETokenizer, images: list[Image.Image], tmp_path: Path
 ) -> None:
@@ -414,25 +430,29 @@ def _to_transformers_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def test_open_clip_towers_equal_transformers_clip_implementation(tokenizer: CLIPBPETokenizer) -> None:
+@pytest.mark.parametrize("quick_gelu", [False, True])
+def test_open_clip_towers_equal_transformers_clip_implementation(
+    tokenizer: CLIPBPETokenizer, quick_gelu: bool
+) -> None:
     """transformers' CLIPModel (pre-LN ViT, causal text, EOS pooling) is an independent implementation."""
     pytest.importorskip("transformers")
     from transformers.models.clip.configuration_clip import CLIPConfig
     from transformers.models.clip.modeling_clip import CLIPModel
 
-    cfg = small_config(tokenizer)
+    cfg = dataclasses.replace(small_config(tokenizer), quick_gelu=quick_gelu)
+    act = "quick_gelu" if quick_gelu else "gelu"
     ours = OpenCLIP(cfg).init_random_(torch.Generator().manual_seed(0)).eval()
     hf_cfg = CLIPConfig(
         text_config={
             "vocab_size": cfg.vocab_size, "hidden_size": cfg.text_width, "num_hidden_layers": cfg.text_layers,
             "intermediate_size": int(cfg.text_width * cfg.text_mlp_ratio), "num_attention_heads": cfg.text_heads,
-            "max_position_embeddings": cfg.context_length, "hidden_act": "gelu", "layer_norm_eps": cfg.eps,
+            "max_position_embeddings": cfg.context_length, "hidden_act": act, "layer_norm_eps": cfg.eps,
             "bos_token_id": tokenizer.start_id, "eos_token_id": tokenizer.end_id, "pad_token_id": 0,
         },
         vision_config={
             "hidden_size": cfg.vision_width, "intermediate_size": int(cfg.vision_width * cfg.vision_mlp_ratio),
             "num_hidden_layers": cfg.vision_layers, "num_attention_heads": cfg.vision_heads,
-            "image_size": cfg.image_size, "patch_size": cfg.patch_size, "hidden_act": "gelu", "layer_norm_eps": cfg.eps,
+            "image_size": cfg.image_size, "patch_size": cfg.patch_size, "hidden_act": act, "layer_norm_eps": cfg.eps,
         },
         projection_dim=cfg.embed_dim,
     )  # fmt: skip

@@ -93,13 +93,26 @@ class OpenCLIPConfig:
     text_layers: int = 24
     text_mlp_ratio: float = 4.0
     eps: float = 1e-5
+    quick_gelu: bool = False  # OpenAI's CLIP weights use x·sigmoid(1.702x); LAION/HPS models use exact GELU
 
     @classmethod
     def preset(cls, name: str) -> OpenCLIPConfig:
-        """Named configurations: "ViT-H-14" (HPSv2 / HPSv2.1)."""
+        """Named configurations: "ViT-H-14" (HPSv2 / HPSv2.1) and "ViT-L-14-quickgelu" (OpenAI's ViT-L/14, as
+        used by GenEval's colour classifier and Infinity's CLIP score)."""
         if name == "ViT-H-14":
             return cls()
-        raise ValueError(f"unknown open_clip preset {name!r}; known: 'ViT-H-14'")
+        if name == "ViT-L-14-quickgelu":
+            return cls(
+                embed_dim=768,
+                vision_width=1024,
+                vision_layers=24,
+                vision_head_width=64,
+                text_width=768,
+                text_heads=12,
+                text_layers=12,
+                quick_gelu=True,
+            )
+        raise ValueError(f"unknown open_clip preset {name!r}; known: 'ViT-H-14', 'ViT-L-14-quickgelu'")
 
     @property
     def vision_heads(self) -> int:
@@ -182,22 +195,25 @@ class _MultiheadAttention(nn.Module):
 
 
 class _Mlp(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
+    def __init__(self, width: int, hidden: int, quick_gelu: bool) -> None:
         super().__init__()
         self.c_fc = nn.Linear(width, hidden)
         self.c_proj = nn.Linear(hidden, width)
+        self.quick_gelu = quick_gelu
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))
+        x = self.c_fc(x)
+        x = x * torch.sigmoid(1.702 * x) if self.quick_gelu else F.gelu(x)
+        return self.c_proj(x)
 
 
 class _ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float, eps: float) -> None:
+    def __init__(self, width: int, heads: int, mlp_ratio: float, eps: float, quick_gelu: bool) -> None:
         super().__init__()
         self.ln_1 = _LayerNorm(width, eps=eps)
         self.attn = _MultiheadAttention(width, heads)
         self.ln_2 = _LayerNorm(width, eps=eps)
-        self.mlp = _Mlp(width, int(width * mlp_ratio))
+        self.mlp = _Mlp(width, int(width * mlp_ratio), quick_gelu)
 
     def forward(self, x: Tensor, causal: bool) -> Tensor:
         x = x + self.attn(self.ln_1(x), causal)
@@ -205,10 +221,12 @@ class _ResidualAttentionBlock(nn.Module):
 
 
 class _Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, eps: float) -> None:
+    def __init__(
+        self, width: int, layers: int, heads: int, mlp_ratio: float, eps: float, quick_gelu: bool
+    ) -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(
-            _ResidualAttentionBlock(width, heads, mlp_ratio, eps) for _ in range(layers)
+            _ResidualAttentionBlock(width, heads, mlp_ratio, eps, quick_gelu) for _ in range(layers)
         )
 
     def forward(self, x: Tensor, causal: bool) -> Tensor:
@@ -238,7 +256,12 @@ class OpenCLIPVisionTransformer(nn.Module):
         self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
         self.ln_pre = _LayerNorm(width, eps=config.eps)
         self.transformer = _Transformer(
-            width, config.vision_layers, config.vision_heads, config.vision_mlp_ratio, config.eps
+            width,
+            config.vision_layers,
+            config.vision_heads,
+            config.vision_mlp_ratio,
+            config.eps,
+            config.quick_gelu,
         )
         self.ln_post = _LayerNorm(width, eps=config.eps)
         self.proj = nn.Parameter(torch.empty(width, config.embed_dim))
@@ -267,7 +290,7 @@ class OpenCLIP(nn.Module):
         )
         self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
         self.transformer = _Transformer(
-            width, config.text_layers, config.text_heads, config.text_mlp_ratio, config.eps
+            width, config.text_layers, config.text_heads, config.text_mlp_ratio, config.eps, config.quick_gelu
         )
         self.ln_final = _LayerNorm(width, eps=config.eps)
         self.text_projection = nn.Parameter(torch.empty(width, config.embed_dim))
