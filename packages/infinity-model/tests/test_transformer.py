@@ -347,3 +347,15 @@ def test_bf16_autocast_forward_stays_close_to_fp32(model: Infinity) -> None:
         low = model(text, inputs, SCHEDULE)
     assert low.dtype == torch.float32  # the head runs in fp32
     assert (low - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@torch.no_grad()
+def test_patchified_56_bit_model_kv_cache_equals_teacher_forcing() -> None:
+    model = tiny_model(seed=3, d_vae=56, patchify=True, depth=2, block_chunks=1)
+    g = torch.Generator().manual_seed(16)
+    vae_bits = [torch.randint(0, 2, (2, 2 * h, 2 * w, 14), generator=g) for h, w in SCHEDULE.scales]
+    inputs = model.scale_inputs_from_bits(vae_bits, SCHEDULE)
+    text = random_text([2, 5], seed=17)
+    full = model(text, inputs, SCHEDULE)
+    assert full.shape == (2, SCHEDULE.seq_len, 56, 2)
+    torch.testing.assert_close(cached_logits(model, text, inputs, SCHEDULE), full, atol=1e-5, rtol=1e-5)
