@@ -340,6 +340,7 @@ def test_official_checkpoint_loads_strictly_and_scores_identically(
         tmp_path / "ImageReward.pt", vocab=tmp_path / "vocab.txt", config=cfg
     )
     assert loaded.weights_file == tmp_path / "ImageReward.pt"
+    assert loaded.options()["max_length"] == 35 and loaded.options()["reward_std"] == IMAGEREWARD_STD
     assert loaded.score(PROMPTS, images) == source.score(PROMPTS, images)
 
 

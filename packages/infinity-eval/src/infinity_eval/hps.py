@@ -412,6 +412,7 @@ class HPSv21Scorer:
             "hps_version": self.version,
             "hps_antialias": self.antialias,
             "hps_ftfy": self.tokenizer.fix_text,
+            "hps_preprocess": f"tensor bicubic long side {self.config.image_size}, centred zero pad, CLIP mean/std",
             "autocast_dtype": None if self.autocast_dtype is None else str(self.autocast_dtype),
             "image_size": self.config.image_size,
         }

@@ -527,6 +527,18 @@ class ImageRewardScorer:
     def config(self) -> ImageRewardConfig:
         return self.model.config
 
+    def options(self) -> dict[str, Any]:
+        """Protocol options to record next to the scores."""
+        cfg = self.config
+        return {
+            "imagereward_model": "ImageReward-v1.0",
+            "imagereward_preprocess": f"PIL bicubic short side {cfg.image_size}, centre crop, CLIP mean/std",
+            "max_length": cfg.max_length,
+            "reward_mean": cfg.reward_mean,
+            "reward_std": cfg.reward_std,
+            "dtype": "float32",
+        }
+
     @classmethod
     def from_config(
         cls,
