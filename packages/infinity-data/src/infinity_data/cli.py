@@ -1,4 +1,4 @@
-"""``infinity-data`` command line: convert, verify, stats, index, stream."""
+"""infinity-data: convert images into aspect-bucketed WebDataset shards, verify, summarise and stream them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ def _detect_kind(path: Path) -> str:
 
 
 @contextmanager
-def _bar(desc: str, total: int | None, unit: str):
+def _bar(desc: str, total: int | None, unit: str) -> Iterator[Callable[[int], object]]:
     with tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=None) as bar:
         yield bar.update
 
