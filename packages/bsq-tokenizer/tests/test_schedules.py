@@ -175,3 +175,16 @@ def test_resize_crop_for_template_covers_and_centre_crops(size):
     expected = img.resize((rw, rh), resample=Image.Resampling.LANCZOS)
     expected = np.asarray(expected)[top : top + tgt_h, left : left + tgt_w]
     np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_extra_small_budget_is_the_five_scale_prefix_of_every_template():
+    from bsq_tokenizer import EXTRA_PIXEL_BUDGETS
+
+    assert EXTRA_PIXEL_BUDGETS == ("0.016M",)
+    square = get_schedule(1.0, "0.016M")
+    assert square.scales == ((1, 1), (2, 2), (4, 4), (6, 6), (8, 8))
+    assert square.pixel_hw == (128, 128)
+    assert square.rope_grid == (64, 64)
+    for template in H_DIV_W_TEMPLATES:
+        small, full = get_schedule(template, "0.016M"), get_schedule(template, "1M")
+        assert small.scales == full.scales[:5] and small.rope_grid == full.rope_grid

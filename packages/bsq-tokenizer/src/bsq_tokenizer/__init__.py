@@ -36,6 +36,7 @@ from .quantizer import (
 )
 from .safetensors_io import load_safetensors, load_safetensors_metadata, save_safetensors
 from .schedules import (
+    EXTRA_PIXEL_BUDGETS,
     H_DIV_W_TEMPLATES,
     PIXEL_BUDGETS,
     VAE_STRIDE,
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BSQ",
     "BSQVAE",
+    "EXTRA_PIXEL_BUDGETS",
     "H_DIV_W_TEMPLATES",
     "PIXEL_BUDGETS",
     "VAE_PRESETS",

@@ -92,7 +92,10 @@ def _prepare(
         return image_to_tensor(img), scales
     if args.crop:
         img = center_crop_to_multiple(img, config.patch_size)
-    check_multiple(img.size[0], img.size[1], config.patch_size)
+    try:
+        check_multiple(img.size[0], img.size[1], config.patch_size)
+    except ValueError as exc:
+        raise ValueError(f"{args.image}: {exc}; on the command line use --crop or --pn") from None
     scales = parse_scales(args.scales)
     if scales is None:
         latent = (img.size[1] // config.patch_size, img.size[0] // config.patch_size)

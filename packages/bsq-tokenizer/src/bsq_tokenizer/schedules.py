@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 __all__ = [
+    "EXTRA_PIXEL_BUDGETS",
     "H_DIV_W_TEMPLATES",
     "PIXEL_BUDGETS",
     "VAE_STRIDE",
@@ -31,7 +32,10 @@ VAE_STRIDE = 16
 """Pixels per transformer token along each axis (also for the patchified stride-8 tokenizer)."""
 
 PIXEL_BUDGETS: tuple[str, ...] = ("0.06M", "0.25M", "0.60M", "1M")
-_NUM_SCALES: dict[str, int] = {"0.06M": 7, "0.25M": 10, "0.60M": 12, "1M": 13}
+"""The released pixel budgets (prefixes of 7, 10, 12 and 13 scales of every template)."""
+EXTRA_PIXEL_BUDGETS: tuple[str, ...] = ("0.016M",)
+"""Project extension, not in the released tables: the first 5 scales (128x128 for 1:1) for tiny CPU models."""
+_NUM_SCALES: dict[str, int] = {"0.016M": 5, "0.06M": 7, "0.25M": 10, "0.60M": 12, "1M": 13}
 
 # The eight base aspect ratios (h / w >= 1) and their 13 token grids (h, w), coarse to fine.
 _BASE_GRIDS: dict[float, tuple[tuple[int, int], ...]] = {
@@ -189,7 +193,8 @@ def nearest_template(h_div_w: float) -> float:
 
 def _check_pn(pn: str) -> int:
     if pn not in _NUM_SCALES:
-        raise ValueError(f"unknown pixel budget pn={pn!r}; choose one of {', '.join(PIXEL_BUDGETS)}")
+        known = ", ".join(PIXEL_BUDGETS + EXTRA_PIXEL_BUDGETS)
+        raise ValueError(f"unknown pixel budget pn={pn!r}; choose one of {known}")
     return _NUM_SCALES[pn]
 
 
