@@ -7,7 +7,13 @@ should shrink an image.
 
 from __future__ import annotations
 
-from bsq_tokenizer import H_DIV_W_TEMPLATES, PIXEL_BUDGETS, nearest_template, target_pixel_size
+from bsq_tokenizer import (
+    EXTRA_PIXEL_BUDGETS,
+    H_DIV_W_TEMPLATES,
+    PIXEL_BUDGETS,
+    nearest_template,
+    target_pixel_size,
+)
 
 __all__ = ["bucket_name", "check_pn", "needs_downscale", "parse_bucket_name", "template_of_size"]
 
@@ -36,8 +42,9 @@ def template_of_size(width: int, height: int) -> float:
 
 def check_pn(pn: str) -> str:
     """Return ``pn`` if it is a known pixel budget, else raise naming the choices."""
-    if pn not in PIXEL_BUDGETS:
-        raise ValueError(f"unknown pixel budget {pn!r}; choose one of {', '.join(PIXEL_BUDGETS)}")
+    if pn not in PIXEL_BUDGETS + EXTRA_PIXEL_BUDGETS:
+        known = ", ".join(PIXEL_BUDGETS + EXTRA_PIXEL_BUDGETS)
+        raise ValueError(f"unknown pixel budget {pn!r}; choose one of {known}")
     return pn
 
 
