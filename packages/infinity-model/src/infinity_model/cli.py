@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--model", type=Path, help="official .pth, sharded folder, or our safetensors folder")
     gen.add_argument(
-        "--vae", type=Path, required=False, help="BSQ-VAE: official .pth or our safetensors folder"
+        "--vae",
+        type=Path,
+        required=False,
+        help="BSQ-VAE: official infinity_vae_*.pth or a .safetensors from save_vae",
     )
     gen.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
     gen.add_argument(
@@ -61,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument(
         "--model-preset", help="architecture preset if it cannot be inferred (e.g. 2b, 8b, layer12)"
+    )
+    gen.add_argument(
+        "--vae-preset", help="VAE preset if it cannot be inferred (d16, d24, d32, d64, d14_patchify)"
     )
     gen.add_argument("--ratio", type=float, default=1.0, help="height / width; the nearest template is used")
     gen.add_argument("--pn", default="1M", help="pixel budget: 0.06M, 0.25M, 0.60M or 1M")
@@ -138,6 +144,7 @@ def _generate(args: argparse.Namespace) -> int:
         device=device,
         dtype=dtype,
         model_preset=args.model_preset,
+        vae_preset=args.vae_preset,
         allow_download=args.allow_download,
     )
     paths = _output_paths(args.output, len(prompts))
