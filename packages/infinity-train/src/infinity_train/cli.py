@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ConfigError, RunConfig, load_run_config
+from .config import ConfigError, load_run_config
 
-__all__ = ["main", "train"]
+__all__ = ["main"]
 
 log = logging.getLogger("infinity_train")
 
@@ -34,39 +34,15 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def train(config: RunConfig) -> dict[str, Any]:
-    """Run (or resume) the training described by ``config`` in this process; returns the last logged record."""
-    from .data import build_loader
-    from .distributed import init_distributed, shutdown_distributed
+def _raw_keys(path: str) -> set[str]:
+    """Top-level keys written in the config file (to tell an explicit ``task`` from the default)."""
+    from pathlib import Path
 
-    dist = init_distributed()
-    trainer = None
-    try:
-        loader = build_loader(config, config.data.shards, dist.rank, dist.world_size)
-        val_loader = None
-        if config.data.val_shards:
-            val_loader = build_loader(
-                config, config.data.val_shards, dist.rank, dist.world_size, seed_offset=1
-            )
-        if config.task == "transformer":
-            from .transformer_trainer import TransformerTrainer
+    import tomllib
 
-            trainer = TransformerTrainer(config, dist, loader, val_loader)
-        else:
-            from .tokenizer_trainer import TokenizerTrainer
-
-            trainer = TokenizerTrainer(config, dist, loader, val_loader)
-        start = trainer.step
-        history = trainer.run()
-        if trainer.step > start and (
-            config.checkpoint.save_every <= 0 or trainer.step % config.checkpoint.save_every != 0
-        ):
-            trainer.save()
-        return history[-1] if history else {}
-    finally:
-        if trainer is not None:
-            trainer.close()
-        shutdown_distributed()
+    text = Path(path).read_text()
+    data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    return set(data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,8 +77,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = _parse_set(args.set)
         if getattr(args, "init_from", None):
             overrides["checkpoint.init_from"] = args.init_from
-        if args.command in ("transformer", "tokenizer"):
-            overrides.setdefault("task", args.command)
         config = load_run_config(args.config, overrides)
         if args.command == "show-config":
             from .config import config_to_dict
@@ -110,7 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(config_to_dict(config), indent=2))
             return 0
         if config.task != args.command:
-            raise ConfigError(f"{args.config}: task = {config.task!r} but the command is '{args.command}'")
+            if "task" in _raw_keys(args.config) or "task" in overrides:
+                raise ConfigError(
+                    f"{args.config}: task = {config.task!r} but the command is '{args.command}'"
+                )
+            config = config.replace(task=args.command)
+        from .runner import train
+
         train(config)
         return 0
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as exc:

@@ -83,7 +83,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_ds_config(config: RunConfig, *, grad_clip: float | None = None) -> dict[str, Any]:
-    """DeepSpeed config of the run: micro batch, accumulation, clipping, ZeRO stage, precision (+ ``extra``)."""
+    """DeepSpeed config of the run: micro batch, accumulation, clipping, ZeRO stage, precision (+ ``extra``).
+
+    precision "fp16" uses DeepSpeed's fp16 mode (fp16 parameters, fp32 master weights, dynamic loss scale).
+    """
     ds = config.deepspeed
     prec = ds.precision
     out: dict[str, Any] = {
@@ -91,7 +94,9 @@ def build_ds_config(config: RunConfig, *, grad_clip: float | None = None) -> dic
         "gradient_accumulation_steps": config.optim.grad_accum,
         "gradient_clipping": config.optim.grad_clip if grad_clip is None else grad_clip,
         "zero_optimization": {"stage": ds.zero_stage},
-        "bf16": {"enabled": prec == "bf16"},
+        # "bf16" is the reference recipe: fp32 parameters and optimizer, bf16 autocast in the forward (the
+        # trainers open the autocast region), so DeepSpeed's own bf16 mode (bf16 parameters) stays off.
+        "bf16": {"enabled": False},
         # Reference fp16 scaler: init 2^11, growth interval 1000 (training spec §3).
         "fp16": {"enabled": prec == "fp16", "initial_scale_power": 11, "loss_scale_window": 1000},
         "zero_allow_untested_optimizer": True,

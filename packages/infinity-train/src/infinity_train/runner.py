@@ -1,0 +1,44 @@
+"""Run (or resume) a whole training in this process, as the CLI does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import RunConfig
+
+__all__ = ["train"]
+
+
+def train(config: RunConfig) -> dict[str, Any]:
+    """Run (or resume) the training described by ``config`` in this process; returns the last logged record."""
+    from .data import build_loader
+    from .distributed import init_distributed, shutdown_distributed
+
+    dist = init_distributed()
+    trainer = None
+    try:
+        loader = build_loader(config, config.data.shards, dist.rank, dist.world_size)
+        val_loader = None
+        if config.data.val_shards:
+            val_loader = build_loader(
+                config, config.data.val_shards, dist.rank, dist.world_size, seed_offset=1
+            )
+        if config.task == "transformer":
+            from .transformer_trainer import TransformerTrainer
+
+            trainer = TransformerTrainer(config, dist, loader, val_loader)
+        else:
+            from .tokenizer_trainer import TokenizerTrainer
+
+            trainer = TokenizerTrainer(config, dist, loader, val_loader)
+        start = trainer.step
+        history = trainer.run()
+        if trainer.step > start and (
+            config.checkpoint.save_every <= 0 or trainer.step % config.checkpoint.save_every != 0
+        ):
+            trainer.save()
+        return history[-1] if history else {}
+    finally:
+        if trainer is not None:
+            trainer.close()
+        shutdown_distributed()
