@@ -121,3 +121,13 @@ def test_streaming_float64_statistics_equal_batch_statistics(tmp_path):
     plain = FeatureStatistics.load(tmp_path / "plain.npz")
     assert plain.n is None
     assert frechet_distance(plain.mu, plain.sigma, back.mu, back.sigma) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_low_rank_sqrtm_stand_in_matches_scipy_trace(fast_sqrtm):
+    import scipy.linalg
+
+    rng = np.random.default_rng(6)
+    s1 = FeatureStatistics.from_features(rng.normal(size=(3, 64))).sigma
+    s2 = FeatureStatistics.from_features(rng.normal(size=(3, 64)) + 1).sigma
+    full = np.trace(scipy.linalg.sqrtm(s1 @ s2)).real
+    assert np.trace(fast_sqrtm(s1 @ s2)).real == pytest.approx(full, rel=1e-6)

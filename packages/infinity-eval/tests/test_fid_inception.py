@@ -27,9 +27,9 @@ def _default_1_layout() -> dict[str, tuple[int, ...]]:
 
 
 @pytest.fixture(scope="module")
-def model() -> FIDInceptionV3:
+def model(he_init) -> FIDInceptionV3:
     torch.manual_seed(0)
-    m = FIDInceptionV3().eval()
+    m = he_init(FIDInceptionV3()).eval()
     # Randomise BN statistics so the test exercises them (fresh BN is the identity).
     with torch.no_grad():
         for mod in m.modules():

@@ -19,7 +19,7 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or ():
         if "=" not in item:
-            raise SystemExit(f"{flag} {item!r} is not key=value")
+            raise ValueError(f"{flag} {item!r} is not key=value")
         key, value = item.split("=", 1)
         try:
             out[key] = json.loads(value)
@@ -79,7 +79,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
             part = FeatureStatistics.load(path)
             merged = part if merged is None else merged.merge(part)
         if args.save_stats is None:
-            raise SystemExit("--merge-stats needs --save-stats PATH")
+            raise ValueError("--merge-stats needs --save-stats PATH")
         merged.save(args.save_stats)
         print(f"merged {len(args.merge_stats)} statistics (N = {merged.n}) into {args.save_stats}")
         return 0
@@ -87,7 +87,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     cache = None if args.no_cache else (args.cache_dir or None)
     if len(args.inputs) == 1:
         if args.save_stats is None:
-            raise SystemExit("with one input, pass --save-stats PATH (or give two inputs to compute FID)")
+            raise ValueError("with one input, pass --save-stats PATH (or give two inputs to compute FID)")
         stats = compute_statistics(
             args.inputs[0],
             backbone,
@@ -102,9 +102,9 @@ def _cmd_fid(args: argparse.Namespace) -> int:
         print(f"saved statistics of {stats.n} images to {args.save_stats} (backbone {backbone.label})")
         return 0
     if len(args.inputs) != 2:
-        raise SystemExit("fid takes one input (with --save-stats) or two inputs")
+        raise ValueError("fid takes one input (with --save-stats) or two inputs")
     if args.shard != "0/1":
-        raise SystemExit("--shard applies to statistics (one input with --save-stats), then --merge-stats")
+        raise ValueError("--shard applies to statistics (one input with --save-stats), then --merge-stats")
     result = compute_fid(
         args.inputs[0],
         args.inputs[1],
@@ -144,7 +144,7 @@ def _cmd_geneval(args: argparse.Namespace) -> int:
     weights: list[dict[str, Any]] = []
     chosen = [x for x in (args.detector, args.detections, args.mask2former) if x]
     if len(chosen) != 1:
-        raise SystemExit(
+        raise ValueError(
             "pass exactly one of --detector module:factory, --detections FILE.jsonl, --mask2former"
         )
     if args.detector:
@@ -164,7 +164,7 @@ def _cmd_geneval(args: argparse.Namespace) -> int:
 
         classifier = import_object(args.color_classifier, "colour classifier factory")()
         if not isinstance(classifier, ColorClassifier):
-            raise SystemExit(f"{args.color_classifier} did not return a callable(crops, object_name)")
+            raise ValueError(f"{args.color_classifier} did not return a callable(crops, object_name)")
         name += f"+colors:{args.color_classifier}"
     elif any("color" in c for r in records for c in r.meta.get("include", [])):
         classifier, clip_path = load_openclip_color_classifier(args.clip_weights, device=args.device)
@@ -242,7 +242,7 @@ def _cmd_hps(args: argparse.Namespace) -> int:
         records = read_manifest(args.input)
     else:
         if args.prompts_dir is None:
-            raise SystemExit(
+            raise ValueError(
                 "an HPS folder needs --prompts-dir with anime.json etc. (Hugging Face dataset zhwang/HPDv2)"
             )
         records, missing = read_hps_folder(args.input, hps_prompts(args.prompts_dir))
@@ -435,4 +435,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise ValueError(main())

@@ -1,0 +1,179 @@
+"""The `infinity-eval` CLI end to end on small folders: prompts, fid, geneval (with a plugged detector, resume)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from infinity_eval.cli import main
+from infinity_eval.fid import api as fid_api
+from infinity_eval.fid import compute_fid, load_fid_inception
+from infinity_eval.generate import generate_benchmark
+from infinity_eval.io import read_geneval_folder, read_manifest
+from infinity_eval.prompts import benchmark_prompts, geneval_metadata
+from PIL import Image
+
+
+def test_prompts_command_writes_the_shipped_lists(tmp_path):
+    assert main(["prompts", "geneval", "--out", str(tmp_path / "g.jsonl")]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
+    assert len(rows) == 553 and rows[0]["images"] == 4 and rows[0]["geneval"]["tag"] == "single_object"
+    assert main(["prompts", "geneval", "--format", "txt", "--out", str(tmp_path / "g.txt")]) == 0
+    shipped = Path(__file__).parents[1] / "src/infinity_eval/data/geneval/generation_prompts.txt"
+    assert (tmp_path / "g.txt").read_text().splitlines() == shipped.read_text().splitlines()
+    assert main(["prompts", "imagereward", "--out", str(tmp_path / "ir.jsonl")]) == 0
+    assert len((tmp_path / "ir.jsonl").read_text().splitlines()) == 100
+    assert (
+        main(["prompts", "hps", "--out", str(tmp_path / "h.jsonl")]) == 2
+    )  # prompts not shipped: clear error
+
+
+def _write_images(folder: Path, seed: int, n: int = 2) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (48 + 8 * i, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_fid_cli_scores_one_folder_against_another_and_caches_the_reference(
+    tmp_path, random_fid_weights, capsys, monkeypatch, fast_sqrtm
+):
+    # CPU Inception forwards at 299x299 are slow on a busy machine: 2 + 2 images, each extracted once; the
+    # 2048x2048 sqrtm is replaced by its exact low-rank equivalent (verified in test_fid_frechet).
+    _write_images(tmp_path / "a", 0)
+    _write_images(tmp_path / "b", 1)
+    args = [
+        "fid",
+        str(tmp_path / "a"),
+        str(tmp_path / "b"),
+        "--weights",
+        str(random_fid_weights),
+        "--no-progress",
+    ]
+    assert main([*args, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["fid"] > 0 and summary["n_a"] == summary["n_b"] == 2
+    assert summary["header"]["options"]["protocol"] == "pytorch-fid"
+    assert summary["header"]["weights"][0]["file"] == "pt_inception-2015-12-05-6726825d.pth"
+    assert len(summary["header"]["weights"][0]["sha256"]) == 64
+    assert any("rank-deficient" in w for w in summary["warnings"])
+    assert len(list((tmp_path / "cache").glob("fid-stats-*.npz"))) == 1
+    assert "FID" in capsys.readouterr().out
+
+    # FID(b, b): b's fresh features against b's cached statistics -> 0, and the cache skips extraction
+    backbone = load_fid_inception(random_fid_weights)
+    calls = []
+    real = fid_api.extract_features
+    monkeypatch.setattr(
+        fid_api, "extract_features", lambda paths, *a, **k: calls.append(len(paths)) or real(paths, *a, **k)
+    )
+    same = compute_fid(tmp_path / "b", tmp_path / "b", cache_dir=tmp_path / "cache", backbone=backbone)
+    assert calls == [2]
+    stats = np.load(next((tmp_path / "cache").glob("fid-stats-*.npz")))
+    assert abs(same.fid) < 1e-6 * float(np.trace(stats["sigma"]))
+
+
+def _geneval_folder(root: Path, indices=(0, 161)) -> None:
+    """Two shipped prompts (0: single_object bench, 161+: a colors prompt), 2 samples each, with sidecar detections."""
+    meta = geneval_metadata()
+    for idx in indices:
+        m = meta[idx]
+        folder = root / f"{idx:05d}"
+        (folder / "samples").mkdir(parents=True)
+        (folder / "metadata.jsonl").write_text(json.dumps(m) + "\n")
+        cls = m["include"][0]["class"]
+        color = m["include"][0].get("color")
+        for s in range(2):
+            img = Image.new("RGB", (64, 64), (0, 0, 255))
+            if color is not None:
+                img.paste((255, 0, 0) if color == "red" and s == 0 else (0, 255, 0), (0, 0, 32, 32))
+            img.save(folder / "samples" / f"{s:04d}.png")
+            dets = {cls: [[0, 0, 32, 32, 0.95 if s == 0 else 0.2]]}
+            (folder / "samples" / f"{s:04d}.png.dets.json").write_text(json.dumps(dets))
+
+
+def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(tmp_path, plugins_on_path):
+    meta = geneval_metadata()
+    color_idx = next(
+        i for i, m in enumerate(meta) if m["tag"] == "colors" and m["include"][0]["color"] == "red"
+    )
+    _geneval_folder(tmp_path / "imgs", (0, color_idx))
+    args = [
+        "geneval", str(tmp_path / "imgs"), "--out", str(tmp_path / "run"), "--no-progress",
+        "--detector", "fake_plugins:OracleDetector", "--color-classifier", "fake_plugins:DominantChannelColors",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    # sample 0 of each prompt is right (score 0.95, red crop), sample 1 is wrong (score 0.2 < 0.3)
+    assert summary["tags"] == {"colors": 0.5, "single_object": 0.5}
+    assert summary["overall"] == 0.5 and summary["images"] == 4 and summary["prompts"] == 2
+    assert summary["correct_prompts_pct"] == 100.0 and summary["metadata_differs_from_shipped"] == []
+    per_tag = list(csv.DictReader((tmp_path / "run/per_tag.csv").read_text().splitlines()))
+    assert {r["tag"] for r in per_tag} == {"colors", "single_object"}
+    assert len(list(csv.DictReader((tmp_path / "run/per_prompt.csv").read_text().splitlines()))) == 2
+    assert len(plugins_on_path.CALLS) == 4
+
+    # simulated crash: the last row was half written; the rerun redoes only that image
+    results = tmp_path / "run/results.jsonl"
+    lines = results.read_text().splitlines()
+    results.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:40])
+    plugins_on_path.CALLS.clear()
+    assert main(args) == 0
+    assert len(plugins_on_path.CALLS) == 1
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    assert len(rows) == 4 and len({r["image"] for r in rows}) == 4
+    assert json.loads((tmp_path / "run/summary.json").read_text())["overall"] == 0.5
+
+
+def test_geneval_cli_accepts_precomputed_detections_and_shards(tmp_path):
+    _geneval_folder(tmp_path / "imgs", (0, 1))
+    records = read_geneval_folder(tmp_path / "imgs")
+    with open(tmp_path / "dets.jsonl", "w") as f:
+        for r in records:
+            dets = json.loads(Path(str(r.image) + ".dets.json").read_text())
+            f.write(json.dumps({"image": str(r.image), "detections": dets}) + "\n")
+    base = [
+        "geneval",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(tmp_path / "run"),
+        "--detections",
+        str(tmp_path / "dets.jsonl"),
+        "--no-progress",
+    ]
+    assert main([*base, "--shard", "0/2"]) == 0
+    assert main([*base, "--shard", "1/2"]) == 0
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["images"] == 4 and summary["tags"] == {"single_object": 0.5}
+    assert sorted(p.name for p in (tmp_path / "run").glob("results*.jsonl")) == [
+        "results.shard-0-of-2.jsonl",
+        "results.shard-1-of-2.jsonl",
+    ]
+
+
+def test_geneval_cli_without_a_detector_or_colour_classifier_fails_clearly(tmp_path, capsys, plugins_on_path):
+    _geneval_folder(tmp_path / "imgs", (0,))
+    assert main(["geneval", str(tmp_path / "imgs"), "--out", str(tmp_path / "run")]) == 2
+    assert "exactly one of --detector" in capsys.readouterr().err
+
+
+def test_generate_writes_the_official_layout_and_a_manifest_and_resumes(tmp_path, plugins_on_path):
+    gen = plugins_on_path.solid_generator()
+    items = benchmark_prompts("geneval", images_per_prompt=2)[:3]
+    manifest = generate_benchmark(gen, items, tmp_path / "out", benchmark="geneval", batch_size=4)
+    records = read_geneval_folder(tmp_path / "out")
+    assert len(records) == 6 and records[0].meta == items[0].meta
+    assert len(read_manifest(manifest)) == 6
+    first = (tmp_path / "out/00000/samples/0000.png").stat().st_mtime_ns
+    generate_benchmark(gen, items, tmp_path / "out", benchmark="geneval")
+    assert (tmp_path / "out/00000/samples/0000.png").stat().st_mtime_ns == first
+    ir = generate_benchmark(
+        gen,
+        benchmark_prompts("imagereward", 2)[:2],
+        tmp_path / "ir",
+        benchmark="imagereward",
+        image_format="jpg",
+    )
+    assert all(r.image.suffix == ".jpg" and r.image.parent.name == r.prompt_id for r in read_manifest(ir))
