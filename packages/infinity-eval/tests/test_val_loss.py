@@ -106,7 +106,7 @@ def test_noise_free_bsc_matches_the_tokenizer_and_model_teacher_forcing():
         latent = vae.encode(images)
         clean = ValLossOptions(noise_apply_layers=-1)
         x, y = bsc_inputs_and_labels(
-            latent, schedule.vae_scales(), clean, np.random.default_rng(0), torch.Generator().manual_seed(0)
+            latent, schedule.vae_scales(), clean, np.random.RandomState(0), torch.Generator().manual_seed(0)
         )
         ref = vae.encode_to_bits(images, schedule.vae_scales())
         ref_labels = torch.cat([b.reshape(2, -1, 8) for b in ref.bits], dim=1)
@@ -127,12 +127,12 @@ def test_bsc_noise_flips_inputs_but_never_labels_of_the_first_scale_and_is_seede
 
     def run(seed):
         return bsc_inputs_and_labels(
-            latent, scales, opts, np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+            latent, scales, opts, np.random.RandomState(seed), torch.Generator().manual_seed(seed)
         )
 
     (x1, y1), (x2, y2), (x3, _) = run(0), run(0), run(7)
     _, clean_y = bsc_inputs_and_labels(
-        latent, scales, ValLossOptions(noise_apply_layers=-1), np.random.default_rng(0), torch.Generator()
+        latent, scales, ValLossOptions(noise_apply_layers=-1), np.random.RandomState(0), torch.Generator()
     )
     assert torch.equal(x1, x2) and torch.equal(y1, y2)  # the seed fixes the protocol
     assert not torch.equal(x1, x3)
@@ -157,3 +157,36 @@ def test_infinity_val_loss_end_to_end_on_tiny_random_models():
         model, vae, batches, ValLossOptions(reweight_by_scale=True), schedule_for=lambda r: schedule
     )
     assert again["loss_bit_mean"] == out["loss_bit_mean"]
+
+
+@pytest.mark.slow
+def test_val_loss_cli_loads_saved_tiny_models_and_writes_the_summary(tmp_path):
+    import json
+
+    from infinity_eval.cli import main
+    from PIL import Image
+
+    tiny = pytest.importorskip("infinity_model.tiny")
+    from infinity_model.checkpoint import save_infinity
+
+    t5 = tiny.write_tiny_t5(tmp_path / "t5", d_model=32)
+    save_infinity(_tiny_infinity(), tmp_path / "model")
+    torch.manual_seed(0)
+    vae = bsq.BSQVAE(bsq.VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1), patch_size=16)).eval()
+    bsq.save_vae(vae, tmp_path / "vae.safetensors")
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "val.jsonl", "w") as f:
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+            f.write(json.dumps({"image": f"{i}.png", "prompt": "a photo of a red cat"}) + "\n")
+    args = [
+        "val-loss", "--model", str(tmp_path / "model"), "--vae", str(tmp_path / "vae.safetensors"),
+        "--text-encoder", str(t5), "--manifest", str(tmp_path / "val.jsonl"), "--out", str(tmp_path / "run"),
+        "--pn", "0.06M", "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["samples"] == 3 and summary["batches"] == 2
+    assert summary["header"]["options"]["noise_apply_layers"] == 20
+    assert len(summary["loss_per_scale"]) == len(summary["schedules"][0])
+    assert (tmp_path / "run/per_scale.csv").read_text().startswith("scale,loss,acc_bit,acc_token")

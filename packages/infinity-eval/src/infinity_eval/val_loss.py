@@ -147,7 +147,7 @@ def bsc_inputs_and_labels(
     latent: Tensor,
     vae_scales: Sequence[tuple[int, int]],
     options: ValLossOptions,
-    np_rng: np.random.Generator,
+    np_rng: np.random.RandomState,
     generator: torch.Generator,
     patchify: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -155,7 +155,7 @@ def bsc_inputs_and_labels(
 
     Per scale k: residual F − S (area-resized except at the last scale) -> BSQ bits (clean labels); for
     k < noise_apply_layers flip each bit with probability p ~ U{0, 0.01, …, strength} (one numpy draw per
-    scale, flip mask from `torch.rand` on CPU) and, with requant, accumulate the codes of the flipped bits.
+    scale from a legacy `RandomState`, flip mask from `torch.rand` on CPU) and, with requant, accumulate the codes of the flipped bits.
     The next scale's input is the trilinear resize of the full-grid accumulation. fp32 throughout.
     With `patchify` (8B) the VAE-side grids are doubled and tokens are 2x2 space-to-depth (D = 4d).
     """
@@ -185,7 +185,7 @@ def bsc_inputs_and_labels(
         q, bits = bsq(residual)  # bits (B, h, w, d)
         labels.append(bits)
         if k < options.noise_apply_layers:
-            p = int(np_rng.integers(0, int(np.floor(100 * options.noise_apply_strength)) + 1)) * 0.01
+            p = int(np_rng.randint(0, int(np.floor(100 * options.noise_apply_strength)) + 1)) * 0.01
             flip = torch.rand((B, 1, h, w, d), generator=generator) < p
             noisy = bits ^ flip.squeeze(1).to(bits.device, bits.dtype)
             if options.noise_apply_requant:
@@ -225,7 +225,9 @@ def infinity_val_loss(
     from bsq_tokenizer import get_schedule
 
     options = options or ValLossOptions()
-    np_rng = np.random.default_rng(options.seed)
+    # The reference draws p with numpy's legacy global RNG (MT19937) and the flip masks with torch's CPU
+    # generator; seeded private generators of the same kinds keep the run reproducible without global state.
+    np_rng = np.random.RandomState(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
     patchify = bool(getattr(model.config, "patchify", False))
     acc = ValLossAccumulator()
