@@ -310,3 +310,21 @@ def test_shards_read_with_the_webdataset_library(dataset: Path) -> None:
     assert len(samples) == 48
     assert all(s["jpg"].mode == "RGB" and s["json"]["caption"].startswith("caption") for s in samples)
     assert {s["__key__"] for s in samples} == set(_key_buckets(dataset))
+
+
+def test_samples_are_shuffled_within_and_across_shards(dataset: Path) -> None:
+    shard_of = {
+        key: s.path
+        for s in ShardIndex.load(dataset).shards
+        for key, _ in read_shard(dataset / s.path, exts=())
+    }
+    batches = _epoch_keys(BucketLoader(dataset, LoaderConfig(batch_size=3, num_workers=0, seed=1)))
+    assert any(len({shard_of[k] for k in keys}) > 1 for keys in batches)  # one batch mixes shards
+    stored_order = list(shard_of)
+    yielded = [k for keys in batches for k in keys]
+    assert yielded != stored_order and sorted(yielded) == sorted(stored_order)
+    # a window of one shard keeps each batch's samples within few shards but still permutes them
+    narrow = _epoch_keys(
+        BucketLoader(dataset, LoaderConfig(batch_size=2, num_workers=0, seed=1, shuffle_window=1))
+    )
+    assert all(len({shard_of[k] for k in keys}) == 1 for keys in narrow)  # 2-sample shards, window 1
