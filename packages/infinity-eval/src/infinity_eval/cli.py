@@ -133,6 +133,7 @@ def _cmd_geneval(args: argparse.Namespace) -> int:
         GenEvalOptions,
         Mask2FormerDetector,
         PrecomputedDetector,
+        load_clip_color_classifier,
         load_detector,
         load_openclip_color_classifier,
         run_geneval,
@@ -167,9 +168,15 @@ def _cmd_geneval(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.color_classifier} did not return a callable(crops, object_name)")
         name += f"+colors:{args.color_classifier}"
     elif any("color" in c for r in records for c in r.meta.get("include", [])):
-        classifier, clip_path = load_openclip_color_classifier(args.clip_weights, device=args.device)
-        weights.append(describe_weight_file(clip_path))
-        name += "+colors:open_clip ViT-L-14 openai"
+        if args.clip_backend == "open_clip":
+            classifier, clip_path = load_openclip_color_classifier(args.clip_weights, device=args.device)
+            files = [clip_path]
+        else:
+            classifier, files = load_clip_color_classifier(
+                args.clip_weights, args.clip_vocab, device=args.device
+            )
+        weights.extend(describe_weight_file(f) for f in files)
+        name += f"+colors:ViT-L-14 openai ({args.clip_backend})"
     summary = run_geneval(
         records,
         detector,
@@ -371,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--color-classifier", default=None, help="module:factory returning callable(crops, object_name)"
     )
     p.add_argument("--clip-weights", type=Path, default=None, help="OpenAI ViT-L-14.pt (file or folder)")
+    p.add_argument("--clip-vocab", type=Path, default=None, help="bpe_simple_vocab_16e6.txt.gz (open_clip's)")
+    p.add_argument(
+        "--clip-backend",
+        choices=("torch", "open_clip"),
+        default="torch",
+        help="CLIP implementation for colours",
+    )
     p.add_argument("--option", action="append", help="rule option key=value, e.g. threshold=0.3")
     _add_common(p)
     p.set_defaults(func=_cmd_geneval)

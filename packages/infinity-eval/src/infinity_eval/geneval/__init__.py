@@ -5,7 +5,10 @@ from .colors import (
     COLOR_TEMPLATES,
     ColorClassifier,
     ZeroShotColorClassifier,
+    clip_color_classifier,
     clip_preprocess,
+    load_clip_color_classifier,
+    load_openai_clip_state_dict,
     load_openclip_color_classifier,
 )
 from .detectors import (
@@ -49,6 +52,7 @@ __all__ = [
     "PrecomputedDetector",
     "ZeroShotColorClassifier",
     "aggregate",
+    "clip_color_classifier",
     "clip_preprocess",
     "color_crops",
     "detections_from_mmdet",
@@ -56,7 +60,9 @@ __all__ = [
     "filter_detections",
     "format_summary",
     "iou",
+    "load_clip_color_classifier",
     "load_detector",
+    "load_openai_clip_state_dict",
     "load_openclip_color_classifier",
     "relative_position",
     "run_geneval",

@@ -2,12 +2,14 @@
 
 Per colour the three templates are encoded, each text feature L2-normalised, averaged, re-normalised; the
 prediction is the argmax of (normalised image feature · class vector). The CLIP backend is pluggable: the
-official one is open_clip ViT-L-14 with OpenAI weights (`ViT-L-14.pt`, extra `geneval-clip`).
+official one is open_clip ViT-L-14 with OpenAI weights (`ViT-L-14.pt`): `load_clip_color_classifier` runs it
+on the package's own torch CLIP (no open_clip / torchvision needed); `load_openclip_color_classifier` uses open_clip.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -26,7 +28,10 @@ __all__ = [
     "COLOR_TEMPLATES",
     "ColorClassifier",
     "ZeroShotColorClassifier",
+    "clip_color_classifier",
     "clip_preprocess",
+    "load_clip_color_classifier",
+    "load_openai_clip_state_dict",
     "load_openclip_color_classifier",
 ]
 
@@ -128,6 +133,74 @@ class ZeroShotColorClassifier:
             logits = feats @ weights.T
             predictions.extend(self.colors[i] for i in logits.argmax(dim=-1).tolist())
         return predictions
+
+
+_OPENAI_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
+
+
+def load_openai_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """OpenAI's CLIP checkpoint (a TorchScript archive, or a plain state dict) as float32 open_clip-named tensors.
+
+    The scalar entries `input_resolution`, `context_length`, `vocab_size` are dropped (not weights). TorchScript
+    archives are opened with `torch.jit.load` (the caller verifies the file's SHA-256 first); plain files with
+    `torch.load(weights_only=True)`.
+    """
+    p = Path(path)
+    is_script = False
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as zf:
+            is_script = any(n.startswith("code/") or "/code/" in n for n in zf.namelist())
+    if is_script:
+        state = {k: v.detach() for k, v in torch.jit.load(str(p), map_location="cpu").state_dict().items()}
+    else:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{p}: expected a CLIP state dict, got {type(state).__name__}")
+    return {k: v.float() for k, v in state.items() if k not in _OPENAI_NON_WEIGHTS}
+
+
+def clip_color_classifier(
+    model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], Tensor],
+    device: str | torch.device = "cpu",
+    batch_size: int = 16,
+) -> ZeroShotColorClassifier:
+    """Colour classifier on an `infinity_eval.hps.OpenCLIP` model and its BPE tokenizer (fp16 autocast on CUDA,
+    as clip-benchmark's default)."""
+    dev = torch.device(device)
+    model = model.to(dev).eval()
+    return ZeroShotColorClassifier(
+        lambda px: model.encode_image(px, normalize=False),
+        lambda texts: model.encode_text(tokenizer(texts).to(dev), normalize=False),
+        clip_preprocess,
+        device=dev,
+        batch_size=batch_size,
+        autocast_dtype=torch.float16 if dev.type == "cuda" else None,
+    )
+
+
+def load_clip_color_classifier(
+    weights: str | os.PathLike[str] | None = None,
+    vocab: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    batch_size: int = 16,
+) -> tuple[ZeroShotColorClassifier, list[Path]]:
+    """The official colour classifier (OpenAI ViT-L/14, QuickGELU) on the package's torch CLIP; strict load.
+
+    `weights`: `ViT-L-14.pt` (SHA-256 checked); `vocab`: open_clip's `bpe_simple_vocab_16e6.txt.gz` (found in an
+    installed open-clip-torch wheel too). Returns the classifier and the files used.
+    """
+    from .._clip_tokenizer import CLIPBPETokenizer
+    from ..hps import HPS_BPE_VOCAB_FILE, OpenCLIP, OpenCLIPConfig, _installed_open_clip_vocab
+
+    path = resolve_weight_file(CLIP_VIT_L14_WEIGHTS, weights)
+    vocab_path = resolve_weight_file(HPS_BPE_VOCAB_FILE, vocab, extra_candidates=_installed_open_clip_vocab())
+    model = OpenCLIP(OpenCLIPConfig.preset("ViT-L-14-quickgelu"))
+    model.load_state_dict(load_openai_clip_state_dict(path), strict=True)
+    tokenizer = CLIPBPETokenizer.from_file(vocab_path)
+    return clip_color_classifier(model, tokenizer, device, batch_size), [path, vocab_path]
 
 
 def load_openclip_color_classifier(
