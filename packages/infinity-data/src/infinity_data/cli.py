@@ -168,9 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", help="output folder (re-run the same command to resume)")
     p.add_argument("--from", dest="kind", choices=_KINDS, default="auto", help="input kind (default: detect)")
-    p.add_argument(
-        "--pn", default=None, help="shrink larger images to this pixel budget (0.06M/0.25M/0.60M/1M)"
-    )
+    p.add_argument("--pn", default=None, help="shrink larger images to this pixel budget (e.g. 0.25M or 1M)")
     p.add_argument(
         "--workers", type=int, default=_DEFAULT_WORKERS, help="decoding processes (0 = this process)"
     )
