@@ -250,3 +250,16 @@ def test_cli_generate_in_a_subprocess(files, tmp_path):
     assert done.returncode == 0, done.stderr
     assert Image.open(out).size == (64, 64)
     assert str(out) in done.stdout
+
+
+def test_bf16_autocast_pipeline_keeps_fp32_logits_close_to_the_fp32_run(files):
+    from infinity_model.text import TextEncoder
+
+    parts = (tiny_transformer().eval(), tiny_vae(), TextEncoder.from_pretrained(files["t5"]))
+    low, full = [], []
+    image = InfinityPipeline(*parts, dtype=torch.bfloat16)(["a cat"], schedule=SCHEDULE, callback=low.append)
+    InfinityPipeline(*parts)(["a cat"], schedule=SCHEDULE, callback=full.append)
+    assert image[0].size == (64, 64)
+    assert low[0].logits.dtype == torch.float32
+    torch.testing.assert_close(low[0].logits, full[0].logits, rtol=0, atol=0.1)
+    assert not torch.equal(low[0].logits, full[0].logits)  # the blocks really ran in bf16

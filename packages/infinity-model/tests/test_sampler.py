@@ -183,6 +183,8 @@ def test_top_p_removes_the_unlikely_bit_iff_its_probability_is_at_most_003f():
     assert torch.equal(ties, torch.zeros(3, 2))
     swapped = filter_bit_logits(torch.tensor([[5.0, 0.0]]), top_k=900, top_p=0.97)
     assert torch.isinf(swapped[0, 1]) and swapped[0, 0] == 5.0
+    greedy = filter_bit_logits(torch.tensor([[0.1, 0.2], [0.3, 0.3]]), top_k=1, top_p=0.0)
+    assert torch.isinf(greedy[0, 0]) and greedy[0, 1] == 0.2 and not torch.isinf(greedy[1]).any()
 
 
 def test_decoded_images_are_rgb_uint8_by_truncation():
