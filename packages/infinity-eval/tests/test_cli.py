@@ -177,3 +177,18 @@ def test_generate_writes_the_official_layout_and_a_manifest_and_resumes(tmp_path
         image_format="jpg",
     )
     assert all(r.image.suffix == ".jpg" and r.image.parent.name == r.prompt_id for r in read_manifest(ir))
+
+
+def test_fid_shard_statistics_merge_by_summation(tmp_path):
+    from infinity_eval.fid import FeatureStatistics
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2048))
+    FeatureStatistics.from_features(x[:10]).save(tmp_path / "s0.npz")
+    FeatureStatistics.from_features(x[10:]).save(tmp_path / "s1.npz")
+    args = ["fid", "--merge-stats", str(tmp_path / "s0.npz"), str(tmp_path / "s1.npz")]
+    assert main([*args, "--save-stats", str(tmp_path / "all.npz")]) == 0
+    merged = FeatureStatistics.load(tmp_path / "all.npz")
+    assert merged.n == 30
+    np.testing.assert_allclose(merged.sigma, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-12)
+    assert main(args) == 2  # --save-stats is required

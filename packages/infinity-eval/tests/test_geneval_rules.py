@@ -269,3 +269,19 @@ def test_validation_rejects_a_malformed_counting_line():
     }
     with pytest.raises(ValueError, match="counting shape"):
         validate_geneval_metadata([bad])
+
+
+def test_mmdet_results_convert_to_named_float32_detections_with_masks():
+    from infinity_eval.geneval import detections_from_mmdet
+
+    names = ["person", "bicycle", "car"]
+    bboxes = [np.zeros((0, 5), np.float32), np.array([[1, 2, 11, 12, 0.75]], np.float32), np.zeros((0, 5))]
+    mask = np.zeros((20, 20), bool)
+    mask[2:12, 1:11] = True
+    segms = [[], [mask], []]
+    out = detections_from_mmdet((bboxes, segms), names)
+    assert list(out) == ["bicycle"]
+    (d,) = out["bicycle"]
+    assert d.box == (1.0, 2.0, 11.0, 12.0) and d.score == float(np.float32(0.75)) and d.mask.sum() == 100
+    with pytest.raises(ValueError, match="expected 3"):
+        detections_from_mmdet((bboxes[:2], segms[:2]), names)

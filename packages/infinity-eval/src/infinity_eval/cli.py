@@ -225,7 +225,7 @@ def _cmd_imagereward(args: argparse.Namespace) -> int:
         scorer,
         args.out,
         summarize,
-        {"model": "ImageReward-v1.0", "metric_version": "imagereward-1"},
+        {**scorer.options(), "metric_version": "imagereward-1"},
         weights,
         Shard.parse(args.shard),
         args.batch_size,

@@ -34,6 +34,13 @@ def _metadata_mismatches(records: Sequence[ImageRecord]) -> list[str]:
     return sorted(out)
 
 
+def _images_per_prompt(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["metadata"]] = counts.get(row["metadata"], 0) + 1
+    return {"min": min(counts.values()), "max": max(counts.values())} if counts else {}
+
+
 def run_geneval(
     records: Sequence[ImageRecord],
     detector: Detector,
@@ -116,6 +123,7 @@ def run_geneval(
             "missing_images": sorted(expected - scored),
             "rows_with_other_protocols": other,
             "metadata_differs_from_shipped": _metadata_mismatches(records),
+            "images_per_prompt": _images_per_prompt(rows),
             "shard": f"{shard.index}/{shard.count}",
         }
     )
