@@ -3,7 +3,6 @@
 import hashlib
 
 import pytest
-
 from infinity_eval.weights import WeightFile, WeightsChecksumError, WeightsNotFoundError, resolve_weight_file
 
 SPEC = WeightFile("model.pt", "the Hugging Face repo org/model", hf_repos=("org/model",))
