@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from bsq_tokenizer import (
@@ -28,6 +29,11 @@ from bsq_tokenizer import (
 from torch import Tensor
 
 from .condition import TextCondition
+
+if TYPE_CHECKING:
+    from bsq_tokenizer import BSQVAE
+
+    from .transformer import Infinity
 
 __all__ = [
     "SampleResult",
@@ -182,7 +188,7 @@ def _make_generators(
     return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
-def codes_to_uint8(vae, codes: Tensor) -> Tensor:
+def codes_to_uint8(vae: BSQVAE, codes: Tensor) -> Tensor:
     """Decode summed codes ``(B, d, H, W)`` with the VAE to uint8 RGB ``(B, 16H', 16W', 3)``.
 
     ``uint8((img + 1) / 2 * 255)`` with truncation (not rounding), as the reference; channels stay RGB
@@ -199,14 +205,14 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def sample(
-    model,
+    model: Infinity,
     text: TextCondition,
     schedule: ScaleSchedule,
     config: SamplerConfig | None = None,
     *,
     negative_text: TextCondition | None = None,
     seed: int | Sequence[int] | None = 0,
-    vae=None,
+    vae: BSQVAE | None = None,
     callback: Callable[[ScaleStep], None] | None = None,
 ) -> SampleResult:
     """Sample one image per prompt of ``text`` with the Infinity ``model`` on ``schedule``.
