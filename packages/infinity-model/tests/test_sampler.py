@@ -240,3 +240,17 @@ def test_patchified_token_bit_c4_dy2_dx_lands_on_vae_channel_c_at_offset_dy_dx(m
     expected = torch.zeros(8, 8, 14, dtype=bits.dtype)
     expected[1::2, 0::2, 2] = 1
     assert torch.equal(bits, expected)
+
+
+def test_single_prompt_consumes_one_generator_stream_like_the_reference(model):
+    """B = 1: one generator seeded once, one multinomial over the (h*w*d, 2) matrix per scale, in scale order."""
+    steps: list[ScaleStep] = []
+    result = sample(model, random_text([6], seed=7), SCHEDULE, seed=1234, callback=steps.append)
+    rng = torch.Generator().manual_seed(1234)
+    for k, step in enumerate(steps):
+        flat = filter_bit_logits(step.logits.reshape(-1, 2), top_k=900, top_p=0.97)
+        draws = torch.multinomial(flat.softmax(-1), num_samples=1, replacement=True, generator=rng)
+        h, w = SCHEDULE.scales[k]
+        assert torch.equal(
+            draws.view(1, h, w, -1), result.bits[k]
+        )  # row (i*w + j)*d + c: token-major, bit-minor
