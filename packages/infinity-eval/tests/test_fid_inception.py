@@ -162,16 +162,21 @@ def test_pytorch_fid_protocol_maps_0_255_to_minus_one_one():
     assert torch.all(black == -1) and torch.allclose(white, torch.ones_like(white))
 
 
-def test_clean_protocol_is_v_minus_128_over_128_with_unclipped_bicubic():
-    grey = np.full((299, 299, 3), 255, np.uint8)
-    assert torch.all(preprocess_image(Image.fromarray(grey), "clean") == 127 / 128)
+def test_clean_protocol_is_v_minus_128_over_128_with_clipped_but_unquantised_float_bicubic():
+    white = np.full((299, 299, 3), 255, np.uint8)
+    assert torch.all(preprocess_image(Image.fromarray(white), "clean") == 127 / 128)
     step = np.zeros((64, 64, 3), np.uint8)
     step[:, 32:] = 255
     x = preprocess_image(Image.fromarray(step), "clean")
     assert x.shape == (3, 299, 299)
-    # bicubic overshoot survives: no clipping to [0, 255] and no re-quantisation
-    assert x.min() < -1.0 and x.max() > 127 / 128
-    assert not torch.allclose(x * 128 + 128, (x * 128 + 128).round())
+    # bicubic overshoot is clipped to [0, 255] like clean-fid's resizer ...
+    assert x.min() == -1.0 and x.max() == 127 / 128
+    # ... but the values are not re-quantised to integers
+    v = x * 128 + 128
+    assert not torch.allclose(v, v.round())
+    # and they equal PIL's float bicubic of each channel
+    plane = Image.fromarray(step[:, :, 0].astype(np.float32)).resize((299, 299), Image.Resampling.BICUBIC)
+    torch.testing.assert_close(v[0], torch.from_numpy(np.asarray(plane).clip(0, 255)), rtol=0, atol=1e-4)
 
 
 @pytest.mark.skipif(

@@ -2,8 +2,9 @@
 
 * `pytorch-fid` (default): PIL -> RGB -> float [0, 1]; bilinear resize to 299² inside the net (align_corners
   False, no antialias); network input 2p − 1.
-* `clean` (clean-fid): PIL -> RGB uint8; per channel PIL bicubic resize on float32 ("F" mode), no clipping and
-  no re-quantisation; network input (v − 128)/128.
+* `clean` (clean-fid): PIL -> RGB uint8; per channel PIL bicubic resize on float32 ("F" mode), clipped to
+  [0, 255] as clean-fid's resizer does (spec §2.2 says "no clipping"; clean-fid clips — see the README), no
+  re-quantisation; network input (v − 128)/128.
 Each image is preprocessed on its own, so folders of mixed sizes work and batching never changes a feature.
 """
 
@@ -46,7 +47,7 @@ def preprocess_image(img: Image.Image, protocol: str = "pytorch-fid") -> Tensor:
         plane = Image.fromarray(arr[:, :, c].astype(np.float32))
         if plane.size != (FID_SIZE, FID_SIZE):
             plane = plane.resize((FID_SIZE, FID_SIZE), resample=Image.Resampling.BICUBIC)
-        channels.append(np.asarray(plane, dtype=np.float32))
+        channels.append(np.asarray(plane, dtype=np.float32).clip(0, 255))
     v = torch.from_numpy(np.stack(channels, axis=0))
     return (v - 128.0) / 128.0
 
