@@ -113,7 +113,10 @@ def relative_position(
     """Relations of A to B from box centres; offsets shrink by threshold·(size_A + size_B) per axis."""
     box_a, box_b = np.asarray(a.box, np.float64), np.asarray(b.box, np.float64)
     center_a, center_b = (box_a[:2] + box_a[2:]) / 2, (box_b[:2] + box_b[2:]) / 2
-    size_a, size_b = box_a[2:] - box_a[:2], box_b[2:] - box_b[:2]
+    size_a, size_b = (
+        np.abs(box_a[2:] - box_a[:2]),
+        np.abs(box_b[2:] - box_b[:2]),
+    )  # sizes as |x2 − x1|, |y2 − y1|
     offset = center_a - center_b
     revised = np.maximum(np.abs(offset) - position_threshold * (size_a + size_b), 0) * np.sign(offset)
     if np.all(np.abs(revised) < dead_zone):
