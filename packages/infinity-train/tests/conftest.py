@@ -13,6 +13,8 @@ import pytest
 
 HERE = Path(__file__).parent
 SCENARIOS = HERE / "scenarios.py"
+if str(HERE) not in sys.path:  # scenarios.py holds the tiny configs shared with the subprocess scenarios
+    sys.path.insert(0, str(HERE))
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,6 @@ def assets(tmp_path_factory) -> dict[str, str]:
     convert_folder(val_images, root / "val_shards", ConvertConfig())
     write_tiny_t5(root / "t5", d_model=32)
     torch.manual_seed(0)
-    sys.path.insert(0, str(HERE))
     from scenarios import tiny_vae_config
 
     save_vae(BSQVAE(tiny_vae_config()), root / "vae.safetensors")

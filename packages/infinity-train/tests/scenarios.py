@@ -115,6 +115,9 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
         cfg = transformer_config(
             work / f"zero{stage}", assets, max_steps=8, deepspeed={"zero_stage": stage, "precision": "fp32"}
         )
+        if stage == 2:  # periodic validation loss on held-out shards
+            cfg["data"]["val_shards"] = assets["val_shards"]
+            cfg["logging"]["val_every"] = 4
         trainer = _trainer(cfg, dist)
         out[f"zero{stage}"] = _losses(trainer.run())
         if stage == 3:
@@ -147,8 +150,8 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     real = trainer.forward_loss
     calls = {"n": 0}
 
-    def flaky(batch, generator, train):
-        res, tokens = real(batch, generator, train)
+    def flaky(batch, generator, train, **kwargs):
+        res, tokens = real(batch, generator, train, **kwargs)
         calls["n"] += 1
         if calls["n"] == 2 or calls["n"] >= 4:
             object.__setattr__(res, "loss", res.loss * float("nan"))

@@ -130,3 +130,26 @@ def test_vae_loss_terms_behave():
     assert entropy.item() < 0 and commitment.item() >= 0
     collapsed = torch.ones(4, 8, 8, 8)
     assert bsq_entropy_and_commitment(collapsed)[0].item() > entropy.item()
+
+
+def _tiny_infinity(width: int = 64):
+    from infinity_model import Infinity, InfinityConfig
+
+    cfg = InfinityConfig(depth=2, embed_dim=width, num_heads=2, text_channels=32, text_maxlen=8, pool_heads=2)
+    return Infinity(cfg)
+
+
+def test_init_from_official_pth_is_strict(tmp_path):
+    from infinity_train.transformer_trainer import init_from_official
+
+    torch.manual_seed(1)
+    source = _tiny_infinity()
+    path = tmp_path / "official.pth"
+    torch.save(source.state_dict(), path)  # the released files are flat state dicts (architecture spec §11)
+    torch.manual_seed(2)
+    target = _tiny_infinity()
+    init_from_official(target, str(path))
+    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(Exception, match=r"(?i)shape|size|mismatch|missing|unexpected"):
+        init_from_official(_tiny_infinity(width=128), str(path))  # a checkpoint of another model size

@@ -6,6 +6,8 @@ second one resumes; the 2-process run goes through the ``deepspeed`` launcher an
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -27,11 +29,17 @@ def _falls(losses: list[float]) -> bool:
     return sum(losses[-k:]) / k < sum(losses[:k]) / k
 
 
-def test_zero_0_2_3_single_process_losses_fall_and_agree(main_run):
+def test_zero_0_2_3_single_process_losses_fall_and_agree(main_run, work):
     out = main_run["stages"]
     for stage in (0, 2, 3):
         assert len(out[f"zero{stage}"]) == 8
         assert _falls(out[f"zero{stage}"]), out[f"zero{stage}"]
+    # periodic validation (every 4 steps) wrote val records with a finite loss
+    records = [
+        json.loads(line) for line in (work / "stages" / "zero2" / "metrics.jsonl").read_text().splitlines()
+    ]
+    val = [r for r in records if r["split"] == "val"]
+    assert [r["step"] for r in val] == [4, 8] and all(0 < r["loss"] < 1 for r in val)
     # same seed, same data, fp32: the three sharding strategies compute the same training
     for a, b in zip(out["zero0"], out["zero3"], strict=True):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
@@ -79,3 +87,35 @@ def test_tokenizer_training_reduces_reconstruction_error(main_run):
     assert out["val_after"]["rec_l1"] < out["val_before"]["rec_l1"]
     # the discriminator switches on at disc_start = 8
     assert all(d is None for d in out["disc_loss"][:8]) and all(d is not None for d in out["disc_loss"][8:])
+
+
+def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, assets):
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from scenarios import transformer_config
+
+    cfg = transformer_config(tmp_path / "run", assets, max_steps=6, checkpoint={"save_every": 3})
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(cfg))
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "infinity-train-pycache"),
+    }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "infinity_train.cli", "transformer", "--config", str(path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if r["split"] == "train"]
+    assert len(losses) == 6 and _falls(losses), losses
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text() == "step00000006"
+    for name in ("trainer_state_rank0.pt", "trainer_state_rank1.pt", "run_config.json", "COMPLETE"):
+        assert (ckpt / "step00000006" / name).is_file()

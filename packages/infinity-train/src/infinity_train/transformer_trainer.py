@@ -12,16 +12,26 @@ import torch
 from torch import nn
 
 from .bsc import bitwise_self_correction
-from .config import RunConfig
+from .config import BSCConfig, RunConfig
 from .distributed import DistInfo, build_ds_config, create_engine
 from .ema import EMA
 from .loop import TrainLoop
 from .losses import bit_cross_entropy
 from .lr_schedule import apply_lr_wd, peak_lr
 
-__all__ = ["TransformerTrainer", "build_infinity_config", "load_frozen_vae", "param_groups", "schedule_for"]
+__all__ = [
+    "TransformerTrainer",
+    "build_infinity_config",
+    "init_from_official",
+    "load_frozen_vae",
+    "param_groups",
+    "schedule_for",
+]
 
 log = logging.getLogger(__name__)
+
+# BSC of the reference's validation-loss script (bitwise-self-correction.md §1, validation_loss.py defaults).
+VALIDATION_BSC = BSCConfig(noise_apply_layers=20, noise_apply_strength=0.2, requant=True)
 
 # Parameter-name fragments of the no-weight-decay group (training spec §2, ``--nowd 1``).
 _NO_DECAY_NAMES = (
@@ -107,6 +117,15 @@ def load_frozen_vae(path: str, preset: str, overrides: dict[str, Any], device: t
     return vae.to(device).eval().requires_grad_(False)
 
 
+def init_from_official(model: nn.Module, path: str) -> None:
+    """Fine-tuning start: copy an official checkpoint into ``model`` strictly (same architecture required)."""
+    from infinity_model import load_official_infinity
+
+    loaded = load_official_infinity(path, model.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    log.info("initialised the transformer from %s (strict)", path)
+
+
 class TransformerTrainer(TrainLoop):
     """DeepSpeed training of ``infinity_model.Infinity`` with BSC inputs and the spec's loss."""
 
@@ -128,7 +147,7 @@ class TransformerTrainer(TrainLoop):
         torch.manual_seed(config.seed)  # identical init on every rank
         model = Infinity(self.model_config)
         if config.checkpoint.init_from:
-            self._init_from(model, config.checkpoint.init_from)
+            init_from_official(model, config.checkpoint.init_from)
         else:
             model.init_weights(generator=torch.Generator().manual_seed(config.seed))
         if config.transformer.activation_checkpointing:
@@ -171,13 +190,6 @@ class TransformerTrainer(TrainLoop):
     def engine(self) -> Any:
         return self.engines["model"]
 
-    def _init_from(self, model: nn.Module, path: str) -> None:
-        from infinity_model import load_official_infinity
-
-        loaded = load_official_infinity(path, self.model_config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict(), strict=True)
-        log.info("initialised the transformer from %s (strict)", path)
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.config.deepspeed.precision == "bf16":
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
@@ -201,7 +213,13 @@ class TransformerTrainer(TrainLoop):
             return TextCondition(torch.cat(rows, 0), lengths).to(self.dist.device)
         return self.text_encoder.encode(list(batch["captions"])).to(self.dist.device)
 
-    def forward_loss(self, batch: dict[str, Any], generator: torch.Generator, train: bool):
+    def forward_loss(
+        self,
+        batch: dict[str, Any],
+        generator: torch.Generator,
+        train: bool,
+        bsc_config: BSCConfig | None = None,
+    ):
         """BSC + teacher-forced forward + loss of one batch; returns (BitLoss, number of tokens)."""
         cfg = self.config
         images = batch["images"].to(self.dist.device, torch.float32)
@@ -218,7 +236,7 @@ class TransformerTrainer(TrainLoop):
                 latent,
                 schedule.vae_scales(patchify),
                 self.vae.quantizer.lfq,
-                cfg.transformer.bsc,
+                bsc_config or cfg.transformer.bsc,
                 generator,
                 patchify=patchify,
             )
@@ -265,13 +283,14 @@ class TransformerTrainer(TrainLoop):
 
     @torch.no_grad()
     def validation_metrics(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
-        """Validation loss as the reference computes it: BSC-corrupted inputs, no condition dropout."""
+        """Validation loss as the reference's validation_loss.py: BSC-corrupted inputs (20 layers, strength 0.2,
+        requant), no condition dropout, a fixed generator so every validation sees the same corruption."""
         self.engine.eval()
         gen = torch.Generator().manual_seed(self.config.seed + 12345 + self.dist.rank)
         sums: dict[str, float] = {}
         n = 0
         for batch in batches:
-            out, _ = self.forward_loss(batch, gen, train=False)
+            out, _ = self.forward_loss(batch, gen, train=False, bsc_config=VALIDATION_BSC)
             for key, value in (
                 ("loss", out.loss.item()),
                 ("bit_acc", out.bit_acc),
