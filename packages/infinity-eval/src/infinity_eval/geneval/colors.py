@@ -9,6 +9,7 @@ on the package's own torch CLIP (no open_clip / torchvision needed); `load_openc
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -151,7 +152,12 @@ def load_openai_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, Tenso
         with zipfile.ZipFile(p) as zf:
             is_script = any(n.startswith("code/") or "/code/" in n for n in zf.namelist())
     if is_script:
-        state = {k: v.detach() for k, v in torch.jit.load(str(p), map_location="cpu").state_dict().items()}
+        with (
+            warnings.catch_warnings()
+        ):  # OpenAI ships TorchScript; torch deprecates the format, not the loader
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.load(str(p), map_location="cpu")
+        state = {k: v.detach() for k, v in scripted.state_dict().items()}
     else:
         state = torch.load(p, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
