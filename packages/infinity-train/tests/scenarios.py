@@ -214,22 +214,36 @@ def scenario_resume_b(work: Path, assets: dict[str, str]) -> dict[str, Any]:
 
 
 def scenario_tokenizer(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    import torch
+    from bsq_tokenizer import load_vae
     from infinity_train.distributed import init_distributed
+    from infinity_train.export import export_checkpoint
 
     dist = init_distributed()
-    trainer = _trainer(
-        tokenizer_config(work / "vae", assets, data={"val_shards": assets["val_shards"]}), dist
-    )
+    cfg = tokenizer_config(work / "vae", assets, data={"val_shards": assets["val_shards"]})
+    trainer = _trainer(cfg, dist)
     before = trainer.run_validation()
     history = trainer.run()
     after = trainer.run_validation()
     trainer.save()
+    trained = {k: v.detach().clone() for k, v in trainer.vae_engine.module.state_dict().items()}
     trainer.close()
+    # resume: both engines (VAE + discriminator) and the LeCam state come back
+    resumed = _trainer(cfg, dist)
+    resumed_equal = all(torch.equal(trained[k], v) for k, v in resumed.vae_engine.module.state_dict().items())
+    lecam = [resumed.lecam_real, resumed.lecam_fake]
+    resumed.close()
+    exported = load_vae(export_checkpoint(work / "vae", work / "vae_export") / "vae.safetensors")
+    export_equal = all(torch.equal(trained[k], v) for k, v in exported.state_dict().items())
     return {
         "rec_l1": _losses(history, "rec_l1"),
         "disc_loss": [h.get("disc_loss") for h in history],
         "val_before": before,
         "val_after": after,
+        "resumed_step": resumed.step,
+        "resumed_equal": resumed_equal,
+        "lecam": lecam,
+        "export_equal": export_equal,
     }
 
 

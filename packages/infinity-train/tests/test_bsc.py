@@ -95,3 +95,23 @@ def test_patchified_tokens_use_space_to_depth_channel_order():
         for dy in range(2):
             for dx in range(2):
                 assert token[c * 4 + dy * 2 + dx] == ref[0, dy, dx, c]
+
+
+def test_bsc_inputs_equal_the_models_teacher_forcing_inputs_of_the_flipped_bits():
+    """With re-quantisation on every scale, BSC's inputs are Infinity.scale_inputs_from_bits(noisy bits)."""
+    from bsq_tokenizer import custom_schedule
+    from infinity_model import Infinity, InfinityConfig
+
+    schedule = custom_schedule([(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)])
+    model = Infinity(
+        InfinityConfig(
+            depth=1, embed_dim=64, num_heads=2, d_vae=16, text_channels=32, text_maxlen=8, pool_heads=2
+        )
+    )
+    z = _latent(b=2, d=16, seed=9)
+    out = bitwise_self_correction(
+        z, schedule.vae_scales(), BSQ(16), BSCConfig(), torch.Generator().manual_seed(1)
+    )
+    assert any(p > 0 for p in out.flip_probs[:-1])
+    expect = model.scale_inputs_from_bits(out.noisy_bits, schedule)
+    torch.testing.assert_close(out.inputs, expect, rtol=0, atol=0)

@@ -153,3 +153,14 @@ def test_init_from_official_pth_is_strict(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(Exception, match=r"(?i)shape|size|mismatch|missing|unexpected"):
         init_from_official(_tiny_infinity(width=128), str(path))  # a checkpoint of another model size
+
+
+def test_precomputed_text_features_are_packed_per_sample():
+    from infinity_train.transformer_trainer import text_condition_from_batch
+
+    feats = [torch.randn(3, 8), torch.randn(5, 8)]
+    text = text_condition_from_batch({"t5_features": feats}, True, None, torch.device("cpu"))
+    assert text.lengths.tolist() == [3, 5]
+    torch.testing.assert_close(text.features, torch.cat(feats))
+    with pytest.raises(KeyError, match="t5_features"):
+        text_condition_from_batch({"captions": ["a"]}, True, None, torch.device("cpu"))

@@ -80,13 +80,16 @@ def test_run_stopped_after_k_steps_and_resumed_gives_exactly_the_uninterrupted_l
     assert "different model" in b["wrong_size_error"]
 
 
-def test_tokenizer_training_reduces_reconstruction_error(main_run):
+def test_tokenizer_training_reduces_reconstruction_error_resumes_and_exports(main_run):
     out = main_run["tokenizer"]
     rec = out["rec_l1"]
     assert sum(rec[-3:]) / 3 < 0.8 * sum(rec[:3]) / 3, rec
     assert out["val_after"]["rec_l1"] < out["val_before"]["rec_l1"]
     # the discriminator switches on at disc_start = 8
     assert all(d is None for d in out["disc_loss"][:8]) and all(d is not None for d in out["disc_loss"][8:])
+    # resume restores the VAE engine (and the discriminator engine, loaded from <tag>/extra/disc) and LeCam EMAs
+    assert out["resumed_step"] == 16 and out["resumed_equal"] and all(v != 0.0 for v in out["lecam"])
+    assert out["export_equal"]  # infinity-train export -> bsq_tokenizer.load_vae gives the trained weights
 
 
 def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, assets):

@@ -26,6 +26,7 @@ __all__ = [
     "load_frozen_vae",
     "param_groups",
     "schedule_for",
+    "text_condition_from_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,26 @@ def init_from_official(model: nn.Module, path: str) -> None:
     log.info("initialised the transformer from %s (strict)", path)
 
 
+def text_condition_from_batch(batch: dict[str, Any], precomputed: bool, encoder: Any, device: torch.device):
+    """Packed T5 features of a batch: the shards' precomputed rows (``t5_features``: list of (L_i, C)) or the
+    online encoder's output for ``captions``."""
+    from infinity_model import TextCondition
+
+    if precomputed:
+        feats = batch.get("t5_features")
+        if feats is None:
+            raise KeyError(
+                "data.use_precomputed_text is true but the batch has no 't5_features' (some sample of "
+                f"{batch.get('keys', '?')} has none); write the shards with T5 features or set it to false"
+            )
+        if isinstance(feats, TextCondition):
+            return feats.to(device)
+        rows = [torch.as_tensor(f).float() for f in feats]
+        lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
+        return TextCondition(torch.cat(rows, 0), lengths).to(device)
+    return encoder.encode(list(batch["captions"])).to(device)
+
+
 class TransformerTrainer(TrainLoop):
     """DeepSpeed training of ``infinity_model.Infinity`` with BSC inputs and the spec's loss."""
 
@@ -196,22 +217,9 @@ class TransformerTrainer(TrainLoop):
         return contextlib.nullcontext()
 
     def text_condition(self, batch: dict[str, Any]):
-        """Packed T5 features of the batch: precomputed ones from the shards or the online encoder's."""
-        from infinity_model import TextCondition
-
-        if self.config.data.use_precomputed_text:
-            feats = batch.get("t5_features")
-            if feats is None:
-                raise KeyError(
-                    "data.use_precomputed_text is true but the batch has no 't5_features'; write the shards with "
-                    "T5 features or set data.use_precomputed_text = false"
-                )
-            if isinstance(feats, TextCondition):
-                return feats.to(self.dist.device)
-            rows = [torch.as_tensor(f).float() for f in feats]  # list of (L_i, C)
-            lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
-            return TextCondition(torch.cat(rows, 0), lengths).to(self.dist.device)
-        return self.text_encoder.encode(list(batch["captions"])).to(self.dist.device)
+        return text_condition_from_batch(
+            batch, self.config.data.use_precomputed_text, self.text_encoder, self.dist.device
+        )
 
     def forward_loss(
         self,
