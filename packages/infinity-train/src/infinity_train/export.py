@@ -41,6 +41,16 @@ def consolidated_state_dict(save_dir: Path, tag: str, zero_stage: int) -> dict[s
     return {k: v.contiguous() for k, v in state.items()}
 
 
+def _fill_aliases(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Add entries for tensors the model holds under two names (BSQVAE's ``quantizer``/``quantize``): DeepSpeed
+    stores a shared tensor once, the model's strict state dict lists it under every name."""
+    first: dict[int, str] = {}
+    for key, value in model.state_dict().items():
+        canonical = first.setdefault(value.data_ptr(), key)
+        if key not in state and canonical in state and value.numel() > 0:
+            state[key] = state[canonical]
+
+
 def export_checkpoint(
     run_dir: str | Path, out: str | Path, *, tag: str | None = None, use_ema: bool = False
 ) -> Path:
@@ -70,6 +80,7 @@ def export_checkpoint(
 
         model_config = InfinityConfig.from_json(ckpt / "model_config.json")
         model = Infinity(model_config)
+        _fill_aliases(model, state)
         model.load_state_dict(state, strict=True)
         save_infinity(model, out)
     else:
@@ -77,6 +88,7 @@ def export_checkpoint(
 
         vae_config = VAEConfig.from_json((ckpt / "vae_config.json").read_text())
         model = BSQVAE(vae_config)
+        _fill_aliases(model, state)
         model.load_state_dict(state, strict=True)
         save_vae(model, out / "vae.safetensors")
     log.info("exported %s (%s%s) to %s", ckpt, config.task, ", EMA" if use_ema else "", out)
