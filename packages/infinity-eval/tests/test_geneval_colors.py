@@ -71,8 +71,8 @@ def _tiny_clip():
         embed_dim=16, image_size=28, patch_size=14, vision_width=32, vision_layers=1, vision_head_width=16,
         vocab_size=tokenizer.vocab_size, text_width=24, text_heads=2, text_layers=1, quick_gelu=True,
     )  # fmt: skip
-    torch.manual_seed(0)
-    return hps.OpenCLIP(cfg), tokenizer
+    # The model's constructor allocates without initialising: fill it from a seeded generator.
+    return hps.OpenCLIP(cfg).init_random_(torch.Generator().manual_seed(0)), tokenizer
 
 
 def test_openai_checkpoint_loads_strictly_without_its_scalar_entries(tmp_path):
