@@ -5,7 +5,7 @@
 Each case runs in its own ``torchrun`` job (gloo on CPU, nccl on CUDA) on a small transformer with a random
 tiny BSQ-VAE and synthetic images / precomputed text features, so only the training step is measured
 (BSC + forward + backward + optimizer step through DeepSpeed). Prints tokens/s (all ranks) and peak memory
-(CPU: peak RSS of the largest rank; CUDA: max allocated), with ratios against ZeRO-2 on 1 process.
+(CPU: growth of the peak RSS of the largest rank over its RSS after imports; CUDA: max allocated), with ratios against ZeRO-2 on 1 process.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ def worker(args: argparse.Namespace) -> None:
     from infinity_train import TransformerTrainer, config_from_dict, init_distributed, shutdown_distributed
 
     dist = init_distributed()
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after imports, before the model
     cfg = config_from_dict(
         {
             "run_dir": str(Path(args.out).parent / f"run_{args.stage}_{dist.world_size}"),
@@ -103,6 +104,7 @@ def worker(args: argparse.Namespace) -> None:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak -= base_rss  # what the model, optimizer, engine and step added on top of the libraries
     peak_t = torch.tensor([peak], dtype=torch.float64)
     torch.distributed.all_reduce(peak_t, op=torch.distributed.ReduceOp.MAX)
     if dist.is_main:
