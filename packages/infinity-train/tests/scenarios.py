@@ -115,6 +115,8 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
         cfg = transformer_config(
             work / f"zero{stage}", assets, max_steps=8, deepspeed={"zero_stage": stage, "precision": "fp32"}
         )
+        if stage == 3:  # EMA under ZeRO-3 (parameters gathered one at a time)
+            cfg["transformer"] = {"ema_decay": 0.9}
         if stage == 2:  # periodic validation loss on held-out shards
             cfg["data"]["val_shards"] = assets["val_shards"]
             cfg["logging"]["val_every"] = 4

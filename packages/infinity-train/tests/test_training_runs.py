@@ -68,6 +68,17 @@ def test_export_of_zero3_checkpoint_loads_in_infinity_model_with_the_same_logits
         logits = model(TextCondition(ref["features"], ref["lengths"]), ref["inputs"], schedule)
     torch.testing.assert_close(logits, ref["logits"], rtol=0, atol=1e-5)
 
+    # --ema exports the EMA weights (and the buffers of the model)
+    from bsq_tokenizer import load_safetensors
+
+    ema = load_safetensors(work / "stages" / "zero3" / "checkpoints" / "step00000008" / "ema.safetensors")
+    ema_model = load_infinity(
+        export_checkpoint(work / "stages" / "zero3", work / "exported_ema", use_ema=True)
+    )
+    state = ema_model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in ema.items())
+    assert not torch.equal(state["head.weight"], model.state_dict()["head.weight"])
+
 
 def test_run_stopped_after_k_steps_and_resumed_gives_exactly_the_uninterrupted_losses(
     main_run, work, assets, run_scenario
