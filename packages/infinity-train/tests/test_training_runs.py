@@ -133,3 +133,98 @@ def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, asse
     assert (ckpt / "latest").read_text() == "step00000006"
     for name in ("trainer_state_rank0.pt", "trainer_state_rank1.pt", "run_config.json", "COMPLETE"):
         assert (ckpt / "step00000006" / name).is_file()
+
+
+def test_two_process_deepspeed_launcher_run_killed_resumes_and_exports_for_infinity_generate(
+    tmp_path, assets
+):
+    """The acceptance path: deepspeed launcher (2 CPU ranks, gloo) → kill -9 mid-run → rerun resumes from the
+    last complete checkpoint and reproduces the steps the killed run had logged → export → `infinity generate`."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from scenarios import transformer_config
+
+    run_dir = tmp_path / "run"
+    cfg = transformer_config(run_dir, assets, max_steps=400, checkpoint={"save_every": 3, "keep_last": 2})
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "infinity-train-pycache")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port"]
+    launcher += [str(29500 + os.getpid() % 1000), "--module", "infinity_train.cli", "transformer", "--config"]
+    metrics = run_dir / "metrics.jsonl"
+
+    def train_records() -> list[dict]:
+        if not metrics.is_file():
+            return []
+        lines = metrics.read_text().splitlines()
+        return [json.loads(x) for x in lines if x.endswith("}") and '"split": "train"' in x]
+
+    first = subprocess.Popen(
+        [*launcher, str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while not any(r["step"] >= 7 for r in train_records()):
+        assert first.poll() is None, first.stderr.read()[-4000:].decode()
+        assert time.monotonic() < deadline, "the first run did not reach step 7"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole launcher + both ranks, mid-run
+    first.wait()
+    killed = {r["step"]: r["loss"] for r in train_records()}
+    latest = int((run_dir / "checkpoints" / "latest").read_text().removeprefix("step"))
+    assert latest >= 3 and latest % 3 == 0
+
+    cfg["max_steps"] = latest + 3
+    path.write_text(json.dumps(cfg))
+    proc = subprocess.run([*launcher, str(path)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    records = train_records()
+    resumed = {r["step"]: r["loss"] for r in records[len(killed) :]}
+    assert sorted(resumed) == [latest + 1, latest + 2, latest + 3]
+    for step, loss in resumed.items():
+        if step in killed:
+            assert loss == killed[step]  # the killed run had logged it: the resumed run reproduces it exactly
+    losses = [killed[s] for s in sorted(killed) if s <= latest] + [resumed[s] for s in sorted(resumed)]
+    assert _falls(losses), losses
+
+    exported = tmp_path / "exported"
+    cli = [sys.executable, "-m", "infinity_train.cli", "export", str(run_dir), str(exported)]
+    assert subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    image = tmp_path / "out.png"
+    gen = [
+        sys.executable,
+        "-m",
+        "infinity_model.cli",
+        "generate",
+        "a photo of a red circle",
+        "--model",
+        str(exported),
+    ]
+    gen += [
+        "--vae",
+        assets["vae"],
+        "--text-encoder",
+        assets["t5"],
+        "--scales",
+        "1x1,2x2,4x4",
+        "--device",
+        "cpu",
+    ]
+    gen += ["-o", str(image)]
+    out = subprocess.run(gen, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    from PIL import Image
+
+    assert Image.open(image).size == (64, 64)
