@@ -92,6 +92,17 @@ def test_prompts_read_like_geneval_prompts():
         random_spec(rng, "texture")
 
 
+def test_position_prompts_come_with_and_without_colours():
+    rng = random.Random(5)
+    specs = [random_spec(rng, "position") for _ in range(40)]
+    colored = [s for s in specs if "color" in s["include"][0]]
+    assert 0 < len(colored) < len(specs)
+    for spec in colored:
+        a, b = spec["include"]
+        relation = b["position"][0]
+        assert spec["prompt"] == f"a photo of a {b['color']} {b['class']} {relation} a {a['color']} {a['class']}"
+
+
 def test_write_folder_writes_image_caption_and_spec_per_sample(tmp_path):
     out = write_folder(tmp_path / "shapes", count=5, seed=1, long_side=64)
     keys = sorted(p.stem for p in out.glob("*.png"))

@@ -29,6 +29,7 @@ BACKGROUNDS: tuple[tuple[int, int, int], ...] = ((255, 255, 255), (236, 236, 236
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "color_attr", "position")
 COUNT_WORDS: dict[int, str] = {2: "two", 3: "three", 4: "four"}
+POSITION_COLOR_PROB = 0.5
 # Height/width ratios the world is rendered in (each maps onto one of the schedule templates).
 ASPECT_RATIOS: tuple[float, ...] = (1.0, 0.75, 1.333, 0.5, 2.0)
 
@@ -95,11 +96,18 @@ def random_spec(rng: random.Random, tag: str | None = None) -> dict:
         prompt = f"a photo of {_phrase(shape_a, color_a)} and {_phrase(shape_b, color_b)}"
     elif tag == "position":
         relation = rng.choice(RELATIONS)
-        include = [
-            {"class": shape_a, "count": 1},
-            {"class": shape_b, "count": 1, "position": [relation, 0]},
-        ]
-        prompt = f"a photo of {_phrase(shape_b, None)} {relation} {_phrase(shape_a, None)}"
+        # Half of the position prompts also name colours ("a red circle above a blue square"), which GenEval's
+        # position prompts do not; the rules check both, and the model learns to compose the two.
+        colored = rng.random() < POSITION_COLOR_PROB
+        clause_a: dict = {"class": shape_a, "count": 1}
+        clause_b: dict = {"class": shape_b, "count": 1, "position": [relation, 0]}
+        if colored:
+            clause_a["color"], clause_b["color"] = color_a, color_b
+        include = [clause_a, clause_b]
+        prompt = (
+            f"a photo of {_phrase(shape_b, color_b if colored else None)} {relation} "
+            f"{_phrase(shape_a, color_a if colored else None)}"
+        )
     else:
         raise ValueError(f"unknown shapes tag {tag!r}; expected one of {TAGS}")
     return {"tag": tag, "include": include, "prompt": prompt}

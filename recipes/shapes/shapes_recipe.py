@@ -1,0 +1,287 @@
+"""Steps of the shapes recipe that have no CLI of their own (reproduce.sh calls them in order).
+
+python recipes/shapes/shapes_recipe.py data --out WORK/data --train 12000 --heldout-images 300 --prompts 300
+python recipes/shapes/shapes_recipe.py text-encoder --out WORK/text_encoder
+python recipes/shapes/shapes_recipe.py package --model M --vae V --text-encoder T --out DIR --report R
+python recipes/shapes/shapes_recipe.py sample --model-dir DIR --prompts P --out WORK/eval/images
+python recipes/shapes/shapes_recipe.py grid --model-dir DIR --out grid.png
+python recipes/shapes/shapes_recipe.py report --geneval WORK/eval/geneval --fid WORK/eval/fid.txt ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("shapes_recipe")
+
+# Seeds of the three disjoint draws of the world: training images, held-out images (FID), held-out prompts.
+TRAIN_SEED = 1
+HELDOUT_IMAGE_SEED = 2
+HELDOUT_PROMPT_SEED = 3
+LONG_SIDE = 192  # rendered size; `infinity-data convert --pn 0.016M` resize-crops to 128x128 (1:1) etc.
+PN = "0.016M"
+
+# Sampling settings the shipped model is evaluated with (and `infinity generate` uses by default).
+GENERATION = {"pn": PN, "ratio": 1.0, "cfg": 3.0, "tau": 0.5, "top_k": 0, "top_p": 0.0}
+
+
+def shapes_vocabulary() -> list[str]:
+    """Whole-word tokens of the text encoder: every word a shapes caption can contain."""
+    from infinity_data.shapes import COLORS, COUNT_WORDS, RELATIONS, SHAPES
+
+    words = ["a", "an", "the", "photo", "of", "and", "with", "image", "picture"]
+    words += list(SHAPES) + [s + "s" for s in SHAPES]
+    words += list(COLORS) + list(COUNT_WORDS.values()) + ["one"]
+    for relation in RELATIONS:
+        words += relation.split()
+    return list(dict.fromkeys(words))
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from bsq_tokenizer import resize_crop_for_template
+    from infinity_data.shapes import generate, heldout_specs, write_folder
+
+    out = Path(args.out)
+    t0 = time.time()
+    write_folder(out / "train", args.train, TRAIN_SEED, long_side=LONG_SIDE)
+    log.info("wrote %d training images to %s (%.0f s)", args.train, out / "train", time.time() - t0)
+    # Held-out real images for FID: 1:1 like the evaluated samples, resized exactly as training images are.
+    real = out / "heldout_images"
+    real.mkdir(parents=True, exist_ok=True)
+    for i, sample in enumerate(generate(args.heldout_images, HELDOUT_IMAGE_SEED, LONG_SIDE, (1.0,))):
+        resize_crop_for_template(sample.image, 1.0, PN).save(real / f"{i:05d}.png")
+    specs = heldout_specs(args.prompts, HELDOUT_PROMPT_SEED)
+    with open(out / "heldout_prompts.jsonl", "w", encoding="utf-8") as handle:
+        for spec in specs:
+            handle.write(json.dumps(spec) + "\n")
+    train_prompts = {p.read_text().strip() for p in (out / "train").glob("*.txt")}
+    seen = sum(spec["prompt"] in train_prompts for spec in specs)
+    log.info(
+        "wrote %d held-out images and %d held-out prompts (%d of them also occur as training captions: the "
+        "world has few distinct sentences; the images and seeds are new)",
+        args.heldout_images,
+        len(specs),
+        seen,
+    )
+
+
+def cmd_text_encoder(args: argparse.Namespace) -> None:
+    import torch
+    from infinity_model import TextEncoder
+    from infinity_model.local_t5 import write_neighbour_t5
+
+    folder = write_neighbour_t5(args.out, shapes_vocabulary(), d_model=args.width, seed=0)
+    encoder = TextEncoder.from_pretrained(folder, max_length=32)
+    prompts = [
+        "a photo of a red circle above a blue square",
+        "a photo of a blue circle above a red square",
+        "a photo of a blue square above a red circle",
+    ]
+    feats, mask = encoder.encode_padded(prompts)
+    n = int(mask[0].sum())
+    for i in (1, 2):
+        cos = torch.nn.functional.cosine_similarity(feats[0, :n], feats[i, :n], dim=-1)
+        log.info(
+            "feature rows of %r vs %r: cosine min %.2f mean %.2f",
+            prompts[0],
+            prompts[i],
+            cos.min(),
+            cos.mean(),
+        )
+    log.info("text encoder (width %d, %d words) written to %s", args.width, len(shapes_vocabulary()), folder)
+
+
+def cmd_t5_shards(args: argparse.Namespace) -> None:
+    """Copy the shards, adding each caption's frozen T5 features (``<key>.t5.npy``, float16 [L, C])."""
+    from infinity_data import ShardIndex, ShardSample, ShardWriter, read_shard
+    from infinity_model import TextEncoder
+
+    encoder = TextEncoder.from_pretrained(args.text_encoder, max_length=64)
+    src, dst = Path(args.shards), Path(args.out)
+    part = dst.with_name(dst.name + ".part")
+    count = 0
+    with ShardWriter(part) as writer:
+        for shard in ShardIndex.load(src).shards:
+            samples = list(read_shard(src / shard.path))
+            metas = [json.loads(files["json"]) for _, files in samples]
+            text = encoder.encode([m["caption"] for m in metas])
+            offsets = [0, *text.lengths.cumsum(0).tolist()]
+            for i, ((key, files), meta) in enumerate(zip(samples, metas, strict=True)):
+                ext = next(e for e in ("png", "jpg", "webp") if e in files)
+                feats = text.features[offsets[i] : offsets[i + 1]].half().numpy()
+                writer.write(ShardSample(key, files[ext], ext, meta, t5=feats))
+                count += 1
+    ShardIndex.scan(part).save()
+    part.rename(dst)
+    log.info("wrote %d samples with T5 features to %s", count, dst)
+
+
+def cmd_package(args: argparse.Namespace) -> None:
+    from infinity_model.default_model import write_default_model
+
+    provenance = {"recipe": "recipes/shapes", "trained_on": "synthetic shapes world (infinity_data.shapes)"}
+    if args.report and Path(args.report).is_file():
+        provenance.update(json.loads(Path(args.report).read_text()))
+    root = write_default_model(args.out, args.model, args.vae, args.text_encoder, GENERATION, provenance)
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    log.info("default model written to %s (%.1f MB)", root, size / 1e6)
+
+
+def _pipeline(model_dir: str | None):
+    from infinity_model import InfinityPipeline
+    from infinity_model.default_model import load_default_model
+
+    dm = load_default_model(model_dir)
+    pipe = InfinityPipeline.from_pretrained(dm.model, dm.vae, dm.text_encoder, device="cpu")
+    return pipe, dm
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from infinity_eval import PromptItem, generate_benchmark
+
+    pipe, dm = _pipeline(args.model_dir)
+    g = dm.generation
+    schedule = pipe.schedule(g["ratio"], g["pn"])
+    specs = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    items = [
+        PromptItem(f"{i:05d}", s["prompt"], args.images_per_prompt, s["tag"], s) for i, s in enumerate(specs)
+    ]
+
+    def generator(prompts: list[str], seeds: list[int]):
+        return pipe(
+            prompts,
+            schedule=schedule,
+            cfg=g["cfg"],
+            tau=g["tau"],
+            top_k=g["top_k"],
+            top_p=g["top_p"],
+            seed=seeds,
+        )
+
+    t0 = time.time()
+    manifest = generate_benchmark(generator, items, args.out, "geneval", batch_size=args.batch_size, seed=0)
+    n = len(items) * args.images_per_prompt
+    log.info(
+        "sampled %d images in %.1f s (%.3f s/image) -> %s",
+        n,
+        time.time() - t0,
+        (time.time() - t0) / n,
+        manifest,
+    )
+
+
+def cmd_grid(args: argparse.Namespace) -> None:
+    from PIL import Image, ImageDraw
+
+    pipe, dm = _pipeline(args.model_dir)
+    g = dm.generation
+    prompts = [
+        "a photo of a red circle above a blue square",
+        "a photo of a yellow triangle",
+        "a photo of three squares",
+        "a photo of a green square and a purple circle",
+        "a photo of a triangle left of a circle",
+        "a photo of two circles",
+        "a photo of a blue triangle and a red square",
+        "a photo of a square below a triangle",
+    ]
+    images = pipe(
+        prompts,
+        schedule=pipe.schedule(g["ratio"], g["pn"]),
+        cfg=g["cfg"],
+        tau=g["tau"],
+        top_k=g["top_k"],
+        top_p=g["top_p"],
+        seed=list(range(len(prompts))),
+    )
+    cols, size, caption_h = 4, images[0].width, 30
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * size, rows * (size + caption_h)), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (img, prompt) in enumerate(zip(images, prompts, strict=True)):
+        x, y = (i % cols) * size, (i // cols) * (size + caption_h)
+        grid.paste(img, (x, y))
+        text = prompt.removeprefix("a photo of ")
+        words, lines = text.split(), [""]
+        for word in words:
+            if len(lines[-1]) + len(word) + 1 > 22:
+                lines.append("")
+            lines[-1] = (lines[-1] + " " + word).strip()
+        draw.multiline_text((x + 3, y + size + 2), "\n".join(lines[:2]), fill="black", spacing=1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(args.out)
+    log.info("sample grid written to %s", args.out)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    summary = json.loads((Path(args.geneval) / "summary.json").read_text())
+    report: dict = {"geneval_shapes": summary}
+    if args.fid and Path(args.fid).is_file():
+        text = Path(args.fid).read_text()
+        match = re.search(r"FID ([0-9.]+)", text)
+        report["fid"] = float(match.group(1)) if match else None
+        report["fid_line"] = text.strip().splitlines()[-1] if text.strip() else ""
+    else:
+        report["fid"] = None
+        report["fid_line"] = "not computed (no FID Inception weights; see recipes/shapes/README.md)"
+    if args.timings and Path(args.timings).is_file():
+        report["timings_s"] = json.loads(Path(args.timings).read_text())
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    log.info("report written to %s", args.out)
+    print(json.dumps({k: v for k, v in report.items() if k != "geneval_shapes"}, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("data", help="training images, held-out images (FID) and held-out prompts")
+    p.add_argument("--out", required=True)
+    p.add_argument("--train", type=int, default=12000)
+    p.add_argument("--heldout-images", type=int, default=300)
+    p.add_argument("--prompts", type=int, default=300)
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("text-encoder", help="the frozen T5 encoder + tokenizer of the shapes vocabulary")
+    p.add_argument("--out", required=True)
+    p.add_argument("--width", type=int, default=64)
+    p.set_defaults(func=cmd_text_encoder)
+    p = sub.add_parser("t5-shards", help="the shards again, with precomputed T5 features of every caption")
+    p.add_argument("--shards", required=True)
+    p.add_argument("--text-encoder", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_t5_shards)
+    p = sub.add_parser("package", help="write the default-model folder from the exported parts")
+    for name in ("--model", "--vae", "--text-encoder", "--out"):
+        p.add_argument(name, required=True)
+    p.add_argument("--report", default=None)
+    p.set_defaults(func=cmd_package)
+    p = sub.add_parser("sample", help="images for the held-out prompts in the GenEval layout")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--images-per-prompt", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("grid", help="a grid of samples for the README")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("report", help="collect the scores into one JSON")
+    p.add_argument("--geneval", required=True)
+    p.add_argument("--fid", default=None)
+    p.add_argument("--timings", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
