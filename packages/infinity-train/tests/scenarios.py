@@ -138,6 +138,14 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
                 work / "zero3_logits.pt",
             )
         trainer.close()
+    # bf16 = fp32 parameters + bf16 autocast (the reference recipe), also on CPU
+    cfg = transformer_config(
+        work / "bf16", assets, max_steps=3, deepspeed={"zero_stage": 2, "precision": "bf16"}
+    )
+    trainer = _trainer(cfg, dist)
+    out["bf16"] = _losses(trainer.run())
+    out["bf16_param_dtype"] = str(next(trainer.engine.module.parameters()).dtype)
+    trainer.close()
     # non-finite losses: one skipped micro batch, then a stop after 3 in a row
     from infinity_train.loop import NonFiniteLossError
 

@@ -40,6 +40,9 @@ def test_zero_0_2_3_single_process_losses_fall_and_agree(main_run, work):
     ]
     val = [r for r in records if r["split"] == "val"]
     assert [r["step"] for r in val] == [4, 8] and all(0 < r["loss"] < 1 for r in val)
+    # bf16 autocast trains with fp32 parameters and stays close to the fp32 run
+    assert out["bf16_param_dtype"] == "torch.float32" and len(out["bf16"]) == 3
+    assert out["bf16"] == pytest.approx(out["zero2"][:3], abs=2e-2)
     # same seed, same data, fp32: the three sharding strategies compute the same training
     for a, b in zip(out["zero0"], out["zero3"], strict=True):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
