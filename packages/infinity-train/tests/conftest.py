@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-SCENARIOS = HERE / "scenarios.py"
-if str(HERE) not in sys.path:  # scenarios.py holds the tiny configs shared with the subprocess scenarios
+SCENARIOS = HERE / "train_scenarios.py"
+# train_scenarios.py holds the tiny configs shared with the subprocess scenarios
+if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 
@@ -32,7 +33,7 @@ def assets(tmp_path_factory) -> dict[str, str]:
     convert_folder(val_images, root / "val_shards", ConvertConfig())
     write_tiny_t5(root / "t5", d_model=32)
     torch.manual_seed(0)
-    from scenarios import tiny_vae_config
+    from train_scenarios import tiny_vae_config
 
     save_vae(BSQVAE(tiny_vae_config()), root / "vae.safetensors")
     return {
@@ -45,13 +46,16 @@ def assets(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def run_scenario():
-    """``run_scenario(name, workdir, assets)`` runs ``scenarios.py`` in a fresh interpreter."""
+    """``run_scenario(name, workdir, assets)`` runs ``train_scenarios.py`` in a fresh interpreter."""
     return _run_scenario
 
 
 def _run_scenario(name: str, workdir: Path, assets: dict[str, str], timeout: int = 600) -> dict:
-    """Run ``scenarios.py name`` in a fresh interpreter (DeepSpeed keeps process-global state)."""
+    """Run ``train_scenarios.py name`` in a fresh interpreter (DeepSpeed keeps process-global state)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "DS_BUILD_OPS": "0"}
+    # MKL's GEMM results can depend on memory alignment, which differs between processes; its conditional
+    # numerical reproducibility mode makes a resumed process compute bit-identical losses.
+    env["MKL_CBWR"] = "COMPATIBLE"
     # Each scenario is a fresh interpreter importing torch, DeepSpeed and transformers: cache their bytecode
     # outside the repository so only the first one pays for compiling thousands of modules.
     env.pop("PYTHONDONTWRITEBYTECODE", None)

@@ -114,7 +114,7 @@ def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, asse
     import tempfile
     from pathlib import Path
 
-    from scenarios import transformer_config
+    from train_scenarios import transformer_config
 
     cfg = transformer_config(tmp_path / "run", assets, max_steps=6, checkpoint={"save_every": 3})
     path = tmp_path / "run.json"
@@ -152,13 +152,13 @@ def test_two_process_deepspeed_launcher_run_killed_resumes_and_exports_for_infin
     import time
     from pathlib import Path
 
-    from scenarios import transformer_config
+    from train_scenarios import transformer_config
 
     run_dir = tmp_path / "run"
     cfg = transformer_config(run_dir, assets, max_steps=400, checkpoint={"save_every": 3, "keep_last": 2})
     path = tmp_path / "run.json"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE"}  # see conftest._run_scenario
     env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "infinity-train-pycache")
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port"]

@@ -1,4 +1,4 @@
-"""Training scenarios run in a fresh interpreter by the tests: ``python scenarios.py NAME WORKDIR ASSETS_JSON``.
+"""Training scenarios run in a fresh interpreter by the tests: ``python train_scenarios.py NAME WORKDIR ASSETS_JSON``.
 
 Each writes ``WORKDIR/NAME.json`` with what the test asserts on.
 """
