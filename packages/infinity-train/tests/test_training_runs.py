@@ -55,6 +55,11 @@ def test_nonfinite_loss_is_skipped_logged_counted_and_stops_after_limit_in_a_row
     assert out["nan_skipped_total"] == 4 and out["nan_step"] == 2
     lines = (work / "stages" / "nan" / "metrics.jsonl").read_text().splitlines()
     assert sum('"split": "skip"' in line for line in lines) == 4
+    # a non-finite gradient with a finite loss: ZeRO-2 (DeepSpeed) skips that update, logged and counted, and
+    # training goes on; ZeRO-0 stops with a clear error before the poisoned update. Parameters stay finite.
+    assert out["nangrad2_error"] == "" and out["nangrad2_step"] == 4 and out["nangrad2_skipped"] == 1
+    assert "non-finite gradients" in out["nangrad0_error"] and out["nangrad0_step"] == 1
+    assert out["nangrad2_params_finite"] and out["nangrad0_params_finite"]
 
 
 def test_export_of_zero3_checkpoint_loads_in_infinity_model_with_the_same_logits(main_run, work):

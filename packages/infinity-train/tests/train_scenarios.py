@@ -146,6 +146,35 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     out["bf16"] = _losses(trainer.run())
     out["bf16_param_dtype"] = str(next(trainer.engine.module.parameters()).dtype)
     trainer.close()
+    # non-finite gradients with a finite loss: ZeRO-2 skips the update (logged), ZeRO-0 stops before updating
+    import math
+
+    from infinity_train.loop import NonFiniteGradientError
+
+    for stage in (2, 0):
+        cfg = transformer_config(
+            work / f"nangrad{stage}", assets, max_steps=4, deepspeed={"zero_stage": stage}
+        )
+        trainer = _trainer(cfg, dist)
+        head = trainer.engine.module.head.weight
+        seen = {"n": 0}
+
+        def poison(grad, seen=seen):
+            seen["n"] += 1
+            return grad * float("nan") if seen["n"] == 2 else grad
+
+        head.register_hook(poison)
+        try:
+            trainer.run()
+            out[f"nangrad{stage}_error"] = ""
+        except NonFiniteGradientError as exc:
+            out[f"nangrad{stage}_error"] = str(exc)
+        out[f"nangrad{stage}_step"] = trainer.step
+        out[f"nangrad{stage}_skipped"] = trainer.skipped_total
+        out[f"nangrad{stage}_params_finite"] = all(
+            math.isfinite(float(p.detach().double().sum())) for p in trainer.engine.module.parameters()
+        )
+        trainer.close()
     # non-finite losses: one skipped micro batch, then a stop after 3 in a row
     from infinity_train.loop import NonFiniteLossError
 

@@ -26,7 +26,7 @@ from .data import build_loader
 from .distributed import DistInfo, build_ds_config, init_distributed, shutdown_distributed
 from .ema import EMA
 from .export import consolidated_state_dict, export_checkpoint
-from .loop import NonFiniteLossError, TrainLoop
+from .loop import NonFiniteGradientError, NonFiniteLossError, TrainLoop
 from .losses import BitLoss, bit_cross_entropy, scale_token_weights
 from .lr_schedule import apply_lr_wd, lr_factor, peak_lr, weight_decay_at
 from .runner import train
@@ -46,6 +46,7 @@ __all__ = [
     "DistInfo",
     "LaplacianPyramidLoss",
     "LoggingConfig",
+    "NonFiniteGradientError",
     "NonFiniteLossError",
     "OptimConfig",
     "PatchDiscriminator",

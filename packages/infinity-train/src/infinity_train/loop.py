@@ -9,6 +9,7 @@ and automatic resume (model, optimizer, EMA, step counters, every RNG and the lo
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -30,13 +31,17 @@ from .config import RunConfig, config_to_dict
 from .distributed import DistInfo
 from .metrics import MetricLogger
 
-__all__ = ["NonFiniteLossError", "TrainLoop"]
+__all__ = ["NonFiniteGradientError", "NonFiniteLossError", "TrainLoop"]
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses; the run stops instead of training on garbage."""
+
+
+class NonFiniteGradientError(RuntimeError):
+    """Gradients were non-finite although the loss was finite, and the update cannot be skipped safely."""
 
 
 class TrainLoop(ABC):
@@ -100,6 +105,50 @@ class TrainLoop(ABC):
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return flag.item() == 0.0
+
+    def optimizer_step(self, engine: Any, name: str = "model") -> None:
+        """``engine.step()`` with a guard against non-finite gradients (the loss check cannot see them).
+
+        ZeRO-0: checked before the update (all ranks agree); ZeRO-1/2: DeepSpeed itself skips an update whose
+        gradient norm is not finite — logged and counted here; ZeRO-3: the update has happened, so the run
+        stops (resume from the last checkpoint). Raises :class:`NonFiniteGradientError` where it cannot skip.
+        """
+        boundary = engine.is_gradient_accumulation_boundary()
+        stage = engine.zero_optimization_stage()
+        if boundary and stage == 0:
+            bad = any(
+                p.grad is not None and not bool(torch.isfinite(p.grad).all())
+                for p in engine.module.parameters()
+            )
+            if not self.all_finite(torch.tensor(float("nan") if bad else 0.0)):
+                raise NonFiniteGradientError(
+                    f"non-finite gradients of '{name}' at step {self.step} with a finite loss (ZeRO-0); nothing was "
+                    "updated — lower the LR or check the data, then resume from the last checkpoint"
+                )
+        engine.step()
+        if not boundary or stage == 0:
+            return
+        norm = engine.get_global_grad_norm()
+        if norm is None or math.isfinite(float(norm)):
+            return
+        if stage in (1, 2):
+            self.skipped_total += 1
+            self.metrics.log(
+                self.step,
+                "skip",
+                {
+                    "reason": f"non-finite gradient norm of '{name}'; DeepSpeed skipped the update",
+                    "skipped_total": self.skipped_total,
+                },
+            )
+            log.warning(
+                "non-finite gradient norm of %s at step %d: update skipped by DeepSpeed", name, self.step
+            )
+            return
+        raise NonFiniteGradientError(
+            f"non-finite gradient norm of '{name}' at step {self.step} under ZeRO-{stage}: the update was applied; "
+            "resume from the last checkpoint with a lower LR"
+        )
 
     def mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
         if self.dist.world_size == 1 or not values:

@@ -158,7 +158,7 @@ class TokenizerTrainer(TrainLoop):
         apply_lr_wd(self.vae_engine.optimizer, cfg.optim, it, self.lr_peak)
         boundary = self.vae_engine.is_gradient_accumulation_boundary()
         self.vae_engine.backward(loss)
-        self.vae_engine.step()
+        self.optimizer_step(self.vae_engine, "vae")
         if self.ema is not None and boundary:
             self.ema.update(self.vae_engine.module)
         metrics: dict[str, Any] = {
@@ -186,7 +186,7 @@ class TokenizerTrainer(TrainLoop):
             # the D loss is finite whenever the G loss was (same inputs); a NaN here still skips the D step
             if self.all_finite(d_loss):
                 self.disc_engine.backward(d_loss)
-                self.disc_engine.step()
+                self.optimizer_step(self.disc_engine, "disc")
                 decay = lc.lecam_decay
                 self.lecam_real = decay * self.lecam_real + (1 - decay) * real.detach().mean().item()
                 self.lecam_fake = decay * self.lecam_fake + (1 - decay) * fake.detach().mean().item()

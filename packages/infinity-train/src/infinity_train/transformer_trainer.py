@@ -274,7 +274,7 @@ class TransformerTrainer(TrainLoop):
         apply_lr_wd(self.engine.optimizer, self.config.optim, it, self.lr_peak)
         self.engine.backward(out.loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
-        self.engine.step()
+        self.optimizer_step(self.engine, "model")
         if self.ema is not None and boundary:
             self.ema.update(self.engine.module)
         metrics: dict[str, Any] = {
