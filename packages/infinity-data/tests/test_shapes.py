@@ -100,7 +100,9 @@ def test_position_prompts_come_with_and_without_colours():
     for spec in colored:
         a, b = spec["include"]
         relation = b["position"][0]
-        assert spec["prompt"] == f"a photo of a {b['color']} {b['class']} {relation} a {a['color']} {a['class']}"
+        assert (
+            spec["prompt"] == f"a photo of a {b['color']} {b['class']} {relation} a {a['color']} {a['class']}"
+        )
 
 
 def test_write_folder_writes_image_caption_and_spec_per_sample(tmp_path):
