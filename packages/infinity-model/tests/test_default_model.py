@@ -82,3 +82,43 @@ def test_packaged_default_model_is_complete_when_shipped() -> None:
         pytest.skip("this checkout ships no default model yet (recipes/shapes/reproduce.sh writes it)")
     assert {"pn", "cfg", "tau"} <= set(dm.generation)
     assert (dm.model / "model.safetensors").is_file() and (dm.text_encoder / "tokenizer.json").is_file()
+
+
+def test_cli_generate_without_model_uses_the_default_model(
+    neighbour_t5: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from bsq_tokenizer import BSQVAE, VAEConfig, save_vae
+    from infinity_model import Infinity, InfinityConfig, save_infinity
+    from infinity_model import default_model as dm_module
+    from infinity_model.cli import main
+    from PIL import Image
+
+    config = InfinityConfig(
+        depth=2, embed_dim=64, num_heads=4, d_vae=8, text_channels=32, text_maxlen=64, pool_heads=2
+    )
+    torch.manual_seed(0)
+    model = Infinity(config)
+    model.init_weights(init_std=0.1, aln=0.5, aln_gamma=0.5, head_scale=1.0)
+    save_infinity(model, tmp_path / "transformer")
+    vae = BSQVAE(VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1))).eval()
+    save_vae(vae, tmp_path / "vae.safetensors")
+    generation = {"pn": "0.016M", "cfg": 2.0, "tau": 1.0, "top_k": 0, "top_p": 0.0}
+    root = write_default_model(
+        tmp_path / "dm", tmp_path / "transformer", tmp_path / "vae.safetensors", neighbour_t5, generation
+    )
+    monkeypatch.setattr(dm_module, "_PACKAGED", root)
+    out = tmp_path / "out.png"
+    assert main(["generate", "a photo of a red circle above a blue square", "-o", str(out)]) == 0
+    assert Image.open(out).size == (128, 128)  # the default model's pixel budget, not 1M
+    wide = tmp_path / "wide.png"
+    assert main(["generate", "a photo of a red circle", "--ratio", "0.5", "-o", str(wide)]) == 0
+    assert Image.open(wide).size == (160, 80)
+
+
+def test_cli_without_shipped_default_model_names_the_options(tmp_path: Path, monkeypatch, capsys) -> None:
+    from infinity_model import default_model as dm_module
+    from infinity_model.cli import main
+
+    monkeypatch.setattr(dm_module, "_PACKAGED", tmp_path / "absent")
+    assert main(["generate", "a cat", "-o", str(tmp_path / "x.png")]) == 2
+    assert "--model, --vae and --text-encoder" in capsys.readouterr().err

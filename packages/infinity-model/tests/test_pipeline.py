@@ -228,8 +228,8 @@ def test_cli_generate_writes_pngs_in_process(files, tmp_path):
     assert Image.open(alone).tobytes() == Image.open(tmp_path / "many_001.png").tobytes()
 
 
-def test_cli_without_model_says_no_default_model_is_shipped(files, capsys):
-    with pytest.raises(SystemExit, match="no default model shipped yet; pass --model"):
+def test_cli_with_vae_but_without_model_asks_for_the_model(files, capsys):
+    with pytest.raises(SystemExit, match="pass --model"):
         main(["generate", "a cat", "--vae", str(files["vae_pth"]), "--text-encoder", str(files["t5"])])
 
 

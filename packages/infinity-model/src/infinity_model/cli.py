@@ -12,9 +12,8 @@ __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("infinity_model.cli")
 
-NO_DEFAULT_MODEL = (
-    "no default model shipped yet; pass --model (an official .pth / sharded folder or our safetensors dir)"
-)
+# Sampling settings when neither the command line nor the default model's default_model.json gives them.
+SAMPLING_DEFAULTS = {"pn": "1M", "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97}
 
 
 def _float_list(text: str) -> float | tuple[float, ...]:
@@ -51,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--prompts-file", type=Path, help="text file with one prompt per line (blank lines skipped)"
     )
-    gen.add_argument("--model", type=Path, help="official .pth, sharded folder, or our safetensors folder")
+    gen.add_argument("--model", type=Path,
+                     help="official .pth, sharded folder, or our safetensors folder (default: the shipped shapes "
+                     "model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
     gen.add_argument(
         "--vae",
         type=Path,
@@ -69,16 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--vae-preset", help="VAE preset if it cannot be inferred (d16, d24, d32, d64, d14_patchify)"
     )
     gen.add_argument("--ratio", type=float, default=1.0, help="height / width; the nearest template is used")
-    gen.add_argument("--pn", default="1M", help="pixel budget: 0.06M, 0.25M, 0.60M or 1M")
+    gen.add_argument("--pn", default=None,
+                     help="pixel budget: 0.06M, 0.25M, 0.60M or 1M (default 1M; the default model's own)")  # fmt: skip
     gen.add_argument(
         "--scales", type=_scales, help="custom token grids instead of --ratio/--pn, e.g. 1x1,2x2,4x4,8x8"
     )
     gen.add_argument(
-        "--cfg", type=_float_list, default=3.0, help="guidance scale, or one per scale: 3,3,4,..."
+        "--cfg",
+        type=_float_list,
+        default=None,
+        help="guidance scale, or one per scale: 3,3,4,... (default 3)",
     )
-    gen.add_argument("--tau", type=_float_list, default=0.5, help="temperature, or one per scale")
-    gen.add_argument("--top-k", type=int, default=900)
-    gen.add_argument("--top-p", type=float, default=0.97)
+    gen.add_argument(
+        "--tau", type=_float_list, default=None, help="temperature, or one per scale (default 0.5)"
+    )
+    gen.add_argument("--top-k", type=int, default=None, help="default 900 (0 disables)")
+    gen.add_argument("--top-p", type=float, default=None, help="default 0.97 (0 disables)")
     gen.add_argument(
         "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
     )
@@ -126,8 +133,21 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .pipeline import InfinityPipeline
 
+    settings: dict = {}
+    if args.model is None and args.vae is None and args.text_encoder is None:
+        from .default_model import load_default_model
+
+        default = load_default_model()
+        args.model, args.vae, args.text_encoder = default.model, default.vae, default.text_encoder
+        settings = default.generation
+        logger.info("no --model: using the default model in %s", default.root)
+    for key, value in SAMPLING_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, settings.get(key, value))
     if args.model is None:
-        raise SystemExit(f"infinity generate: {NO_DEFAULT_MODEL}")
+        raise SystemExit(
+            "infinity generate: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
+        )
     if args.vae is None:
         raise SystemExit("infinity generate: pass --vae (the BSQ-VAE that matches the model)")
     if args.text_encoder is None:
