@@ -221,7 +221,12 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     summary = json.loads((Path(args.geneval) / "summary.json").read_text())
-    report: dict = {"geneval_shapes": summary}
+    report: dict = {
+        "shapes_geneval_overall": summary["overall"],
+        "shapes_geneval_tags": summary["tags"],
+        "shapes_geneval_images": summary["images"],
+        "geneval_shapes": summary,
+    }
     if args.fid and Path(args.fid).is_file():
         text = Path(args.fid).read_text()
         match = re.search(r"FID ([0-9.]+)", text)
