@@ -101,16 +101,24 @@ class TokenizerTrainer(TrainLoop):
             raise ValueError(f"{p} holds VAE {loaded.config}, the run config asks for {self.vae_config}")
         vae.load_state_dict(loaded.state_dict(), strict=True)
 
-    def _scales(self):
-        """VAE-side quantizer schedule: ``data.scales`` when set, else the tokenizer's default for the latent."""
-        return [tuple(x) for x in self.config.data.scales] if self.config.data.scales else None
+    def _scales(self, template: float, latent_hw: tuple[int, int]) -> list[tuple[int, int]]:
+        """VAE-side quantizer schedule: ``data.scales`` when set, else the batch's (template, ``data.pn``) one."""
+        from .transformer_trainer import schedule_for
+
+        scales = list(schedule_for(self.config, template).vae_scales(self.vae_config.patchify))
+        if tuple(scales[-1]) != tuple(latent_hw):
+            raise ValueError(
+                f"the schedule for template {template} at data.pn={self.config.data.pn!r} ends at {scales[-1]}, "
+                f"but the VAE's latent is {latent_hw}; set data.scales to a schedule ending at the latent size"
+            )
+        return scales
 
     def _autocast(self):
         if self.config.deepspeed.precision == "bf16":
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _forward_vae(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_vae(self, images: torch.Tensor, template: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder latent z, unclamped reconstruction); the quantizer runs in fp32.
 
         Submodules are called directly (ZeRO-3 gathers parameters per submodule through its hooks)."""
@@ -118,7 +126,7 @@ class TokenizerTrainer(TrainLoop):
         dtype = next(vae.parameters()).dtype
         with self._autocast():
             z = vae.encoder(images.to(dtype)).float()
-        quant = vae.quantizer.quantize(z, self._scales())
+        quant = vae.quantizer.quantize(z, self._scales(template, (z.shape[-2], z.shape[-1])))
         with self._autocast():
             recon = vae.decoder(quant.codes.to(dtype)).float()
         return z, recon
@@ -132,7 +140,7 @@ class TokenizerTrainer(TrainLoop):
         cfg, lc = self.config, self.config.tokenizer_loss
         images = batch["images"].to(self.dist.device, torch.float32)
         self.vae_engine.train()
-        z, recon = self._forward_vae(images)
+        z, recon = self._forward_vae(images, float(batch["template"]))
         rec_l1 = (recon - images).abs().mean()
         rec_l2 = (recon - images).pow(2).mean()
         perceptual = self.perceptual(recon, images) if lc.perceptual_weight > 0 else recon.new_zeros(())
@@ -200,7 +208,7 @@ class TokenizerTrainer(TrainLoop):
         n = 0
         for batch in batches:
             images = batch["images"].to(self.dist.device, torch.float32)
-            _, recon = self._forward_vae(images)
+            _, recon = self._forward_vae(images, float(batch["template"]))
             recon = recon.clamp(-1, 1)
             mse = F.mse_loss(recon, images).item()
             sums["rec_l1"] += (recon - images).abs().mean().item()
