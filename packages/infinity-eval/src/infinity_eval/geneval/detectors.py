@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .._imports import import_object
-from ..io import ImageRecord
+from ..io import ImageRecord, _json_lines
 from ..weights import WeightFile, resolve_weight_file
 from .rules import Detection
 
@@ -100,20 +99,13 @@ class PrecomputedDetector:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._by_image: dict[str, tuple[dict, dict]] = {}
-        with open(self.path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{self.path}:{lineno}: not valid JSON ({err.msg})") from err
-                if "image" not in obj or "detections" not in obj:
-                    raise KeyError(f"{self.path}:{lineno}: needs keys 'image' and 'detections'")
-                image = Path(obj["image"])
-                if not image.is_absolute():
-                    image = self.path.parent / image
-                self._by_image[str(image.resolve())] = (obj["detections"], obj.get("masks") or {})
+        for lineno, obj in _json_lines(self.path):
+            if "image" not in obj or "detections" not in obj:
+                raise KeyError(f"{self.path}:{lineno}: needs keys 'image' and 'detections'")
+            image = Path(obj["image"])
+            if not image.is_absolute():
+                image = self.path.parent / image
+            self._by_image[str(image.resolve())] = (obj["detections"], obj.get("masks") or {})
 
     def detect(self, image: Image.Image, record: ImageRecord) -> Detections:
         key = str(Path(record.image).resolve())
