@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ._checkpoints import load_official_state_dict
 from ._clip_tokenizer import CLIPBPETokenizer
+from .scoring import paired_batches
 from .weights import WeightFile, resolve_weight_file
 
 __all__ = [
@@ -479,18 +480,10 @@ class HPSv21Scorer:
     @torch.no_grad()
     def score(self, prompts: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
         """Cosine of the normalised image and text features per pair (×100 gives the benchmark's unit)."""
-        if len(prompts) != len(images):
-            raise ValueError(
-                f"got {len(prompts)} prompts but {len(images)} images; pass one prompt per image"
-            )
         out: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch_prompts = list(prompts[start : start + self.batch_size])
+        for batch_prompts, batch_images in paired_batches(prompts, images, self.batch_size):
             pixels = torch.stack(
-                [
-                    hps_preprocess(im, self.config.image_size, antialias=self.antialias)
-                    for im in images[start : start + self.batch_size]
-                ]
+                [hps_preprocess(im, self.config.image_size, antialias=self.antialias) for im in batch_images]
             )
             tokens = self.tokenizer(batch_prompts)
             with torch.autocast(

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ._bert_tokenizer import BertWordPieceTokenizer
 from ._checkpoints import load_official_state_dict
+from .scoring import paired_batches
 from .weights import WeightFile, resolve_weight_file
 
 __all__ = [
@@ -590,14 +591,8 @@ class ImageRewardScorer:
 
     @torch.no_grad()
     def _run(self, prompts: Sequence[str], images: Sequence[Image.Image], normalise: bool) -> list[float]:
-        if len(prompts) != len(images):
-            raise ValueError(
-                f"got {len(prompts)} prompts but {len(images)} images; pass one prompt per image"
-            )
         out: list[float] = []
-        for start in range(0, len(prompts), self.batch_size):
-            batch_prompts = list(prompts[start : start + self.batch_size])
-            batch_images = images[start : start + self.batch_size]
+        for batch_prompts, batch_images in paired_batches(prompts, images, self.batch_size):
             pixels = torch.stack(
                 [imagereward_preprocess(_require_pil(im), self.config.image_size) for im in batch_images]
             )

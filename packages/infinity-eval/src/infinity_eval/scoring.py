@@ -11,13 +11,21 @@ from typing import Any, Protocol
 from .io import ImageRecord, load_image
 from .runs import ResultStore, Shard, protocol_id, read_all_results, run_header, write_csv, write_json
 
-__all__ = ["Scorer", "run_image_scorer"]
+__all__ = ["Scorer", "paired_batches", "run_image_scorer"]
 
 logger = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
     def score(self, prompts: Sequence[str], images: Sequence[Any]) -> list[float]: ...
+
+
+def paired_batches(prompts: Sequence[str], images: Sequence[Any], batch_size: int):
+    """Yield (prompts, images) slices of ``batch_size`` pairs; one prompt per image is required."""
+    if len(prompts) != len(images):
+        raise ValueError(f"got {len(prompts)} prompts but {len(images)} images; pass one prompt per image")
+    for start in range(0, len(prompts), batch_size):
+        yield list(prompts[start : start + batch_size]), images[start : start + batch_size]
 
 
 def run_image_scorer(
