@@ -209,3 +209,26 @@ def test_building_blocks_follow_the_spec_formulas():
     x5 = torch.randn(1, 48, 2, 4, 4)
     y5 = block(x5)
     torch.testing.assert_close(y5[:, :, 1], block(x5[:, :, 1]), rtol=1e-6, atol=1e-6)
+
+
+def test_norm_groups_sets_every_groupnorm_and_survives_save_and_load(tmp_path):
+    """A narrow model may fix its GroupNorm group count; the default stays the reference's 32-or-24 rule."""
+    from bsq_tokenizer import load_vae, save_vae
+
+    base = VAEConfig(codebook_dim=8, ch=24, ch_mult=(1, 2), num_res_blocks=1, patch_size=2)
+    wide_groups = base.replace(norm_groups=4)
+    counts = {m.num_groups for m in BSQVAE(base).modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert counts == {24}  # 24 and 48 channels: the reference rule gives 24 groups to both
+    model = BSQVAE(wide_groups)
+    assert {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {4}
+    # the weights have the same names and shapes either way, so the group count lives in the config
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in BSQVAE(base).state_dict().items()
+    }
+    save_vae(model, tmp_path / "vae.safetensors")
+    assert load_vae(tmp_path / "vae.safetensors").config.norm_groups == 4
+    assert VAEConfig.from_json(base.to_json()).norm_groups is None
+    with pytest.raises(ValueError, match=r"channel count 24 .* divisible by norm_groups=5"):
+        base.replace(norm_groups=5)
+    with pytest.raises(ValueError, match="norm_groups must be None or >= 1"):
+        base.replace(norm_groups=0)

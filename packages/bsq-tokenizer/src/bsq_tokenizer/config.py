@@ -11,13 +11,22 @@ from typing import Any
 __all__ = ["VAE_PRESETS", "VAEConfig"]
 
 
+def group_count(channels: int, norm_groups: int | None = None) -> int:
+    """GroupNorm groups: ``norm_groups`` when set, else the reference's rule (32 if C % 32 == 0 else 24)."""
+    if norm_groups is not None:
+        return norm_groups
+    return 32 if channels % 32 == 0 else 24
+
+
 @dataclass(frozen=True)
 class VAEConfig:
     """Architecture of a Flux-style BSQ-VAE (no attention, no quant convs).
 
     ``codebook_dim`` = d = bits per latent position; ``patch_size`` = spatial stride (2 ** number of
     down-sampling levels); ``patchify`` marks the 8B tokenizer whose transformer tokens are 2x2
-    space-to-depth groups of latent positions (4 * d bits per token).
+    space-to-depth groups of latent positions (4 * d bits per token). ``norm_groups`` = None keeps the
+    reference's GroupNorm rule (32 groups if C % 32 == 0 else 24); an int fixes the group count, for narrow
+    models whose layers would otherwise normalise single channels (the weights' shapes do not change).
     """
 
     codebook_dim: int = 32
@@ -28,6 +37,7 @@ class VAEConfig:
     out_channels: int = 3
     patch_size: int = 16
     patchify: bool = False
+    norm_groups: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
@@ -45,13 +55,20 @@ class VAEConfig:
                 f"patch_size {self.patch_size} needs {levels} down-sampling levels but ch_mult={self.ch_mult} "
                 f"only allows {len(self.ch_mult) - 1}; use a longer ch_mult or a smaller patch_size"
             )
-        for c in {self.ch * m for m in self.ch_mult}:
-            groups = 32 if c % 32 == 0 else 24
+        if self.norm_groups is not None and self.norm_groups < 1:
+            raise ValueError(f"norm_groups must be None or >= 1, got {self.norm_groups}")
+        for c in sorted({self.ch * m for m in self.ch_mult}):
+            groups = self.groups_for(c)
             if c % groups:
+                rule = f"norm_groups={self.norm_groups}" if self.norm_groups else "32 (or 24)"
                 raise ValueError(
-                    f"channel count {c} (ch={self.ch} x ch_mult) must be divisible by 32 (or 24) for GroupNorm; "
-                    "use ch = 32, 64, 128, ..."
+                    f"channel count {c} (ch={self.ch} x ch_mult) must be divisible by {rule} for GroupNorm; "
+                    "use ch = 32, 64, 128, ... or a norm_groups that divides every width"
                 )
+
+    def groups_for(self, channels: int) -> int:
+        """GroupNorm group count for a layer of ``channels`` in this model."""
+        return group_count(channels, self.norm_groups)
 
     @property
     def num_downsamples(self) -> int:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import VAEConfig
+from .config import VAEConfig, group_count
 from .image import check_multiple
 from .quantizer import MultiScaleBSQ, QuantizeOutput, codes_from_bits
 
@@ -39,11 +39,12 @@ class Conv(nn.Module):
 
 
 class Norm(nn.Module):
-    """Wrapper holding ``.norm``: GroupNorm (32 groups if C % 32 == 0 else 24), eps 1e-6, affine; per frame for 5-D."""
+    """Wrapper holding ``.norm``: GroupNorm (32 groups if C % 32 == 0 else 24, or ``norm_groups``), eps 1e-6,
+    affine; per frame for 5-D."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm_groups: int | None = None) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(32 if channels % 32 == 0 else 24, channels, eps=1e-6, affine=True)
+        self.norm = nn.GroupNorm(group_count(channels, norm_groups), channels, eps=1e-6, affine=True)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 5:
@@ -56,11 +57,11 @@ class Norm(nn.Module):
 class ResnetBlock(nn.Module):
     """h = conv2(swish(norm2(conv1(swish(norm1(x)))))); out = shortcut(x) + h (1x1 shortcut when widths differ)."""
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, norm_groups: int | None = None) -> None:
         super().__init__()
-        self.norm1 = Norm(in_ch)
+        self.norm1 = Norm(in_ch, norm_groups)
         self.conv1 = Conv(in_ch, out_ch, 3, padding=1)
-        self.norm2 = Norm(out_ch)
+        self.norm2 = Norm(out_ch, norm_groups)
         self.conv2 = Conv(out_ch, out_ch, 3, padding=1)
         self.nin_shortcut = Conv(in_ch, out_ch, 1) if in_ch != out_ch else None
 
@@ -103,10 +104,10 @@ class _Level(nn.Module):
 
 
 class _Mid(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm_groups: int | None = None) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.block_2 = ResnetBlock(channels, channels)
+        self.block_1 = ResnetBlock(channels, channels, norm_groups)
+        self.block_2 = ResnetBlock(channels, channels, norm_groups)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block_2(self.block_1(x))
@@ -124,7 +125,7 @@ class Encoder(nn.Module):
         for level, m in enumerate(mult):
             block_in, block_out = ch * in_mult[level], ch * m
             blocks = [
-                ResnetBlock(block_in if i == 0 else block_out, block_out)
+                ResnetBlock(block_in if i == 0 else block_out, block_out, config.norm_groups)
                 for i in range(config.num_res_blocks)
             ]
             stage = _Level(blocks)
@@ -132,8 +133,8 @@ class Encoder(nn.Module):
                 stage.downsample = Downsample(block_out)
             self.down.append(stage)
         top = ch * mult[-1]
-        self.mid = _Mid(top)
-        self.norm_out = Norm(top)
+        self.mid = _Mid(top, config.norm_groups)
+        self.norm_out = Norm(top, config.norm_groups)
         self.conv_out = Conv(top, config.codebook_dim, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,20 +156,20 @@ class Decoder(nn.Module):
         ch, mult = config.ch, config.ch_mult
         block_in = ch * mult[-1]
         self.conv_in = Conv(config.codebook_dim, block_in, 3, padding=1)
-        self.mid = _Mid(block_in)
+        self.mid = _Mid(block_in, config.norm_groups)
         stages: list[_Level] = []
         for level in reversed(range(len(mult))):
             block_out = ch * mult[level]
             blocks = []
             for _ in range(config.num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out))
+                blocks.append(ResnetBlock(block_in, block_out, config.norm_groups))
                 block_in = block_out
             stage = _Level(blocks)
             if 1 <= level <= config.num_downsamples:
                 stage.upsample = Upsample(block_out)
             stages.append(stage)
         self.up = nn.ModuleList(reversed(stages))  # up[l] is level l; applied from the last level to 0
-        self.norm_out = Norm(ch * mult[0])
+        self.norm_out = Norm(ch * mult[0], config.norm_groups)
         self.conv_out = Conv(ch * mult[0], config.out_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
