@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the default model from nothing: shapes data -> shards -> BSQ-VAE -> text encoder -> transformer
-# (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> held-out samples -> GenEval-style
-# shapes check + FID. Run from anywhere:   bash recipes/shapes/reproduce.sh
+# (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> cfg/tau chosen on validation prompts
+# -> held-out samples -> GenEval-style shapes check + FID. Run from anywhere:   bash recipes/shapes/reproduce.sh
 #
 #   SMOKE=1           toy sizes (a few minutes), into recipes/shapes/work-smoke, nothing packaged
 #   WORK=DIR          working folder (default recipes/shapes/work)
@@ -26,9 +26,9 @@ TIMINGS=$WORK/timings.json
 [[ -f $TIMINGS ]] || echo '{}' > "$TIMINGS"
 
 if [[ $SMOKE == 1 ]]; then
-  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; TOK_STEPS=20; TR_STEPS=30
+  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30
 else
-  N_TRAIN=12000; N_HELD=300; N_PROMPTS=300; TOK_STEPS=""; TR_STEPS=""
+  N_TRAIN=12000; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
@@ -70,6 +70,12 @@ step transformer "$WORK/export/transformer/config.json" \
 step package "$WORK/default_model/default_model.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
+step tune "$WORK/tune.json" \
+  $RUN python $RECIPE/shapes_recipe.py tune --model-dir "$WORK/default_model" --prompts $N_VAL --out "$WORK/tune.json"
+# the chosen cfg/tau go into the model folder that samples the held-out prompts
+$RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
+  --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
+  --tune "$WORK/tune.json"
 step sample "$WORK/eval/images/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images"
@@ -93,12 +99,13 @@ $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid
 # the report goes into the model's provenance; the grid is drawn from the packaged model
 $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
   --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
-  --report "$WORK/report.json"
+  --report "$WORK/report.json" --tune "$WORK/tune.json"
 $RUN python $RECIPE/shapes_recipe.py grid --model-dir "$WORK/default_model" --out "$WORK/samples.png"
 if [[ $INSTALL == 1 ]]; then
   DEST=packages/infinity-model/src/infinity_model/default_model
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
-    --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$DEST" --report "$WORK/report.json"
+    --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$DEST" --report "$WORK/report.json" \
+    --tune "$WORK/tune.json"
   cp "$WORK/report.json" $RECIPE/report.json
   cp "$WORK/samples.png" $RECIPE/samples.png
   echo "== installed the default model into $DEST (report: $RECIPE/report.json, grid: $RECIPE/samples.png)"

@@ -3,6 +3,7 @@
 python recipes/shapes/shapes_recipe.py data --out WORK/data --train 12000 --heldout-images 300 --prompts 300
 python recipes/shapes/shapes_recipe.py text-encoder --out WORK/text_encoder
 python recipes/shapes/shapes_recipe.py package --model M --vae V --text-encoder T --out DIR --report R
+python recipes/shapes/shapes_recipe.py tune --model-dir DIR --out WORK/tune.json
 python recipes/shapes/shapes_recipe.py sample --model-dir DIR --prompts P --out WORK/eval/images
 python recipes/shapes/shapes_recipe.py grid --model-dir DIR --out grid.png
 python recipes/shapes/shapes_recipe.py report --geneval WORK/eval/geneval --fid WORK/eval/fid.txt ...
@@ -20,15 +21,19 @@ from pathlib import Path
 
 log = logging.getLogger("shapes_recipe")
 
-# Seeds of the three disjoint draws of the world: training images, held-out images (FID), held-out prompts.
+# Seeds of the disjoint draws of the world: training images, held-out images (FID), held-out prompts, and the
+# validation prompts that choose the sampling settings (so the held-out prompts never tune anything).
 TRAIN_SEED = 1
 HELDOUT_IMAGE_SEED = 2
 HELDOUT_PROMPT_SEED = 3
+VALIDATION_PROMPT_SEED = 4
 LONG_SIDE = 192  # rendered size; `infinity-data convert --pn 0.016M` resize-crops to 128x128 (1:1) etc.
 PN = "0.016M"
 
-# Sampling settings the shipped model is evaluated with (and `infinity generate` uses by default).
+# Sampling settings the shipped model is evaluated with (and `infinity generate` uses by default); the `tune`
+# step replaces cfg and tau with the best pair of TUNE_GRID on the validation prompts.
 GENERATION = {"pn": PN, "ratio": 1.0, "cfg": 3.0, "tau": 0.5, "top_k": 0, "top_p": 0.0}
+TUNE_GRID = {"cfg": (1.0, 2.0, 3.0, 5.0), "tau": (0.1, 0.5, 1.0)}
 
 
 def shapes_vocabulary() -> list[str]:
@@ -128,7 +133,12 @@ def cmd_package(args: argparse.Namespace) -> None:
     provenance = {"recipe": "recipes/shapes", "trained_on": "synthetic shapes world (infinity_data.shapes)"}
     if args.report and Path(args.report).is_file():
         provenance.update(json.loads(Path(args.report).read_text()))
-    root = write_default_model(args.out, args.model, args.vae, args.text_encoder, GENERATION, provenance)
+    generation = dict(GENERATION)
+    if args.tune and Path(args.tune).is_file():
+        tuned = json.loads(Path(args.tune).read_text())
+        generation.update(tuned["best"])
+        provenance["tuning"] = tuned
+    root = write_default_model(args.out, args.model, args.vae, args.text_encoder, generation, provenance)
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     log.info("default model written to %s (%.1f MB)", root, size / 1e6)
 
@@ -173,6 +183,57 @@ def cmd_sample(args: argparse.Namespace) -> None:
         time.time() - t0,
         (time.time() - t0) / n,
         manifest,
+    )
+
+
+def score_specs(images: list, specs: list[dict]) -> dict:
+    """The shapes GenEval check on in-memory images: official rules, exact detector, palette colours."""
+    from infinity_eval.geneval.rules import aggregate, evaluate_detections
+    from infinity_eval.geneval.shapes import PaletteColorClassifier, ShapesDetector
+
+    detector, colors = ShapesDetector(), PaletteColorClassifier()
+    rows = []
+    for image, spec in zip(images, specs, strict=True):
+        verdict = evaluate_detections(detector.detect(image), spec, image=image, classify_colors=colors)
+        rows.append({"tag": spec["tag"], "correct": verdict.correct, "metadata": json.dumps(spec)})
+    return aggregate(rows)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    """Score every (cfg, tau) of TUNE_GRID on validation prompts (their own seed); keep the best pair."""
+    from infinity_data.shapes import heldout_specs
+
+    pipe, dm = _pipeline(args.model_dir)
+    g = dm.generation
+    schedule = pipe.schedule(g["ratio"], g["pn"])
+    specs = heldout_specs(args.prompts, VALIDATION_PROMPT_SEED)
+    prompts = [s["prompt"] for s in specs]
+    results = []
+    for cfg in TUNE_GRID["cfg"]:
+        for tau in TUNE_GRID["tau"]:
+            images = []
+            for i in range(0, len(prompts), args.batch_size):
+                chunk = prompts[i : i + args.batch_size]
+                seeds = [1_000_000 + i + j for j in range(len(chunk))]
+                images += pipe(
+                    chunk, schedule=schedule, cfg=cfg, tau=tau, top_k=g["top_k"], top_p=g["top_p"], seed=seeds
+                )
+            summary = score_specs(images, specs)
+            results.append({"cfg": cfg, "tau": tau, "overall": summary["overall"], "tags": summary["tags"]})
+            log.info("cfg %.1f tau %.2f: overall %.3f", cfg, tau, summary["overall"])
+    best = max(results, key=lambda r: r["overall"])  # first of equals: the grid's order
+    out = {
+        "best": {"cfg": best["cfg"], "tau": best["tau"]},
+        "validation_prompts": len(specs),
+        "grid": results,
+    }
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    log.info(
+        "best on %d validation prompts: cfg %.1f tau %.2f (overall %.3f)",
+        len(specs),
+        best["cfg"],
+        best["tau"],
+        best["overall"],
     )
 
 
@@ -264,7 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("--model", "--vae", "--text-encoder", "--out"):
         p.add_argument(name, required=True)
     p.add_argument("--report", default=None)
+    p.add_argument(
+        "--tune", default=None, help="tune.json of the tune step: its cfg/tau replace the defaults"
+    )
     p.set_defaults(func=cmd_package)
+    p = sub.add_parser("tune", help="choose cfg and tau on validation prompts (not the held-out ones)")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--prompts", type=int, default=120)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("sample", help="images for the held-out prompts in the GenEval layout")
     p.add_argument("--model-dir", default=None)
     p.add_argument("--prompts", required=True)
