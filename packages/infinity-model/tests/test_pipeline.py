@@ -103,6 +103,20 @@ def test_our_safetensors_and_sharded_folders_give_the_same_images(files, kind):
     assert a[0].tobytes() == b[0].tobytes()
 
 
+def test_saved_vae_config_is_used_where_the_shapes_cannot_tell_it(files, tmp_path):
+    """norm_groups leaves no trace in the weights: the pipeline must read save_vae's config, not guess."""
+    config = VAEConfig(codebook_dim=8, ch=8, ch_mult=(1, 2, 2, 2, 2), num_res_blocks=1, norm_groups=4)
+    torch.manual_seed(2)
+    vae = BSQVAE(config).eval()
+    save_vae(vae, tmp_path / "narrow.safetensors")
+    pipe = InfinityPipeline.from_pretrained(
+        model=files["ours"], vae=tmp_path / "narrow.safetensors", text_encoder=files["t5"]
+    )
+    assert pipe.vae.config == config
+    norms = {m.num_groups for m in pipe.vae.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert norms == {4}
+
+
 def test_patchified_8b_style_pipeline_decodes_through_the_stride8_vae(files):
     pipe = InfinityPipeline.from_pretrained(
         model=files["pth8b"], vae=files["vae14"], text_encoder=files["t5"]

@@ -19,6 +19,7 @@ from .io import (
     load_vae,
     read_state_dict,
     save_vae,
+    saved_vae_config,
 )
 from .quantizer import (
     BSQ,
@@ -91,6 +92,7 @@ __all__ = [
     "resize_crop_for_template",
     "save_safetensors",
     "save_vae",
+    "saved_vae_config",
     "space_to_depth",
     "space_to_depth_bits",
     "target_pixel_size",

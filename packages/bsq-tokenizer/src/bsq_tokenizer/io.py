@@ -264,14 +264,26 @@ def load_vae(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"VAE file {path} does not exist")
-    meta = load_safetensors_metadata(path)
-    if CONFIG_METADATA_KEY in meta:
-        config = VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
-    elif path.with_suffix(".json").is_file():
-        config = VAEConfig.from_dict(json.loads(path.with_suffix(".json").read_text()))
-    else:
+    config = saved_vae_config(path)
+    if config is None:
         raise CheckpointError(
             f"{path} has no '{CONFIG_METADATA_KEY}' metadata and no {path.with_suffix('.json').name} beside it; "
             "use load_official_vae(path, preset) to give the architecture explicitly"
         )
     return _build(load_safetensors(path), config, str(path), device, dtype)
+
+
+def saved_vae_config(path: str | os.PathLike[str]) -> VAEConfig | None:
+    """The config ``save_vae`` stored with a safetensors file (metadata, else ``<name>.json`` beside); None if none.
+
+    Prefer it to inferring from tensor shapes: some fields (``norm_groups``) leave no trace in the shapes.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    meta = load_safetensors_metadata(path)
+    if CONFIG_METADATA_KEY in meta:
+        return VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
+    if path.with_suffix(".json").is_file():
+        return VAEConfig.from_dict(json.loads(path.with_suffix(".json").read_text()))
+    return None

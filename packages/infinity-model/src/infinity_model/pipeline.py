@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from bsq_tokenizer import ScaleSchedule, VAEConfig, get_schedule, load_official_vae, read_state_dict
+from bsq_tokenizer import (
+    ScaleSchedule,
+    VAEConfig,
+    get_schedule,
+    load_official_vae,
+    read_state_dict,
+    saved_vae_config,
+)
 from bsq_tokenizer import infer_config as infer_vae_config
 from PIL import Image
 
@@ -142,7 +149,7 @@ def describe_checkpoint(path: str | Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------- VAE side
 def _vae_config(path: Path, preset: str | None) -> VAEConfig:
-    """The VAE architecture from a preset name or the file's tensor shapes (memory-mapped / header only)."""
+    """The VAE architecture: a preset name, else the config saved with our safetensors, else the tensor shapes."""
     if not path.is_file():
         raise FileNotFoundError(
             f"VAE checkpoint {path} does not exist; pass an official infinity_vae_*.pth or a .safetensors "
@@ -150,6 +157,9 @@ def _vae_config(path: Path, preset: str | None) -> VAEConfig:
         )
     if preset is not None:
         return VAEConfig.preset(preset)
+    saved = saved_vae_config(path)
+    if saved is not None:
+        return saved
     if path.suffix == ".safetensors":
         state = {k: torch.empty(shape, device="meta") for k, shape in _safetensors_shapes(path).items()}
     else:
