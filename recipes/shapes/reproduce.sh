@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Train the default model from nothing: shapes data -> shards -> BSQ-VAE -> text encoder -> transformer
 # (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> cfg/tau chosen on validation prompts
-# -> held-out samples -> GenEval-style shapes check + FID. Run from anywhere:   bash recipes/shapes/reproduce.sh
+# -> held-out samples -> GenEval-style shapes check + FID. After the tokenizer, `vae_check` scores its
+# reconstructions of held-out renders with the same check: the ceiling for the transformer.
+# Run from anywhere:   bash recipes/shapes/reproduce.sh
 #
 #   SMOKE=1           toy sizes (a few minutes), into recipes/shapes/work-smoke, nothing packaged
 #   WORK=DIR          working folder (default recipes/shapes/work)
@@ -65,6 +67,9 @@ step t5_features "$WORK/shards_t5/index.json" \
   $RUN python $RECIPE/shapes_recipe.py t5-shards --shards "$WORK/shards" --text-encoder "$WORK/text_encoder" --out "$WORK/shards_t5"
 step tokenizer "$WORK/export/vae/vae.safetensors" \
   bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer $WORK/export/vae"
+step vae_check "$WORK/vae_check.json" \
+  $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae/vae.safetensors" \
+    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/vae_check.json"
 step transformer "$WORK/export/transformer/config.json" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && $RUN infinity-train export $WORK/runs/transformer $WORK/export/transformer"
 step package "$WORK/default_model/default_model.json" \
@@ -95,7 +100,7 @@ else
   echo "== fid: skipped (no FID Inception weights; set FID_WEIGHTS)"
 fi
 $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid "$WORK/eval/fid.txt" \
-  --timings "$TIMINGS" --out "$WORK/report.json"
+  --timings "$TIMINGS" --vae-check "$WORK/vae_check.json" --tune "$WORK/tune.json" --out "$WORK/report.json"
 # the report goes into the model's provenance; the grid is drawn from the packaged model
 $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
   --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \

@@ -3,6 +3,7 @@
 python recipes/shapes/shapes_recipe.py data --out WORK/data --train 12000 --heldout-images 300 --prompts 300
 python recipes/shapes/shapes_recipe.py text-encoder --out WORK/text_encoder
 python recipes/shapes/shapes_recipe.py package --model M --vae V --text-encoder T --out DIR --report R
+python recipes/shapes/shapes_recipe.py vae-check --vae V --prompts P --out WORK/vae_check.json
 python recipes/shapes/shapes_recipe.py tune --model-dir DIR --out WORK/tune.json
 python recipes/shapes/shapes_recipe.py sample --model-dir DIR --prompts P --out WORK/eval/images
 python recipes/shapes/shapes_recipe.py grid --model-dir DIR --out grid.png
@@ -27,6 +28,7 @@ TRAIN_SEED = 1
 HELDOUT_IMAGE_SEED = 2
 HELDOUT_PROMPT_SEED = 3
 VALIDATION_PROMPT_SEED = 4
+VAE_CHECK_IMAGE_SEED = 5  # renders of the held-out prompts for the tokenizer's reconstruction check
 LONG_SIDE = 192  # rendered size; `infinity-data convert --pn 0.016M` resize-crops to 128x128 (1:1) etc.
 PN = "0.016M"
 
@@ -237,6 +239,48 @@ def cmd_tune(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_vae_check(args: argparse.Namespace) -> None:
+    """The shapes check on tokenizer reconstructions of held-out renders: the ceiling any transformer can reach.
+
+    Each held-out prompt is rendered (new seed) exactly as training images are (1:1, resized to 128x128), coded
+    with the 0.016M 1:1 multi-scale schedule, decoded, and scored like generated images.
+    """
+    import random
+
+    import torch
+    from bsq_tokenizer import (
+        get_schedule,
+        image_to_tensor,
+        load_vae,
+        resize_crop_for_template,
+        tensor_to_images,
+    )
+    from infinity_data.shapes import image_size, render
+
+    vae = load_vae(args.vae).eval()
+    specs = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    rng = random.Random(VAE_CHECK_IMAGE_SEED)
+    height, width = image_size(1.0, LONG_SIDE)
+    real = [resize_crop_for_template(render(spec, height, width, rng)[0], 1.0, PN) for spec in specs]
+    scales = get_schedule(1.0, PN).vae_scales(vae.config.patchify)
+    recon, l1 = [], 0.0
+    with torch.no_grad():
+        for i in range(0, len(real), 50):
+            x = torch.cat([image_to_tensor(img) for img in real[i : i + 50]])
+            y = vae.decode(vae.encode_to_bits(x, scales).codes)
+            l1 += float((y - x).abs().sum()) / x[0].numel()
+            recon += tensor_to_images(y)
+    summary = score_specs(recon, specs)
+    out = {"overall": summary["overall"], "tags": summary["tags"], "l1": l1 / len(real), "images": len(real)}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    log.info(
+        "tokenizer reconstructions of %d held-out renders: shapes check %.3f, L1 %.4f",
+        len(real),
+        out["overall"],
+        out["l1"],
+    )
+
+
 def cmd_grid(args: argparse.Namespace) -> None:
     from PIL import Image, ImageDraw
 
@@ -296,6 +340,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     else:
         report["fid"] = None
         report["fid_line"] = "not computed (no FID Inception weights; see recipes/shapes/README.md)"
+    if args.vae_check and Path(args.vae_check).is_file():
+        report["tokenizer_reconstruction_check"] = json.loads(Path(args.vae_check).read_text())
+    if args.tune and Path(args.tune).is_file():
+        report["sampling"] = json.loads(Path(args.tune).read_text())["best"]
     if args.timings and Path(args.timings).is_file():
         report["timings_s"] = json.loads(Path(args.timings).read_text())
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -329,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tune", default=None, help="tune.json of the tune step: its cfg/tau replace the defaults"
     )
     p.set_defaults(func=cmd_package)
+    p = sub.add_parser("vae-check", help="the shapes check on tokenizer reconstructions of held-out renders")
+    p.add_argument("--vae", required=True)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_vae_check)
     p = sub.add_parser("tune", help="choose cfg and tau on validation prompts (not the held-out ones)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True)
@@ -350,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--geneval", required=True)
     p.add_argument("--fid", default=None)
     p.add_argument("--timings", default=None)
+    p.add_argument("--vae-check", default=None)
+    p.add_argument("--tune", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
