@@ -208,20 +208,23 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+# The interrupted run, its resumption and the uninterrupted reference must share these settings exactly.
+_RESUME_COMMON: dict[str, Any] = {
+    "optim": {"schedule": "cos", "warmup_iters": 2, "max_iters": 6, "end_factor": 0.1, "grad_accum": 2},
+    "transformer": {"ema_decay": 0.9, "cond_drop_rate": 0.5},
+    "checkpoint": {"save_every": 3},
+}
+
+
 def scenario_resume_a(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     """Uninterrupted 6 steps, and an 'interrupted' run that stops after 3 steps (checkpoint at 3)."""
     from infinity_train.distributed import init_distributed
 
     dist = init_distributed()
-    common = {
-        "optim": {"schedule": "cos", "warmup_iters": 2, "max_iters": 6, "end_factor": 0.1, "grad_accum": 2},
-        "transformer": {"ema_decay": 0.9, "cond_drop_rate": 0.5},
-        "checkpoint": {"save_every": 3},
-    }
-    full = _trainer(transformer_config(work / "full", assets, max_steps=6, **common), dist)
+    full = _trainer(transformer_config(work / "full", assets, max_steps=6, **_RESUME_COMMON), dist)
     losses_full = _losses(full.run())
     full.close()
-    part = _trainer(transformer_config(work / "part", assets, max_steps=3, **common), dist)
+    part = _trainer(transformer_config(work / "part", assets, max_steps=3, **_RESUME_COMMON), dist)
     losses_part = _losses(part.run())
     part.close()
     return {"full": losses_full, "part": losses_part}
@@ -232,17 +235,12 @@ def scenario_resume_b(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     from infinity_train.distributed import init_distributed
 
     dist = init_distributed()
-    common = {
-        "optim": {"schedule": "cos", "warmup_iters": 2, "max_iters": 6, "end_factor": 0.1, "grad_accum": 2},
-        "transformer": {"ema_decay": 0.9, "cond_drop_rate": 0.5},
-        "checkpoint": {"save_every": 3},
-    }
-    trainer = _trainer(transformer_config(work / "part", assets, max_steps=6, **common), dist)
+    trainer = _trainer(transformer_config(work / "part", assets, max_steps=6, **_RESUME_COMMON), dist)
     start = trainer.step
     losses = _losses(trainer.run())
     trainer.close()
     # a checkpoint of another model size must be refused with a clear error
-    other = transformer_config(work / "part", assets, max_steps=7, **common)
+    other = transformer_config(work / "part", assets, max_steps=7, **_RESUME_COMMON)
     other["transformer_model"]["overrides"] = {**TINY_MODEL, "embed_dim": 128}
     try:
         _trainer(other, dist)
