@@ -32,6 +32,11 @@ COUNT_WORDS: dict[int, str] = {2: "two", 3: "three", 4: "four"}
 POSITION_COLOR_PROB = 0.5
 # Height/width ratios the world is rendered in (each maps onto one of the schedule templates).
 ASPECT_RATIOS: tuple[float, ...] = (1.0, 0.75, 1.333, 0.5, 2.0)
+# Objects sit on a grid of 1/GRID_DIVISIONS of the short side and are OBJECT_CELLS cells wide. At 128x128 the
+# grid step is 8 px, half of the tokenizer's 16-px patch: every edge falls on a patch or half-patch boundary,
+# so the world has few distinct patch contents and a tiny model can learn to draw them crisply.
+GRID_DIVISIONS = 16
+OBJECT_CELLS = 5
 
 
 @dataclass(frozen=True)
@@ -136,14 +141,17 @@ def _place(
     region: tuple[int, int, int, int],
     taken: Sequence[tuple[int, int, int, int]],
     gap: int,
+    step: int,
 ) -> tuple[int, int, int, int] | None:
+    """A free ``size`` box inside ``region`` whose corner lies on the grid of pitch ``step`` (None: none found)."""
     rx1, ry1, rx2, ry2 = region
-    if rx2 - rx1 < size or ry2 - ry1 < size:
+    xs = range(-(-rx1 // step) * step, rx2 - size + 1, step)
+    ys = range(-(-ry1 // step) * step, ry2 - size + 1, step)
+    if not xs or not ys:
         return None
     for _ in range(200):
-        x = rng.randint(rx1, rx2 - size)
-        y = rng.randint(ry1, ry2 - size)
-        box = (x, y, x + size, y + size)
+        box = (rng.choice(xs), rng.choice(ys))
+        box = (box[0], box[1], box[0] + size, box[1] + size)
         if not _overlaps(box, taken, gap):
             return box
     return None
@@ -168,20 +176,18 @@ def render(
     image = Image.new("RGB", (width, height), background)
     draw = ImageDraw.Draw(image)
     objects = _object_list(spec, rng)
-    short = min(height, width)
-    margin = max(2, short // 32)
-    gap = max(2, short // 16)
+    # One grid cell of margin and of gap between objects; every object is OBJECT_CELLS cells square.
+    step = min(height, width) // GRID_DIVISIONS
+    size = OBJECT_CELLS * step
+    full = (step, step, width - step, height - step)
     for _attempt in range(50):
-        # Fewer, larger objects when there are few of them; all inside the frame with a margin.
-        size = int(short * rng.uniform(0.3, 0.42) if len(objects) <= 2 else short * rng.uniform(0.24, 0.3))
         boxes: list[tuple[int, int, int, int]] = []
-        full = (margin, margin, width - margin, height - margin)
         position = spec["include"][1].get("position") if len(spec["include"]) > 1 else None
         if position is not None:
-            boxes = _place_related(rng, position[0], size, full, gap)
+            boxes = _place_related(rng, position[0], size, full, step)
         else:
             for _ in objects:
-                box = _place(rng, size, full, boxes, gap)
+                box = _place(rng, size, full, boxes, step, step)
                 if box is None:
                     break
                 boxes.append(box)
@@ -197,11 +203,12 @@ def render(
 
 
 def _place_related(
-    rng: random.Random, relation: str, size: int, full: tuple[int, int, int, int], gap: int
+    rng: random.Random, relation: str, size: int, full: tuple[int, int, int, int], step: int
 ) -> list[tuple[int, int, int, int]]:
     """Boxes (reference A, then B) with B clearly ``relation`` A: B's half of the frame, A's the other."""
     x1, y1, x2, y2 = full
     mx, my = (x1 + x2) // 2, (y1 + y2) // 2
+    gap = step
     halves = {
         "left of": ((mx, y1, x2, y2), (x1, y1, mx, y2)),
         "right of": ((x1, y1, mx, y2), (mx, y1, x2, y2)),
@@ -209,10 +216,10 @@ def _place_related(
         "below": ((x1, y1, x2, my), (x1, my, x2, y2)),
     }
     region_a, region_b = halves[relation]
-    box_a = _place(rng, size, region_a, [], gap)
+    box_a = _place(rng, size, region_a, [], gap, step)
     if box_a is None:
         return []
-    box_b = _place(rng, size, region_b, [box_a], gap)
+    box_b = _place(rng, size, region_b, [box_a], gap, step)
     if box_b is None:
         return []
     # Keep the pair roughly aligned on the other axis so the relation is unambiguous (GenEval dead zone).
