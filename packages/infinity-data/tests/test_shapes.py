@@ -8,13 +8,17 @@ import random
 import numpy as np
 import pytest
 from infinity_data.shapes import (
+    ASPECT_RATIOS,
     COLORS,
+    GRID_DIVISIONS,
+    OBJECT_CELLS,
     RELATIONS,
     SHAPES,
     TAGS,
     generate,
     heldout_specs,
     random_spec,
+    image_size,
     render,
     write_folder,
 )
@@ -81,6 +85,21 @@ def test_every_rendered_image_satisfies_its_spec(tag):
                     or a.box[3] <= b.box[1]
                     or b.box[3] <= a.box[1]
                 )
+
+
+@pytest.mark.parametrize("aspect_ratio", ASPECT_RATIOS)
+def test_objects_are_equal_squares_on_the_grid_inside_a_one_cell_margin(aspect_ratio):
+    height, width = image_size(aspect_ratio, 256)
+    step = min(height, width) // GRID_DIVISIONS
+    rng = random.Random(2)
+    for tag in TAGS:
+        for _ in range(10):
+            _image, objects = render(random_spec(rng, tag), height, width, rng)
+            for obj in objects:
+                x1, y1, x2, y2 = obj.box
+                assert x1 % step == 0 and y1 % step == 0, obj.box
+                assert x2 - x1 == y2 - y1 == OBJECT_CELLS * step
+                assert x1 >= step and y1 >= step and x2 <= width - step and y2 <= height - step
 
 
 def test_prompts_read_like_geneval_prompts():
