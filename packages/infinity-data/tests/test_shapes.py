@@ -17,8 +17,8 @@ from infinity_data.shapes import (
     TAGS,
     generate,
     heldout_specs,
-    random_spec,
     image_size,
+    random_spec,
     render,
     write_folder,
 )
