@@ -72,8 +72,7 @@ if [[ -n ${VAE:-} && ! -f $WORK/export/vae/vae.safetensors ]]; then
     [[ -f $VAE/$f ]] || { echo "VAE=$VAE has no $f (expected an exported tokenizer folder)" >&2; exit 2; }
   done
   mkdir -p "$WORK/export/vae"
-  cp "$VAE/vae.json" "$WORK/export/vae/vae.json"
-  cp "$VAE/vae.safetensors" "$WORK/export/vae/vae.safetensors"
+  cp "$VAE/vae.json" "$VAE/vae.safetensors" "$WORK/export/vae/"
   echo "== tokenizer: reusing $VAE"
 fi
 step tokenizer "$WORK/export/vae/vae.safetensors" \
