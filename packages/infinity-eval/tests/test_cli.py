@@ -11,7 +11,7 @@ from infinity_eval.fid import api as fid_api
 from infinity_eval.fid import compute_fid, load_fid_inception
 from infinity_eval.generate import generate_benchmark
 from infinity_eval.io import read_geneval_folder, read_manifest
-from infinity_eval.prompts import benchmark_prompts, geneval_metadata
+from infinity_eval.prompts import PromptItem, benchmark_prompts, geneval_metadata
 from PIL import Image
 
 
@@ -177,6 +177,19 @@ def test_generate_writes_the_official_layout_and_a_manifest_and_resumes(tmp_path
         image_format="jpg",
     )
     assert all(r.image.suffix == ".jpg" and r.image.parent.name == r.prompt_id for r in read_manifest(ir))
+
+
+def test_generate_gives_repeated_prompts_their_own_seeds_when_items_set_them(tmp_path):
+    seen: list[tuple[str, int]] = []
+
+    def gen(prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        seen.extend(zip(prompts, seeds, strict=True))
+        return [Image.new("RGB", (8, 8)) for _ in prompts]
+
+    repeated = [PromptItem(f"{k:05d}", "a red circle", 2, "single_object", seed=100 * k) for k in range(3)]
+    shared = [PromptItem("00003", "a red circle", 2, "single_object")]
+    generate_benchmark(gen, [*repeated, *shared], tmp_path / "out", benchmark="geneval", batch_size=3, seed=7)
+    assert [s for _, s in seen] == [0, 1, 100, 101, 200, 201, 7, 8]
 
 
 def test_fid_shard_statistics_merge_by_summation(tmp_path):

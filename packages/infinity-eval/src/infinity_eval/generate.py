@@ -3,7 +3,7 @@
 A generator is `callable(prompts: list[str], seeds: list[int]) -> list[PIL.Image]` (one image per prompt
 entry); callables taking only `prompts` work too. Image `i` of a prompt gets seed `seed + i` (the official
 GenEval script re-seeds per prompt and draws its samples from one stream; a per-image seed is the closest
-generator-independent equivalent). Existing images are kept, so an interrupted run resumes.
+generator-independent equivalent), or `item.seed + i` where the prompt item sets its own. Existing images are kept, so an interrupted run resumes.
 Layouts: GenEval `<index>/metadata.jsonl` + `samples/<i:04d>.png`; ImageReward `<id>/<id>_<i>.<ext>`
 (Infinity's layout); HPS `<style>/<idx:05d>.jpg`. `manifest.jsonl` lists every image for the scorers.
 """
@@ -101,7 +101,7 @@ def generate_benchmark(
         iterator = tqdm(batches, desc=f"generate {benchmark}", unit="batch")
     for batch in iterator:
         prompts = [item.prompt for item, _, _ in batch]
-        seeds = [seed + i for _, i, _ in batch]
+        seeds = [(seed if item.seed is None else item.seed) + i for item, i, _ in batch]
         images = generator(prompts, seeds) if with_seeds else generator(prompts)
         if len(images) != len(batch):
             raise ValueError(f"generator returned {len(images)} images for {len(batch)} prompts")

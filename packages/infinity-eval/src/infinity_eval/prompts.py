@@ -42,13 +42,19 @@ _RELATIONS = ("left of", "right of", "above", "below")
 
 @dataclass(frozen=True)
 class PromptItem:
-    """One prompt to generate for: id, text, how many images, and benchmark fields (GenEval metadata, style)."""
+    """One prompt to generate for: id, text, how many images, and benchmark fields (GenEval metadata, style).
+
+    ``seed``, when set, is this prompt's own base seed (image ``i`` gets ``seed + i``) instead of the run's:
+    a prompt list that repeats a prompt (draws of a generator, not a benchmark's distinct prompts) needs it, or
+    every repeat gets the same images and counts as one sample many times.
+    """
 
     prompt_id: str
     prompt: str
     images: int
     tag: str | None = None
     meta: Mapping[str, Any] | None = None
+    seed: int | None = None
 
 
 def _data(*parts: str) -> resources.abc.Traversable:
