@@ -161,9 +161,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     g = dm.generation
     schedule = pipe.schedule(g["ratio"], g["pn"])
     specs = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    items = [
-        PromptItem(f"{i:05d}", s["prompt"], args.images_per_prompt, s["tag"], s) for i, s in enumerate(specs)
-    ]
+    # The held-out prompts are draws of the world's generator and repeat (about 110 distinct of 300): every
+    # draw gets its own seeds, or the repeats of a prompt would be copies of one image scored many times.
+    n = args.images_per_prompt
+    items = [PromptItem(f"{i:05d}", s["prompt"], n, s["tag"], s, seed=i * n) for i, s in enumerate(specs)]
 
     def generator(prompts: list[str], seeds: list[int]):
         return pipe(
@@ -177,13 +178,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
         )
 
     t0 = time.time()
-    manifest = generate_benchmark(generator, items, args.out, "geneval", batch_size=args.batch_size, seed=0)
-    n = len(items) * args.images_per_prompt
+    manifest = generate_benchmark(generator, items, args.out, "geneval", batch_size=args.batch_size)
+    total = len(items) * n
     log.info(
         "sampled %d images in %.1f s (%.3f s/image) -> %s",
-        n,
+        total,
         time.time() - t0,
-        (time.time() - t0) / n,
+        (time.time() - t0) / total,
         manifest,
     )
 
@@ -208,7 +209,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
     pipe, dm = _pipeline(args.model_dir)
     g = dm.generation
     schedule = pipe.schedule(g["ratio"], g["pn"])
-    specs = heldout_specs(args.prompts, VALIDATION_PROMPT_SEED)
+    specs = [
+        s for s in heldout_specs(args.prompts, VALIDATION_PROMPT_SEED) for _ in range(args.images_per_prompt)
+    ]
     prompts = [s["prompt"] for s in specs]
     results = []
     for cfg in TUNE_GRID["cfg"]:
@@ -216,7 +219,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
             images = []
             for i in range(0, len(prompts), args.batch_size):
                 chunk = prompts[i : i + args.batch_size]
-                seeds = [1_000_000 + i + j for j in range(len(chunk))]
+                seeds = [1_000_000 + i + j for j in range(len(chunk))]  # one seed per image, all distinct
                 images += pipe(
                     chunk, schedule=schedule, cfg=cfg, tau=tau, top_k=g["top_k"], top_p=g["top_p"], seed=seeds
                 )
@@ -226,13 +229,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
     best = max(results, key=lambda r: r["overall"])  # first of equals: the grid's order
     out = {
         "best": {"cfg": best["cfg"], "tau": best["tau"]},
-        "validation_prompts": len(specs),
+        "validation_prompts": args.prompts,
+        "images_per_prompt": args.images_per_prompt,
         "grid": results,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     log.info(
-        "best on %d validation prompts: cfg %.1f tau %.2f (overall %.3f)",
+        "best on %d validation images (%d prompts): cfg %.1f tau %.2f (overall %.3f)",
         len(specs),
+        args.prompts,
         best["cfg"],
         best["tau"],
         best["overall"],
@@ -386,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--prompts", type=int, default=120)
+    p.add_argument("--images-per-prompt", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=20)
     p.set_defaults(func=cmd_tune)
     p = sub.add_parser("sample", help="images for the held-out prompts in the GenEval layout")
     p.add_argument("--model-dir", default=None)
     p.add_argument("--prompts", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--images-per-prompt", type=int, default=1)
+    p.add_argument("--images-per-prompt", type=int, default=4, help="GenEval's protocol: 4")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("grid", help="a grid of samples for the README")
