@@ -3,7 +3,8 @@
 A generator is `callable(prompts: list[str], seeds: list[int]) -> list[PIL.Image]` (one image per prompt
 entry); callables taking only `prompts` work too. Image `i` of a prompt gets seed `seed + i` (the official
 GenEval script re-seeds per prompt and draws its samples from one stream; a per-image seed is the closest
-generator-independent equivalent), or `item.seed + i` where the prompt item sets its own. Existing images are kept, so an interrupted run resumes.
+generator-independent equivalent), or `item.seed + i` where the prompt item sets its own. Existing images
+are kept, so an interrupted run resumes.
 Layouts: GenEval `<index>/metadata.jsonl` + `samples/<i:04d>.png`; ImageReward `<id>/<id>_<i>.<ext>`
 (Infinity's layout); HPS `<style>/<idx:05d>.jpg`. `manifest.jsonl` lists every image for the scorers.
 """
