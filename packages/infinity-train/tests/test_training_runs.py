@@ -48,6 +48,14 @@ def test_zero_0_2_3_single_process_losses_fall_and_agree(main_run, work):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
 
 
+def test_cached_latents_encode_each_image_once_and_train_as_fresh_encodes(main_run):
+    out = main_run["latent_cache"]
+    # 15 batches of 2 from 24 images: without the cache 30 encodes, with it each image once
+    assert out["encoded0"] == 30 and out["cache_size0"] == 0
+    assert out["encoded1"] == 24 and out["cache_size1"] == 24
+    assert out["losses1"] == pytest.approx(out["losses0"], rel=1e-4, abs=1e-5)
+
+
 def test_nonfinite_loss_is_skipped_logged_counted_and_stops_after_limit_in_a_row(main_run, work):
     out = main_run["stages"]
     assert "3 non-finite losses in a row" in out["nan_error"]

@@ -284,12 +284,43 @@ def scenario_tokenizer(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def scenario_latent_cache(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    """15 steps (24 images in batches of 2: past one epoch) with and without ``data.cache_latents``, counting
+    the images that go through the VAE encoder."""
+    from infinity_train.distributed import init_distributed
+
+    dist = init_distributed()
+    out: dict[str, Any] = {}
+    for cached in (False, True):
+        cfg = transformer_config(
+            work / f"cache{int(cached)}",
+            assets,
+            max_steps=15,
+            data={"cache_latents": cached},
+            deepspeed={"zero_stage": 0, "precision": "fp32"},
+        )
+        trainer = _trainer(cfg, dist)
+        encode, encoded = trainer.vae.encode, []
+
+        def counting(images, encode=encode, encoded=encoded):
+            encoded.append(int(images.shape[0]))
+            return encode(images)
+
+        trainer.vae.encode = counting
+        out[f"losses{int(cached)}"] = _losses(trainer.run())
+        out[f"encoded{int(cached)}"] = sum(encoded)
+        out[f"cache_size{int(cached)}"] = len(trainer._latent_cache)
+        trainer.close()
+    return out
+
+
 def scenario_main(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     """Everything that can share one interpreter (imports and process-group setup are the slow part)."""
     return {
         "stages": scenario_stages(work / "stages", assets),
         "resume_a": scenario_resume_a(work / "resume", assets),
         "tokenizer": scenario_tokenizer(work / "tokenizer", assets),
+        "latent_cache": scenario_latent_cache(work / "latent_cache", assets),
     }
 
 

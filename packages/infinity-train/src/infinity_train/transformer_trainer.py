@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,7 @@ class TransformerTrainer(TrainLoop):
             if vae is not None
             else load_frozen_vae(mc.vae_path, mc.vae_preset, mc.vae_overrides, dist.device)
         )
+        self._latent_cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
         self.text_encoder = text_encoder
         if text_encoder is None and not config.data.use_precomputed_text:
             if not mc.text_encoder_path:
@@ -216,6 +217,24 @@ class TransformerTrainer(TrainLoop):
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _encode(self, images: torch.Tensor, keys: Sequence[str] | None) -> torch.Tensor:
+        """The frozen VAE's fp32 latents of ``images``; with ``data.cache_latents``, encoded once per training key.
+
+        The loader's crops are deterministic and the VAE is frozen, so a key's latent never changes; only the
+        images missing from the cache go through the encoder (a cached latent may come from another batch
+        composition, which can differ from a fresh encode in the last float bits).
+        """
+        if not self.config.data.cache_latents or keys is None:
+            return self.vae.encode(images).float()
+        hw = tuple(images.shape[-2:])
+        names = [(key, hw) for key in keys]
+        missing = [i for i, name in enumerate(names) if name not in self._latent_cache]
+        if missing:
+            fresh = self.vae.encode(images[missing]).float()
+            for j, i in enumerate(missing):
+                self._latent_cache[names[i]] = fresh[j].clone()
+        return torch.stack([self._latent_cache[name] for name in names])
+
     def text_condition(self, batch: dict[str, Any]):
         return text_condition_from_batch(
             batch, self.config.data.use_precomputed_text, self.text_encoder, self.dist.device
@@ -239,7 +258,7 @@ class TransformerTrainer(TrainLoop):
             )
         patchify = self.model_config.patchify
         with torch.no_grad():
-            latent = self.vae.encode(images).float()
+            latent = self._encode(images, batch.get("keys") if train else None)
             bsc = bitwise_self_correction(
                 latent,
                 schedule.vae_scales(patchify),
