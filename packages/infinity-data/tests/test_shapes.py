@@ -87,6 +87,27 @@ def test_every_rendered_image_satisfies_its_spec(tag):
                 )
 
 
+@pytest.mark.parametrize("tag", ["two_object", "color_attr"])
+def test_two_object_captions_name_the_left_or_upper_object_first(tag):
+    rng = random.Random(5)
+    side_by_side = stacked = 0
+    for _ in range(40):
+        spec = random_spec(rng, tag)
+        _image, objects = render(spec, 128, 128, rng)
+        first, second = objects
+        assert [first.shape, second.shape] == [c["class"] for c in spec["include"]]
+        assert spec["prompt"].index(first.shape) < spec["prompt"].index(second.shape)
+        dx = (second.box[0] + second.box[2]) - (first.box[0] + first.box[2])
+        dy = (second.box[1] + second.box[3]) - (first.box[1] + first.box[3])
+        if abs(dx) >= abs(dy):
+            side_by_side += 1
+            assert dx >= 0, (spec["prompt"], first.box, second.box)
+        else:
+            stacked += 1
+            assert dy > 0, (spec["prompt"], first.box, second.box)
+    assert side_by_side and stacked, "both layouts occur"
+
+
 @pytest.mark.parametrize("aspect_ratio", ASPECT_RATIOS)
 def test_objects_are_equal_squares_on_the_grid_inside_a_one_cell_margin(aspect_ratio):
     height, width = image_size(aspect_ratio, 256)

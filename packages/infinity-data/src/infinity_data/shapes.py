@@ -195,11 +195,29 @@ def render(
             break
     else:
         raise RuntimeError(f"could not place {len(objects)} objects in a {height}x{width} image")
+    if position is None and len(objects) == 2 and len(spec["include"]) == 2:
+        boxes = list(_reading_order(boxes[0], boxes[1]))
     drawn = []
     for (shape, color), box in zip(objects, boxes, strict=True):
         _draw(draw, shape, box, COLORS[color])
         drawn.append(ShapeObject(shape=shape, color=color, box=box))
     return image, tuple(drawn)
+
+
+def _reading_order(
+    a: tuple[int, int, int, int], b: tuple[int, int, int, int]
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+    """Two boxes in reading order: the left one first, or the upper one when they are more stacked than side by
+    side (centres compared, ties: ``a`` first).
+
+    Captions that name two objects ("a red circle and a blue square") name them in this order, as people and
+    captioning models mostly do. The caption then says which of the two blobs is which; without it the choice is
+    a coin flip that each token of a parallel (next-scale) sampler would make on its own.
+    """
+    dx = (b[0] + b[2]) - (a[0] + a[2])
+    dy = (b[1] + b[3]) - (a[1] + a[3])
+    ahead = dx >= 0 if abs(dx) >= abs(dy) else dy >= 0
+    return (a, b) if ahead else (b, a)
 
 
 def _place_related(
