@@ -254,3 +254,37 @@ def test_single_prompt_consumes_one_generator_stream_like_the_reference(model):
         assert torch.equal(
             draws.view(1, h, w, -1), result.bits[k]
         )  # row (i*w + j)*d + c: token-major, bit-minor
+
+
+def test_prefix_of_a_samples_own_bits_reproduces_it_exactly(model):
+    text = random_text([5])
+    free = sample(model, text, SCHEDULE, seed=3)
+    forced = sample(model, text, SCHEDULE, seed=3, prefix_bits=free.bits[:2])
+    assert bits_equal(free, forced)
+    assert torch.equal(free.codes, forced.codes)
+
+
+def test_prefix_bits_fix_the_first_scales_and_the_model_continues_from_them(model):
+    text = random_text([5])
+    other = sample(model, text, SCHEDULE, seed=5)
+    free = sample(model, text, SCHEDULE, seed=3)
+    forced = sample(model, text, SCHEDULE, seed=3, prefix_bits=other.bits[:2])
+    assert all(torch.equal(forced.bits[k], other.bits[k]) for k in range(2))
+    assert not torch.equal(forced.bits[3], free.bits[3])  # the continuation follows the new layout
+    whole = sample(model, text, SCHEDULE, seed=3, prefix_bits=other.bits)
+    assert torch.equal(whole.codes, other.codes)
+
+
+def test_prefix_bits_of_the_wrong_shape_count_or_dtype_are_refused(model):
+    text = random_text([5])
+    bits = sample(model, text, SCHEDULE, seed=3).bits
+    with pytest.raises(
+        ValueError, match=r"prefix_bits\[1\] has shape \(1, 3, 3, 8\); scale 1 needs \(1, 2, 2, 8\)"
+    ):
+        sample(model, text, SCHEDULE, prefix_bits=[bits[0], bits[2]])
+    with pytest.raises(ValueError, match="5 scales but the schedule has only 4"):
+        sample(model, text, SCHEDULE, prefix_bits=[*bits, bits[-1]])
+    with pytest.raises(TypeError, match="0/1 labels"):
+        sample(model, text, SCHEDULE, prefix_bits=[bits[0].float()])
+    with pytest.raises(ValueError, match="0/1 labels"):
+        sample(model, text, SCHEDULE, prefix_bits=[bits[0] * 2 + 1])

@@ -286,6 +286,7 @@ class InfinityPipeline:
         sampler: SamplerConfig,
         seed: int | Sequence[int] | None = 0,
         callback: Callable[[ScaleStep], None] | None = None,
+        prefix_bits: Sequence[torch.Tensor] | None = None,
     ) -> SampleResult:
         """Bits, codes and uint8 RGB images ``(B, H, W, 3)`` for the prompts (see :func:`sample`)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -310,6 +311,7 @@ class InfinityPipeline:
                 seed=seed,
                 vae=self.vae,
                 callback=callback,
+                prefix_bits=prefix_bits,
             )
 
     def __call__(

@@ -214,8 +214,14 @@ def sample(
     seed: int | Sequence[int] | None = 0,
     vae: BSQVAE | None = None,
     callback: Callable[[ScaleStep], None] | None = None,
+    prefix_bits: Sequence[Tensor] | None = None,
 ) -> SampleResult:
     """Sample one image per prompt of ``text`` with the Infinity ``model`` on ``schedule``.
+
+    ``prefix_bits`` fixes the first scales: bit labels shaped like ``SampleResult.bits[k]`` (VAE side,
+    ``(B, h_k, w_k, d)``, 0/1), e.g. a real image's from ``BSQVAE.encode_to_bits``. Those scales are still
+    drawn (so later scales use the same random numbers as an unforced run) and then replaced; the model
+    continues from the given coarse layout. It tells which scales a model gets wrong, or varies an image's details.
 
     ``negative_text`` (one row-set per prompt, any lengths) replaces the learned unconditional embedding
     ``cfg_uncond[:len]`` in the guidance branch. With every cfg equal to 1 the unconditional branch is not
@@ -245,6 +251,8 @@ def sample(
             "embeddings; use a schedule with fewer scales"
         )
 
+    if prefix_bits is not None and len(prefix_bits) > num_scales:
+        raise ValueError(f"prefix_bits has {len(prefix_bits)} scales but the schedule has only {num_scales}")
     text = text.to(device)
     if guided:
         uncond = negative_text.to(device) if negative_text is not None else model.uncond_text(text.lengths)
@@ -282,6 +290,8 @@ def sample(
         bits = _draw_bits(logits, config, generators).view(batch, h, w, -1)
         if patchify:
             bits = depth_to_space_bits(bits)  # (B, 2h, 2w, d/4)
+        if prefix_bits is not None and k < len(prefix_bits):
+            bits = _given_bits(prefix_bits[k], bits, k)
         all_bits.append(bits)
         codes = bits_to_codes(bits)  # (B, d_vae, 1, h', w')
         if k + 1 < num_scales:
@@ -303,6 +313,22 @@ def sample(
     codes = summed.squeeze(2)
     images = codes_to_uint8(vae, codes) if vae is not None else None
     return SampleResult(bits=all_bits, codes=codes, images=images)
+
+
+def _given_bits(given: Tensor, drawn: Tensor, k: int) -> Tensor:
+    """``prefix_bits[k]`` checked against the bits the sampler drew there (shape, 0/1 labels), as int64."""
+    if tuple(given.shape) != tuple(drawn.shape):
+        raise ValueError(
+            f"prefix_bits[{k}] has shape {tuple(given.shape)}; scale {k} needs {tuple(drawn.shape)} (B, h, w, d)"
+        )
+    if given.is_floating_point() or given.is_complex():
+        raise TypeError(f"prefix_bits[{k}] must hold integer or bool 0/1 labels, got dtype {given.dtype}")
+    given = given.to(device=drawn.device, dtype=torch.int64)
+    if given.numel() and (given.min() < 0 or given.max() > 1):
+        raise ValueError(
+            f"prefix_bits[{k}] must hold 0/1 labels, found values in [{int(given.min())}, {int(given.max())}]"
+        )
+    return given
 
 
 def _hidden_mix(cfg: float, batch: int, after: int) -> Callable[[int, Tensor], Tensor]:
