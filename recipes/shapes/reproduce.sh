@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train the default model from nothing: shapes data -> shards -> BSQ-VAE -> text encoder -> transformer
 # (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> cfg/tau chosen on validation prompts
-# -> held-out samples -> GenEval-style shapes check + FID. After the tokenizer, `vae_check` scores its
-# reconstructions of held-out renders with the same check: the ceiling for the transformer.
+# -> held-out samples -> GenEval-style shapes check (also with the first scales given: `prefix_check`) + FID.
+# After the tokenizer, `vae_check` scores its reconstructions of held-out renders with the same check: the
+# ceiling for the transformer.
 # Run from anywhere:   bash recipes/shapes/reproduce.sh
 #
 #   SMOKE=1           toy sizes (a few minutes), into recipes/shapes/work-smoke, nothing packaged
@@ -95,6 +96,10 @@ $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" 
 step sample "$WORK/eval/images/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images"
+# where the model goes wrong: the check again with the first k scales taken from real renders (k = 0 ... all)
+step prefix_check "$WORK/prefix_check.json" \
+  $RUN python $RECIPE/shapes_recipe.py prefix-check --model-dir "$WORK/default_model" \
+    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/prefix_check.json"
 step geneval "$WORK/eval/geneval/summary.json" \
   $RUN infinity-eval geneval "$WORK/eval/images" --out "$WORK/eval/geneval" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
@@ -111,7 +116,8 @@ else
   echo "== fid: skipped (no FID Inception weights; set FID_WEIGHTS)"
 fi
 $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid "$WORK/eval/fid.txt" \
-  --timings "$TIMINGS" --vae-check "$WORK/vae_check.json" --tune "$WORK/tune.json" --out "$WORK/report.json"
+  --timings "$TIMINGS" --vae-check "$WORK/vae_check.json" --tune "$WORK/tune.json" \
+  --prefix-check "$WORK/prefix_check.json" --out "$WORK/report.json"
 # the report goes into the model's provenance; the grid is drawn from the packaged model
 $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
   --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \

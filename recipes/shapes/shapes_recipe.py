@@ -7,6 +7,7 @@ python recipes/shapes/shapes_recipe.py vae-check --vae V --prompts P --out WORK/
 python recipes/shapes/shapes_recipe.py tune --model-dir DIR --out WORK/tune.json
 python recipes/shapes/shapes_recipe.py sample --model-dir DIR --prompts P --out WORK/eval/images
 python recipes/shapes/shapes_recipe.py grid --model-dir DIR --out grid.png
+python recipes/shapes/shapes_recipe.py prefix-check --model-dir DIR --prompts P --out WORK/prefix_check.json
 python recipes/shapes/shapes_recipe.py report --geneval WORK/eval/geneval --fid WORK/eval/fid.txt ...
 """
 
@@ -244,29 +245,75 @@ def cmd_tune(args: argparse.Namespace) -> None:
     )
 
 
+def _read_specs(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _heldout_renders(specs: list[dict]) -> list:
+    """Each spec rendered with the check's own seed exactly as training images are (1:1, resized to 128x128)."""
+    import random
+
+    from bsq_tokenizer import resize_crop_for_template
+    from infinity_data.shapes import image_size, render
+
+    rng = random.Random(VAE_CHECK_IMAGE_SEED)
+    height, width = image_size(1.0, LONG_SIDE)
+    return [resize_crop_for_template(render(spec, height, width, rng)[0], 1.0, PN) for spec in specs]
+
+
+def cmd_prefix_check(args: argparse.Namespace) -> None:
+    """Where the model goes wrong: the shapes check when the first k scales are a real render's (k = 0 … all).
+
+    Row k gives the model the tokenizer's bits of a held-out render for scales 0 … k-1 and lets it sample the
+    rest with the shipped settings. Row 0 is plain generation (one image per prompt), the last row the
+    tokenizer's reconstruction; the drop between rows k and k+1 is what the model's scale k costs.
+    """
+    import torch
+    from bsq_tokenizer import image_to_tensor
+    from infinity_model import SamplerConfig
+    from PIL import Image
+
+    pipe, dm = _pipeline(args.model_dir)
+    g = dm.generation
+    schedule = pipe.schedule(g["ratio"], g["pn"])
+    specs = _read_specs(args.prompts)
+    real = _heldout_renders(specs)
+    with torch.no_grad():
+        x = torch.cat([image_to_tensor(img) for img in real])
+        given = pipe.vae.encode_to_bits(x, schedule.vae_scales(pipe.vae.config.patchify)).bits
+    sampler = SamplerConfig(cfg=g["cfg"], tau=g["tau"], top_k=g["top_k"], top_p=g["top_p"])
+    rows = []
+    for k in range(schedule.num_scales + 1):
+        images = []
+        for i in range(0, len(specs), args.batch_size):
+            chunk = specs[i : i + args.batch_size]
+            result = pipe.generate(
+                [s["prompt"] for s in chunk],
+                schedule=schedule,
+                sampler=sampler,
+                seed=[3_000_000 + i + j for j in range(len(chunk))],
+                prefix_bits=[b[i : i + len(chunk)] for b in given[:k]],
+            )
+            images += [Image.fromarray(img.numpy()) for img in result.images]
+        summary = score_specs(images, specs)
+        rows.append({"given_scales": k, "overall": summary["overall"], "tags": summary["tags"]})
+        log.info("first %d scales given: shapes check %.3f", k, summary["overall"])
+    out = {"scales": [list(hw) for hw in schedule.scales], "images": len(specs), "sampling": g, "rows": rows}
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+
 def cmd_vae_check(args: argparse.Namespace) -> None:
     """The shapes check on tokenizer reconstructions of held-out renders: the ceiling any transformer can reach.
 
     Each held-out prompt is rendered (new seed) exactly as training images are (1:1, resized to 128x128), coded
     with the 0.016M 1:1 multi-scale schedule, decoded, and scored like generated images.
     """
-    import random
-
     import torch
-    from bsq_tokenizer import (
-        get_schedule,
-        image_to_tensor,
-        load_vae,
-        resize_crop_for_template,
-        tensor_to_images,
-    )
-    from infinity_data.shapes import image_size, render
+    from bsq_tokenizer import get_schedule, image_to_tensor, load_vae, tensor_to_images
 
     vae = load_vae(args.vae).eval()
-    specs = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
-    rng = random.Random(VAE_CHECK_IMAGE_SEED)
-    height, width = image_size(1.0, LONG_SIDE)
-    real = [resize_crop_for_template(render(spec, height, width, rng)[0], 1.0, PN) for spec in specs]
+    specs = _read_specs(args.prompts)
+    real = _heldout_renders(specs)
     scales = get_schedule(1.0, PN).vae_scales(vae.config.patchify)
     recon, l1 = [], 0.0
     with torch.no_grad():
@@ -349,6 +396,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         report["tokenizer_reconstruction_check"] = json.loads(Path(args.vae_check).read_text())
     if args.tune and Path(args.tune).is_file():
         report["sampling"] = json.loads(Path(args.tune).read_text())["best"]
+    if args.prefix_check and Path(args.prefix_check).is_file():
+        rows = json.loads(Path(args.prefix_check).read_text())["rows"]
+        report["prefix_check"] = {str(r["given_scales"]): r["overall"] for r in rows}
     if args.timings and Path(args.timings).is_file():
         report["timings_s"] = json.loads(Path(args.timings).read_text())
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
@@ -387,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_vae_check)
+    p = sub.add_parser("prefix-check", help="the check with the first k scales taken from real renders")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=20)
+    p.set_defaults(func=cmd_prefix_check)
     p = sub.add_parser("tune", help="choose cfg and tau on validation prompts (not the held-out ones)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True)
@@ -411,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timings", default=None)
     p.add_argument("--vae-check", default=None)
     p.add_argument("--tune", default=None)
+    p.add_argument("--prefix-check", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
     args = parser.parse_args(argv)
