@@ -155,13 +155,17 @@ def _pipeline(model_dir: str | None):
     return pipe, dm
 
 
+def _read_specs(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from infinity_eval import PromptItem, generate_benchmark
 
     pipe, dm = _pipeline(args.model_dir)
     g = dm.generation
     schedule = pipe.schedule(g["ratio"], g["pn"])
-    specs = [json.loads(line) for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+    specs = _read_specs(args.prompts)
     # The held-out prompts are draws of the world's generator and repeat (about 110 distinct of 300): every
     # draw gets its own seeds, or the repeats of a prompt would be copies of one image scored many times.
     n = args.images_per_prompt
@@ -243,10 +247,6 @@ def cmd_tune(args: argparse.Namespace) -> None:
         best["tau"],
         best["overall"],
     )
-
-
-def _read_specs(path: str) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def _heldout_renders(specs: list[dict]) -> list:
