@@ -88,7 +88,7 @@ def test_cli_generate_without_model_uses_the_default_model(
     neighbour_t5: Path, tmp_path: Path, monkeypatch
 ) -> None:
     from bsq_tokenizer import BSQVAE, VAEConfig, save_vae
-    from infinity_model import Infinity, InfinityConfig, save_infinity
+    from infinity_model import Infinity, InfinityConfig, InfinityPipeline, save_infinity
     from infinity_model import default_model as dm_module
     from infinity_model.cli import main
     from PIL import Image
@@ -102,14 +102,25 @@ def test_cli_generate_without_model_uses_the_default_model(
     save_infinity(model, tmp_path / "transformer")
     vae = BSQVAE(VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1))).eval()
     save_vae(vae, tmp_path / "vae.safetensors")
-    generation = {"pn": "0.016M", "cfg": 2.0, "tau": 1.0, "top_k": 0, "top_p": 0.0}
+    generation = {"pn": "0.016M", "cfg": 2.0, "tau": 1.0, "top_k": 0, "top_p": 0.0, "candidates": 3}
     root = write_default_model(
         tmp_path / "dm", tmp_path / "transformer", tmp_path / "vae.safetensors", neighbour_t5, generation
     )
     monkeypatch.setattr(dm_module, "_PACKAGED", root)
+    prompt = "a photo of a red circle above a blue square"
     out = tmp_path / "out.png"
-    assert main(["generate", "a photo of a red circle above a blue square", "-o", str(out)]) == 0
+    assert main(["generate", prompt, "-o", str(out)]) == 0
     assert Image.open(out).size == (128, 128)  # the default model's pixel budget, not 1M
+    # the default model's sampling settings, candidates included, are the CLI's defaults
+    dm = dm_module.load_default_model()
+    pipe = InfinityPipeline.from_pretrained(dm.model, dm.vae, dm.text_encoder, device="cpu")
+    settings = {k: v for k, v in generation.items() if k != "pn"}
+    best = pipe([prompt], pn="0.016M", seed=0, **settings)[0]
+    assert Image.open(out).tobytes() == best.tobytes()
+    single = tmp_path / "single.png"
+    assert main(["generate", prompt, "--candidates", "1", "-o", str(single)]) == 0
+    plain = pipe([prompt], pn="0.016M", seed=0, **{**settings, "candidates": 1})[0]
+    assert Image.open(single).tobytes() == plain.tobytes() != best.tobytes()
     wide = tmp_path / "wide.png"
     assert main(["generate", "a photo of a red circle", "--ratio", "0.5", "-o", str(wide)]) == 0
     assert Image.open(wide).size == (160, 80)

@@ -288,3 +288,48 @@ def test_prefix_bits_of_the_wrong_shape_count_or_dtype_are_refused(model):
         sample(model, text, SCHEDULE, prefix_bits=[bits[0].float()])
     with pytest.raises(ValueError, match="0/1 labels"):
         sample(model, text, SCHEDULE, prefix_bits=[bits[0] * 2 + 1])
+
+
+def _teacher_forced_log_prob(model, text, bits) -> torch.Tensor:
+    """Sum over every bit of log softmax(teacher-forced logits)[bit], one value per sample."""
+    inputs = model.scale_inputs_from_bits(bits, SCHEDULE)
+    labels = torch.cat([b.flatten(1, 2) for b in bits], dim=1)  # (B, L, d)
+    with torch.no_grad():
+        logits = model(text, inputs, SCHEDULE).float()
+    return logits.log_softmax(-1).gather(-1, labels.unsqueeze(-1)).squeeze(-1).sum(dim=(1, 2))
+
+
+def test_log_probs_are_the_untempered_teacher_forced_likelihoods_of_the_drawn_bits(model):
+    text = random_text([5, 3], seed=3)
+    result = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=0.7), seed=5)
+    cond = _teacher_forced_log_prob(model, text, result.bits)
+    uncond = _teacher_forced_log_prob(model, model.uncond_text(text.lengths), result.bits)
+    assert result.log_prob is not None and result.log_prob_uncond is not None
+    torch.testing.assert_close(result.log_prob, cond, rtol=0, atol=1e-3)
+    torch.testing.assert_close(result.log_prob_uncond, uncond, rtol=0, atol=1e-3)
+    assert not torch.allclose(cond, uncond, atol=1e-2)  # the two branches really differ
+    unguided = sample(model, text, SCHEDULE, SamplerConfig(cfg=1.0), seed=5)
+    assert unguided.log_prob is not None and unguided.log_prob_uncond is None
+    hidden = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, cfg_insertion_layer=-1), seed=5)
+    assert hidden.log_prob is None and hidden.log_prob_uncond is None
+
+
+def test_candidates_keep_each_prompts_most_likely_of_its_n_seeded_draws(model):
+    text = random_text([5, 3], seed=3)
+    config = SamplerConfig(cfg=3.0, tau=1.0)
+    best = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, candidates=3), seed=[10, 20])
+    for i, base in enumerate((10, 20)):
+        alone = [sample(model, text.select([i]), SCHEDULE, config, seed=3 * base + j) for j in range(3)]
+        scores = torch.cat([a.log_prob for a in alone])
+        assert len(set(scores.tolist())) == 3  # three different draws to choose from
+        pick = alone[int(scores.argmax())]
+        assert all(torch.equal(b[i : i + 1], p) for b, p in zip(best.bits, pick.bits, strict=True))
+        torch.testing.assert_close(best.log_prob[i], scores.max(), rtol=0, atol=1e-4)
+        torch.testing.assert_close(best.codes[i : i + 1], pick.codes)
+
+
+def test_candidates_must_be_positive_and_need_logit_guidance():
+    with pytest.raises(ValueError, match="candidates must be >= 1"):
+        SamplerConfig(candidates=0)
+    with pytest.raises(ValueError, match=r"cfg_insertion_layer=-2\) does not compute"):
+        SamplerConfig(candidates=2, cfg_insertion_layer=-2)

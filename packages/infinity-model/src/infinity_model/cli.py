@@ -13,7 +13,7 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("infinity_model.cli")
 
 # Sampling settings when neither the command line nor the default model's default_model.json gives them.
-SAMPLING_DEFAULTS = {"pn": "1M", "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97}
+SAMPLING_DEFAULTS = {"pn": "1M", "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "candidates": 1}
 
 
 def _float_list(text: str) -> float | tuple[float, ...]:
@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=None, help="default 0.97 (0 disables)")
     gen.add_argument(
         "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
+    )
+    gen.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="draws per prompt; keep the one the model finds most likely (default 1; the default model's own)",
     )
     gen.add_argument("--seed", type=int, default=0, help="image i of a run uses seed + i")
     gen.add_argument(
@@ -189,6 +195,7 @@ def _generate(args: argparse.Namespace) -> int:
                 top_k=args.top_k,
                 top_p=args.top_p,
                 cfg_insertion_layer=args.cfg_insertion_layer,
+                candidates=args.candidates,
                 seed=args.seed + start,
                 callback=lambda step: bar.update(1),
             )

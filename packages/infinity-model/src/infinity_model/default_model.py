@@ -29,7 +29,15 @@ __all__ = [
 
 DEFAULT_MODEL_FILE = "default_model.json"
 _PACKAGED = Path(__file__).resolve().parent / "default_model"
-_GENERATION_KEYS = {"pn": str, "ratio": float, "cfg": float, "tau": float, "top_k": int, "top_p": float}
+_GENERATION_KEYS = {
+    "pn": str,
+    "ratio": float,
+    "cfg": float,
+    "tau": float,
+    "top_k": int,
+    "top_p": float,
+    "candidates": int,
+}
 
 
 class DefaultModelNotFoundError(FileNotFoundError):
@@ -44,7 +52,7 @@ class DefaultModel:
     model: Path
     vae: Path
     text_encoder: Path
-    generation: dict[str, Any] = field(default_factory=dict)  # pn, ratio, cfg, tau, top_k, top_p
+    generation: dict[str, Any] = field(default_factory=dict)  # pn, ratio, cfg, tau, top_k, top_p, candidates
     provenance: dict[str, Any] = field(default_factory=dict)
 
 

@@ -329,7 +329,8 @@ class InfinityPipeline:
         **sampler_options,
     ) -> list[Image.Image]:
         """One PIL RGB image per prompt. ``schedule`` overrides ``ratio``/``pn`` (e.g. a custom schedule);
-        ``sampler_options`` go to :class:`SamplerConfig` (top_k, top_p, cfg_insertion_layer, use_cache)."""
+        ``sampler_options`` go to :class:`SamplerConfig` (top_k, top_p, cfg_insertion_layer, use_cache,
+        candidates)."""
         schedule = schedule or self.schedule(ratio, pn)
         sampler = SamplerConfig(cfg=cfg, tau=tau, **sampler_options)
         result = self.generate(
