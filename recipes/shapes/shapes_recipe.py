@@ -34,9 +34,11 @@ LONG_SIDE = 192  # rendered size; `infinity-data convert --pn 0.016M` resize-cro
 PN = "0.016M"
 
 # Sampling settings the shipped model is evaluated with (and `infinity generate` uses by default); the `tune`
-# step replaces cfg and tau with the best pair of TUNE_GRID on the validation prompts.
-GENERATION = {"pn": PN, "ratio": 1.0, "cfg": 3.0, "tau": 0.5, "top_k": 0, "top_p": 0.0}
+# step replaces cfg and tau with the best pair of TUNE_GRID on the validation prompts (one draw per image), then
+# chooses how many candidates to draw per image (keeping the one the model finds most likely) at that pair.
+GENERATION = {"pn": PN, "ratio": 1.0, "cfg": 3.0, "tau": 0.5, "top_k": 0, "top_p": 0.0, "candidates": 1}
 TUNE_GRID = {"cfg": (1.0, 2.0, 3.0, 5.0), "tau": (0.1, 0.5, 1.0)}
+CANDIDATE_GRID = (1, 4, 8)
 
 
 def shapes_vocabulary() -> list[str]:
@@ -155,6 +157,17 @@ def _pipeline(model_dir: str | None):
     return pipe, dm
 
 
+def _sampling(g: dict) -> dict:
+    """The pipeline's sampling keywords from a model folder's generation settings."""
+    return {
+        "cfg": g["cfg"],
+        "tau": g["tau"],
+        "top_k": g["top_k"],
+        "top_p": g["top_p"],
+        "candidates": g.get("candidates", 1),
+    }
+
+
 def _read_specs(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -170,24 +183,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     # draw gets its own seeds, or the repeats of a prompt would be copies of one image scored many times.
     n = args.images_per_prompt
     items = [PromptItem(f"{i:05d}", s["prompt"], n, s["tag"], s, seed=i * n) for i, s in enumerate(specs)]
+    sampling = _sampling(g)
+    if args.candidates is not None:
+        sampling["candidates"] = args.candidates
 
     def generator(prompts: list[str], seeds: list[int]):
-        return pipe(
-            prompts,
-            schedule=schedule,
-            cfg=g["cfg"],
-            tau=g["tau"],
-            top_k=g["top_k"],
-            top_p=g["top_p"],
-            seed=seeds,
-        )
+        return pipe(prompts, schedule=schedule, seed=seeds, **sampling)
 
     t0 = time.time()
     manifest = generate_benchmark(generator, items, args.out, "geneval", batch_size=args.batch_size)
     total = len(items) * n
     log.info(
-        "sampled %d images in %.1f s (%.3f s/image) -> %s",
+        "sampled %d images (best of %d draws each) in %.1f s (%.3f s/image) -> %s",
         total,
+        sampling["candidates"],
         time.time() - t0,
         (time.time() - t0) / total,
         manifest,
@@ -208,7 +217,8 @@ def score_specs(images: list, specs: list[dict]) -> dict:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    """Score every (cfg, tau) of TUNE_GRID on validation prompts (their own seed); keep the best pair."""
+    """Score every (cfg, tau) of TUNE_GRID on validation prompts (their own seed) and keep the best pair; then
+    score CANDIDATE_GRID at that pair and keep the best count (the first of equals: the fewest draws)."""
     from infinity_data.shapes import heldout_specs
 
     pipe, dm = _pipeline(args.model_dir)
@@ -218,33 +228,46 @@ def cmd_tune(args: argparse.Namespace) -> None:
         s for s in heldout_specs(args.prompts, VALIDATION_PROMPT_SEED) for _ in range(args.images_per_prompt)
     ]
     prompts = [s["prompt"] for s in specs]
-    results = []
-    for cfg in TUNE_GRID["cfg"]:
-        for tau in TUNE_GRID["tau"]:
-            images = []
-            for i in range(0, len(prompts), args.batch_size):
-                chunk = prompts[i : i + args.batch_size]
-                seeds = [1_000_000 + i + j for j in range(len(chunk))]  # one seed per image, all distinct
-                images += pipe(
-                    chunk, schedule=schedule, cfg=cfg, tau=tau, top_k=g["top_k"], top_p=g["top_p"], seed=seeds
-                )
-            summary = score_specs(images, specs)
-            results.append({"cfg": cfg, "tau": tau, "overall": summary["overall"], "tags": summary["tags"]})
-            log.info("cfg %.1f tau %.2f: overall %.3f", cfg, tau, summary["overall"])
-    best = max(results, key=lambda r: r["overall"])  # first of equals: the grid's order
+
+    def score(cfg: float, tau: float, candidates: int) -> dict:
+        images = []
+        for i in range(0, len(prompts), args.batch_size):
+            chunk = prompts[i : i + args.batch_size]
+            seeds = [1_000_000 + i + j for j in range(len(chunk))]  # one seed per image, all distinct
+            images += pipe(
+                chunk,
+                schedule=schedule,
+                cfg=cfg,
+                tau=tau,
+                top_k=g["top_k"],
+                top_p=g["top_p"],
+                candidates=candidates,
+                seed=seeds,
+            )
+        summary = score_specs(images, specs)
+        row = {"cfg": cfg, "tau": tau, "candidates": candidates, "overall": summary["overall"]}
+        log.info("cfg %.1f tau %.2f candidates %d: overall %.3f", cfg, tau, candidates, summary["overall"])
+        return {**row, "tags": summary["tags"]}
+
+    results = [score(cfg, tau, 1) for cfg in TUNE_GRID["cfg"] for tau in TUNE_GRID["tau"]]
+    pair = max(results, key=lambda r: r["overall"])  # first of equals: the grid's order
+    counts = [pair if n == 1 else score(pair["cfg"], pair["tau"], n) for n in CANDIDATE_GRID]
+    best = max(counts, key=lambda r: r["overall"])
     out = {
-        "best": {"cfg": best["cfg"], "tau": best["tau"]},
+        "best": {"cfg": best["cfg"], "tau": best["tau"], "candidates": best["candidates"]},
         "validation_prompts": args.prompts,
         "images_per_prompt": args.images_per_prompt,
         "grid": results,
+        "candidates": counts,
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     log.info(
-        "best on %d validation images (%d prompts): cfg %.1f tau %.2f (overall %.3f)",
+        "best on %d validation images (%d prompts): cfg %.1f tau %.2f, %d candidates (overall %.3f)",
         len(specs),
         args.prompts,
         best["cfg"],
         best["tau"],
+        best["candidates"],
         best["overall"],
     )
 
@@ -281,6 +304,7 @@ def cmd_prefix_check(args: argparse.Namespace) -> None:
     with torch.no_grad():
         x = torch.cat([image_to_tensor(img) for img in real])
         given = pipe.vae.encode_to_bits(x, schedule.vae_scales(pipe.vae.config.patchify)).bits
+    # one draw per image (no candidates): the check is about the model's scales, not the choice among draws
     sampler = SamplerConfig(cfg=g["cfg"], tau=g["tau"], top_k=g["top_k"], top_p=g["top_p"])
     rows = []
     for k in range(schedule.num_scales + 1):
@@ -349,13 +373,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
         "a photo of a square below a triangle",
     ]
     images = pipe(
-        prompts,
-        schedule=pipe.schedule(g["ratio"], g["pn"]),
-        cfg=g["cfg"],
-        tau=g["tau"],
-        top_k=g["top_k"],
-        top_p=g["top_p"],
-        seed=list(range(len(prompts))),
+        prompts, schedule=pipe.schedule(g["ratio"], g["pn"]), seed=list(range(len(prompts))), **_sampling(g)
     )
     cols, size, caption_h = 4, images[0].width, 30
     rows = (len(images) + cols - 1) // cols
@@ -384,6 +402,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         "shapes_geneval_images": summary["images"],
         "geneval_shapes": summary,
     }
+    if args.geneval_single and Path(args.geneval_single).is_dir():
+        single = json.loads((Path(args.geneval_single) / "summary.json").read_text())
+        report["shapes_geneval_single_draw"] = {"overall": single["overall"], "tags": single["tags"]}
     if args.fid and Path(args.fid).is_file():
         text = Path(args.fid).read_text()
         match = re.search(r"FID ([0-9.]+)", text)
@@ -456,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--images-per-prompt", type=int, default=4, help="GenEval's protocol: 4")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--candidates", type=int, default=None, help="draws per image (default: the model folder's)"
+    )
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("grid", help="a grid of samples for the README")
     p.add_argument("--model-dir", default=None)
@@ -463,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("report", help="collect the scores into one JSON")
     p.add_argument("--geneval", required=True)
+    p.add_argument(
+        "--geneval-single", default=None, help="the check of the held-out draws without candidates"
+    )
     p.add_argument("--fid", default=None)
     p.add_argument("--timings", default=None)
     p.add_argument("--vae-check", default=None)
