@@ -234,16 +234,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         for i in range(0, len(prompts), args.batch_size):
             chunk = prompts[i : i + args.batch_size]
             seeds = [1_000_000 + i + j for j in range(len(chunk))]  # one seed per image, all distinct
-            images += pipe(
-                chunk,
-                schedule=schedule,
-                cfg=cfg,
-                tau=tau,
-                top_k=g["top_k"],
-                top_p=g["top_p"],
-                candidates=candidates,
-                seed=seeds,
-            )
+            settings = _sampling({**g, "cfg": cfg, "tau": tau, "candidates": candidates})
+            images += pipe(chunk, schedule=schedule, seed=seeds, **settings)
         summary = score_specs(images, specs)
         row = {"cfg": cfg, "tau": tau, "candidates": candidates, "overall": summary["overall"]}
         log.info("cfg %.1f tau %.2f candidates %d: overall %.3f", cfg, tau, candidates, summary["overall"])
@@ -305,7 +297,7 @@ def cmd_prefix_check(args: argparse.Namespace) -> None:
         x = torch.cat([image_to_tensor(img) for img in real])
         given = pipe.vae.encode_to_bits(x, schedule.vae_scales(pipe.vae.config.patchify)).bits
     # one draw per image (no candidates): the check is about the model's scales, not the choice among draws
-    sampler = SamplerConfig(cfg=g["cfg"], tau=g["tau"], top_k=g["top_k"], top_p=g["top_p"])
+    sampler = SamplerConfig(**{**_sampling(g), "candidates": 1})
     rows = []
     for k in range(schedule.num_scales + 1):
         images = []
@@ -464,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--batch-size", type=int, default=20)
     p.set_defaults(func=cmd_prefix_check)
-    p = sub.add_parser("tune", help="choose cfg and tau on validation prompts (not the held-out ones)")
+    p = sub.add_parser("tune", help="choose cfg, tau and candidates on validation prompts (not held-out)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--prompts", type=int, default=120)
