@@ -145,6 +145,9 @@ class TransformerTrainConfig:
     bitloss: Literal["mean", "sum"] = "mean"
     ema_decay: float = 0.0  # 0 disables EMA; reference value when on: 0.9999
     activation_checkpointing: bool = False
+    # "math": the training forward's self-attention uses SDPA's math kernel (explicit matmul + softmax); at short
+    # sequences on CPU it beats the default fused CPU kernel, whose bf16 backward is slow. "auto": torch picks.
+    attention_backend: Literal["auto", "math"] = "auto"
     max_nonfinite_in_a_row: int = 10
     bsc: BSCConfig = field(default_factory=BSCConfig)
 
@@ -156,6 +159,9 @@ class TokenizerModelConfig:
     disc_channels: int = 64
     disc_layers: int = 3
     perceptual_path: str = ""  # TorchScript feature network; empty → Laplacian-pyramid fallback (README)
+    # NHWC convolutions for the VAE, discriminator and images: the same numbers, faster convolution kernels
+    # (2 CPU cores, the shapes recipe: 1.2x per step, 1.45x together with bf16 autocast)
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)

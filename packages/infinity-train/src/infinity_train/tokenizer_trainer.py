@@ -75,6 +75,11 @@ class TokenizerTrainer(TrainLoop):
             "vae": create_engine(vae, vae_opt, build_ds_config(config)),
             "disc": create_engine(disc, disc_opt, build_ds_config(config)),
         }
+        if config.tokenizer_model.channels_last:
+            # after the engines: DeepSpeed's initial parameter broadcast views each tensor as contiguous bytes.
+            # Module.to swaps param.data in place, so the optimizers keep the same parameters.
+            for engine in self.engines.values():
+                engine.module.to(memory_format=torch.channels_last)
         self.ema = (
             EMA(self.vae_engine.module, config.transformer.ema_decay)
             if config.transformer.ema_decay > 0
@@ -113,6 +118,13 @@ class TokenizerTrainer(TrainLoop):
             )
         return scales
 
+    def _images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's images on the device in fp32 (NHWC strides with ``tokenizer_model.channels_last``)."""
+        images = batch["images"].to(self.dist.device, torch.float32)
+        if self.config.tokenizer_model.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def _autocast(self):
         if self.config.deepspeed.precision == "bf16":
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
@@ -138,7 +150,7 @@ class TokenizerTrainer(TrainLoop):
     # ------------------------------------------------------------------------------------ hooks
     def micro_step(self, batch: dict[str, Any], it: int) -> dict[str, Any] | None:
         cfg, lc = self.config, self.config.tokenizer_loss
-        images = batch["images"].to(self.dist.device, torch.float32)
+        images = self._images(batch)
         self.vae_engine.train()
         z, recon = self._forward_vae(images, float(batch["template"]))
         rec_l1 = (recon - images).abs().mean()
@@ -207,7 +219,7 @@ class TokenizerTrainer(TrainLoop):
         sums = {"rec_l1": 0.0, "rec_mse": 0.0, "psnr": 0.0}
         n = 0
         for batch in batches:
-            images = batch["images"].to(self.dist.device, torch.float32)
+            images = self._images(batch)
             _, recon = self._forward_vae(images, float(batch["template"]))
             recon = recon.clamp(-1, 1)
             mse = F.mse_loss(recon, images).item()

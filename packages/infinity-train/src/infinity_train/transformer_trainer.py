@@ -217,6 +217,14 @@ class TransformerTrainer(TrainLoop):
             return torch.autocast(self.dist.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _attention_kernel(self) -> contextlib.AbstractContextManager:
+        """SDPA kernel choice of ``transformer.attention_backend`` (the backward follows the forward's kernel)."""
+        if self.config.transformer.attention_backend == "math":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            return sdpa_kernel(SDPBackend.MATH)
+        return contextlib.nullcontext()
+
     def _encode(self, images: torch.Tensor, keys: Sequence[str] | None) -> torch.Tensor:
         """The frozen VAE's fp32 latents of ``images``; with ``data.cache_latents``, encoded once per training key.
 
@@ -272,7 +280,7 @@ class TransformerTrainer(TrainLoop):
         cond_drop = None
         if train and cfg.transformer.cond_drop_rate > 0:
             cond_drop = torch.rand(b, generator=generator) < cfg.transformer.cond_drop_rate
-        with self._autocast():
+        with self._autocast(), self._attention_kernel():
             logits = self.engine(text, bsc.inputs.to(self.dist.device), schedule, cond_drop)
         out = bit_cross_entropy(
             logits.float(),
