@@ -38,7 +38,9 @@ PN = "0.016M"
 # chooses how many candidates to draw per image (keeping the one the model finds most likely) at that pair.
 GENERATION = {"pn": PN, "ratio": 1.0, "cfg": 3.0, "tau": 0.5, "top_k": 0, "top_p": 0.0, "candidates": 1}
 TUNE_GRID = {"cfg": (1.0, 2.0, 3.0, 5.0), "tau": (0.1, 0.5, 1.0)}
-CANDIDATE_GRID = (1, 4, 8)
+CANDIDATE_GRID = (1, 4, 8, 16)
+# The steps of reproduce.sh that make the model (data to the packaged folder); the rest scores it.
+TRAINING_STEPS = ("data", "convert", "text_encoder", "t5_features", "tokenizer", "transformer", "package")
 
 
 def shapes_vocabulary() -> list[str]:
@@ -386,6 +388,19 @@ def cmd_grid(args: argparse.Namespace) -> None:
     log.info("sample grid written to %s", args.out)
 
 
+def training_seconds(timings: dict[str, int]) -> int:
+    """Wall time of the steps that make the model (TRAINING_STEPS; those skipped by a reused output count 0)."""
+    return sum(int(timings.get(name, 0)) for name in TRAINING_STEPS)
+
+
+def cmd_training_time(args: argparse.Namespace) -> None:
+    timings = json.loads(Path(args.timings).read_text())
+    missing = [name for name in TRAINING_STEPS if name not in timings]
+    total = training_seconds(timings)
+    note = f" (not timed in this run, output reused: {', '.join(missing)})" if missing else ""
+    print(f"== training, data to packaged model: {total} s = {total / 60:.1f} min{note}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     summary = json.loads((Path(args.geneval) / "summary.json").read_text())
     report: dict = {
@@ -414,6 +429,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         report["prefix_check"] = {str(r["given_scales"]): r["overall"] for r in rows}
     if args.timings and Path(args.timings).is_file():
         report["timings_s"] = json.loads(Path(args.timings).read_text())
+        report["training_s"] = training_seconds(report["timings_s"])
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     log.info("report written to %s", args.out)
     print(json.dumps({k: v for k, v in report.items() if k != "geneval_shapes"}, indent=2))
@@ -477,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_grid)
+    p = sub.add_parser("training-time", help="print the wall time of the steps that make the model")
+    p.add_argument("--timings", required=True)
+    p.set_defaults(func=cmd_training_time)
     p = sub.add_parser("report", help="collect the scores into one JSON")
     p.add_argument("--geneval", required=True)
     p.add_argument(
