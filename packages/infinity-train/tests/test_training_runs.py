@@ -56,6 +56,26 @@ def test_cached_latents_encode_each_image_once_and_train_as_fresh_encodes(main_r
     assert out["losses1"] == pytest.approx(out["losses0"], rel=1e-4, abs=1e-5)
 
 
+def test_math_attention_backend_keeps_fused_kernels_out_of_the_forward_and_trains_alike(main_run):
+    out = main_run["fast_kernels"]
+    assert out["attn_auto_flash_enabled"] == [True] and out["attn_math_flash_enabled"] == [False]
+    assert out["attn_math"] == pytest.approx(out["attn_auto"], rel=1e-4, abs=1e-5)
+
+
+def test_channels_last_tokenizer_trains_alike_keeps_nhwc_weights_and_exports(main_run):
+    out = main_run["fast_kernels"]
+    # the same first step (same weights and batch: only the convolution kernels differ, and a latent near 0 may
+    # take the other sign bit); later steps drift apart a little, as Adam's first updates are ±lr for gradients
+    # near zero, whose sign float rounding can flip
+    assert out["vae_nhwc1"][0] == pytest.approx(out["vae_nhwc0"][0], rel=1e-4)
+    assert out["vae_nhwc1"] == pytest.approx(out["vae_nhwc0"], rel=5e-2)
+    assert out["vae_nhwc1"][-1] < 0.9 * out["vae_nhwc1"][0]
+    assert out["vae_nhwc1_conv_is_nhwc"] and not out["vae_nhwc0_conv_is_nhwc"]
+    assert out["vae_nhwc1_conv_trained"] and out["vae_nhwc0_conv_trained"]
+    assert out["vae_nhwc1_export_equal"] and out["vae_nhwc0_export_equal"]
+    assert "channels_last needs deepspeed.zero_stage = 0" in out["nhwc_zero2_error"]
+
+
 def test_nonfinite_loss_is_skipped_logged_counted_and_stops_after_limit_in_a_row(main_run, work):
     out = main_run["stages"]
     assert "3 non-finite losses in a row" in out["nan_error"]

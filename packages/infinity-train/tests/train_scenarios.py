@@ -314,6 +314,74 @@ def scenario_latent_cache(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def scenario_fast_kernels(work: Path, assets: dict[str, str]) -> dict[str, Any]:
+    """The CPU speed options against the default path, fp32 ZeRO-0: ``transformer.attention_backend = "math"``
+    (which SDPA kernels the forward may use, and the losses) and ``tokenizer_model.channels_last`` (the losses,
+    the parameters' strides after training, the export)."""
+    import torch
+    from bsq_tokenizer import load_vae
+    from infinity_train.distributed import init_distributed
+    from infinity_train.export import export_checkpoint
+
+    dist = init_distributed()
+    out: dict[str, Any] = {}
+    stage0 = {"zero_stage": 0, "precision": "fp32"}
+    for backend in ("auto", "math"):
+        cfg = transformer_config(
+            work / f"attn_{backend}",
+            assets,
+            max_steps=4,
+            deepspeed=stage0,
+            transformer={"attention_backend": backend},
+        )
+        trainer = _trainer(cfg, dist)
+        module, flash_enabled = trainer.engine.module, []
+        forward = module.forward
+
+        def recording(*args, forward=forward, flash_enabled=flash_enabled, **kwargs):
+            flash_enabled.append(torch.backends.cuda.flash_sdp_enabled())
+            return forward(*args, **kwargs)
+
+        module.forward = recording
+        out[f"attn_{backend}"] = _losses(trainer.run())
+        out[f"attn_{backend}_flash_enabled"] = sorted(set(flash_enabled))
+        trainer.close()
+    for nhwc in (False, True):
+        cfg = tokenizer_config(
+            work / f"vae_nhwc{int(nhwc)}",
+            assets,
+            max_steps=6,
+            deepspeed=stage0,
+            tokenizer_model={"channels_last": nhwc},
+        )
+        trainer = _trainer(cfg, dist)
+        conv = trainer.vae_engine.module.encoder.conv_in.conv.weight
+        initial = conv.detach().clone()
+        out[f"vae_nhwc{int(nhwc)}"] = _losses(trainer.run(), "rec_l1")
+        trainer.save()
+        trained = {k: v.detach().clone() for k, v in trainer.vae_engine.module.state_dict().items()}
+        out[f"vae_nhwc{int(nhwc)}_conv_is_nhwc"] = conv.is_contiguous(
+            memory_format=torch.channels_last
+        ) and not (conv.is_contiguous())
+        out[f"vae_nhwc{int(nhwc)}_conv_trained"] = not torch.equal(conv.detach(), initial)
+        trainer.close()
+        exported = load_vae(
+            export_checkpoint(work / f"vae_nhwc{int(nhwc)}", work / f"vae_nhwc{int(nhwc)}_export")
+            / "vae.safetensors"
+        )
+        out[f"vae_nhwc{int(nhwc)}_export_equal"] = all(
+            torch.equal(trained[k], v) for k, v in exported.state_dict().items()
+        )
+    try:
+        _trainer(
+            tokenizer_config(work / "vae_nhwc_zero2", assets, tokenizer_model={"channels_last": True}), dist
+        )
+        out["nhwc_zero2_error"] = ""
+    except ValueError as exc:
+        out["nhwc_zero2_error"] = str(exc)
+    return out
+
+
 def scenario_main(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     """Everything that can share one interpreter (imports and process-group setup are the slow part)."""
     return {
@@ -321,6 +389,7 @@ def scenario_main(work: Path, assets: dict[str, str]) -> dict[str, Any]:
         "resume_a": scenario_resume_a(work / "resume", assets),
         "tokenizer": scenario_tokenizer(work / "tokenizer", assets),
         "latent_cache": scenario_latent_cache(work / "latent_cache", assets),
+        "fast_kernels": scenario_fast_kernels(work / "fast_kernels", assets),
     }
 
 

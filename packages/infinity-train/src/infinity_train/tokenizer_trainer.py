@@ -53,6 +53,11 @@ class TokenizerTrainer(TrainLoop):
         from bsq_tokenizer import BSQVAE
 
         self.vae_config = build_vae_config(config)
+        if config.tokenizer_model.channels_last and config.deepspeed.zero_stage != 0:
+            raise ValueError(
+                f"tokenizer_model.channels_last needs deepspeed.zero_stage = 0 (got {config.deepspeed.zero_stage}): "
+                "ZeRO-1/2/3 keep the parameters as views of flat buffers, which NHWC copies would detach"
+            )
         torch.manual_seed(config.seed)
         vae = BSQVAE(self.vae_config)
         if config.checkpoint.init_from:
