@@ -159,8 +159,8 @@ class TokenizerModelConfig:
     disc_channels: int = 64
     disc_layers: int = 3
     perceptual_path: str = ""  # TorchScript feature network; empty → Laplacian-pyramid fallback (README)
-    # NHWC convolutions for the VAE, discriminator and images: the same numbers, faster convolution kernels
-    # (2 CPU cores, the shapes recipe: 1.2x per step, 1.45x together with bf16 autocast)
+    # NHWC VAE, discriminator and images (ZeRO-0 only): the same model, faster convolution kernels on CPU
+    # (benchmarks/cpu_precision.py, the shapes tokenizer's bare step on 2 cores: 1.15x)
     channels_last: bool = False
 
 
