@@ -2,11 +2,11 @@
 
     uv run --no-sync python benchmarks/cpu_precision.py [--steps 10] [--threads 2]
 
-Transformer: the recipe's 6 x 192 Infinity, batch 16 at 128x128 (scales 1, 2, 4, 6, 8), forward + bit loss +
-backward + AdamW, in fp32 or bf16 autocast (``deepspeed.precision``), with torch's SDPA kernel choice or the
-math kernel (``transformer.attention_backend``). Tokenizer: the recipe's ch-8 BSQ-VAE, batch 8 at 128x128,
-encoder + quantizer (fp32, as the trainer) + decoder + L1/L2 + backward + AdamW, in fp32 or bf16, NCHW or
-channels_last (``tokenizer_model.channels_last``). Random weights and inputs; no data loading, no DeepSpeed.
+Models, batch sizes, schedules and loss weights come from ``recipes/shapes/*.toml``. Transformer: its
+``data.scales`` (128x128), forward + bit loss + backward + AdamW, in fp32 or bf16 autocast
+(``deepspeed.precision``), with torch's SDPA kernel choice or the math kernel (``transformer.attention_backend``).
+Tokenizer: the 1:1 schedule of its ``data.pn``, encoder + quantizer (fp32, as the trainer) + decoder + L1/L2 +
+backward + AdamW, in fp32 or bf16, NCHW or channels_last (``tokenizer_model.channels_last``). Random weights and inputs; no data loading, no DeepSpeed.
 Prints ms per step and the speed-up against fp32 with the default kernels, measured in the same run.
 """
 
@@ -16,10 +16,11 @@ import argparse
 import contextlib
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-SCALES = [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)]
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "shapes"
 
 
 def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
@@ -28,30 +29,23 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
 
 def transformer_step(bf16: bool, math: bool) -> Callable[[], None]:
     from bsq_tokenizer import custom_schedule
-    from infinity_model import Infinity, InfinityConfig, TextCondition
-    from infinity_train import bit_cross_entropy
+    from infinity_model import Infinity, TextCondition
+    from infinity_train import bit_cross_entropy, load_run_config
+    from infinity_train.transformer_trainer import build_infinity_config
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    config = InfinityConfig.preset(
-        "layer12",
-        depth=6,
-        embed_dim=192,
-        num_heads=6,
-        d_vae=16,
-        block_chunks=1,
-        text_channels=64,
-        pool_heads=2,
-    )
+    run = load_run_config(RECIPE / "transformer.toml")
+    config = build_infinity_config(run)
     model = Infinity(config)
     model.init_weights(generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    schedule = custom_schedule(SCALES)
+    schedule = custom_schedule(run.data.scales)
     g = torch.Generator().manual_seed(1)
-    batch = 16
+    batch, bits = run.data.batch_size, config.d_vae
     lengths = torch.randint(6, 14, (batch,), generator=g)
-    text = TextCondition(torch.randn(int(lengths.sum()), 64, generator=g), lengths)
-    inputs = torch.randn(batch, schedule.seq_len - 1, 16, generator=g).sign()
-    labels = torch.randint(0, 2, (batch, schedule.seq_len, 16), generator=g)
+    text = TextCondition(torch.randn(int(lengths.sum()), config.text_channels, generator=g), lengths)
+    inputs = torch.randn(batch, schedule.seq_len - 1, bits, generator=g).sign()
+    labels = torch.randint(0, 2, (batch, schedule.seq_len, bits), generator=g)
     drop = torch.rand(batch, generator=g) < 0.1
 
     def step() -> None:
@@ -67,13 +61,20 @@ def transformer_step(bf16: bool, math: bool) -> Callable[[], None]:
 
 
 def tokenizer_step(bf16: bool, channels_last: bool) -> Callable[[], None]:
-    from bsq_tokenizer import BSQVAE, VAEConfig
+    from bsq_tokenizer import BSQVAE, get_schedule
+    from infinity_train import load_run_config
+    from infinity_train.tokenizer_trainer import build_vae_config
 
+    run = load_run_config(RECIPE / "tokenizer.toml")
     torch.manual_seed(0)
-    vae = BSQVAE(
-        VAEConfig.preset("d16").replace(ch=8, ch_mult=(1, 2, 4, 8, 8), num_res_blocks=1, norm_groups=4)
+    vae = BSQVAE(build_vae_config(run))
+    schedule = get_schedule(1.0, run.data.pn)  # the 1:1 bucket
+    scales = schedule.vae_scales(vae.config.patchify)
+    images = torch.rand(
+        run.data.batch_size, 3, *schedule.pixel_hw, generator=torch.Generator().manual_seed(1)
     )
-    images = torch.rand(8, 3, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    images = images * 2 - 1
+    l1, l2 = run.tokenizer_loss.l1_weight, run.tokenizer_loss.l2_weight
     if channels_last:
         vae = vae.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
@@ -82,10 +83,10 @@ def tokenizer_step(bf16: bool, channels_last: bool) -> Callable[[], None]:
     def step() -> None:
         with _autocast(bf16):
             z = vae.encoder(images).float()
-        codes = vae.quantizer.quantize(z, SCALES).codes
+        codes = vae.quantizer.quantize(z, scales).codes
         with _autocast(bf16):
             recon = vae.decoder(codes).float()
-        loss = 4 * (recon - images).abs().mean() + 4 * (recon - images).pow(2).mean()
+        loss = l1 * (recon - images).abs().mean() + l2 * (recon - images).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

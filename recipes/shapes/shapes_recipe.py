@@ -241,11 +241,11 @@ def cmd_tune(args: argparse.Namespace) -> None:
     prompts = [s["prompt"] for s in specs]
 
     def score(cfg: float, tau: float, candidates: int) -> dict:
+        settings = _sampling({**g, "cfg": cfg, "tau": tau, "candidates": candidates})
         images = []
         for i in range(0, len(prompts), args.batch_size):
             chunk = prompts[i : i + args.batch_size]
             seeds = [1_000_000 + i + j for j in range(len(chunk))]  # one seed per image, all distinct
-            settings = _sampling({**g, "cfg": cfg, "tau": tau, "candidates": candidates})
             images += pipe(chunk, schedule=schedule, seed=seeds, **settings)
         summary = score_specs(images, specs)
         row = {"cfg": cfg, "tau": tau, "candidates": candidates, "overall": summary["overall"]}
