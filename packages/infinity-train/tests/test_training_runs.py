@@ -132,7 +132,7 @@ def test_run_stopped_after_k_steps_and_resumed_reproduces_the_uninterrupted_loss
     assert "different model" in b["wrong_size_error"]
 
 
-def test_tokenizer_training_reduces_reconstruction_error_resumes_and_exports(main_run):
+def test_tokenizer_training_reduces_reconstruction_error_resumes_and_exports_raw_and_ema(main_run):
     out = main_run["tokenizer"]
     rec = out["rec_l1"]
     assert sum(rec[-3:]) / 3 < 0.8 * sum(rec[:3]) / 3, rec
@@ -142,6 +142,9 @@ def test_tokenizer_training_reduces_reconstruction_error_resumes_and_exports(mai
     # resume restores the VAE engine (and the discriminator engine, loaded from <tag>/extra/disc) and LeCam EMAs
     assert out["resumed_step"] == 16 and out["resumed_equal"] and all(v != 0.0 for v in out["lecam"])
     assert out["export_equal"]  # infinity-train export -> bsq_tokenizer.load_vae gives the trained weights
+    # export --ema (the shapes recipe's tokenizer): the EMA's parameters with the trained buffers
+    assert out["ema_export_keys"] and out["ema_export_is_shadow"] and out["ema_export_differs"]
+    assert out["ema_export_buffers_equal"]
 
 
 def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, assets):

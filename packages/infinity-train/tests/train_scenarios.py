@@ -257,13 +257,16 @@ def scenario_tokenizer(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     from infinity_train.export import export_checkpoint
 
     dist = init_distributed()
-    cfg = tokenizer_config(work / "vae", assets, data={"val_shards": assets["val_shards"]})
+    cfg = tokenizer_config(
+        work / "vae", assets, data={"val_shards": assets["val_shards"]}, transformer={"ema_decay": 0.9}
+    )
     trainer = _trainer(cfg, dist)
     before = trainer.run_validation()
     history = trainer.run()
     after = trainer.run_validation()
     trainer.save()
     trained = {k: v.detach().clone() for k, v in trainer.vae_engine.module.state_dict().items()}
+    shadow = {k: v.clone() for k, v in trainer.ema.state_dict().items()}
     trainer.close()
     # resume: both engines (VAE + discriminator) and the LeCam state come back
     resumed = _trainer(cfg, dist)
@@ -272,7 +275,16 @@ def scenario_tokenizer(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     resumed.close()
     exported = load_vae(export_checkpoint(work / "vae", work / "vae_export") / "vae.safetensors")
     export_equal = all(torch.equal(trained[k], v) for k, v in exported.state_dict().items())
+    # --ema: the EMA's parameters, the trained buffers (the quantizer's int64 mask among them)
+    ema = load_vae(export_checkpoint(work / "vae", work / "vae_export_ema", use_ema=True) / "vae.safetensors")
+    ema_state = ema.state_dict()
+    buffers = {k for k, _ in ema.named_buffers()} & set(ema_state)
+    buffers_equal = bool(buffers) and all(torch.equal(trained[k], ema_state[k]) for k in buffers)
     return {
+        "ema_export_is_shadow": all(torch.equal(ema_state[k], v) for k, v in shadow.items()),
+        "ema_export_differs": any(not torch.equal(trained[k], v) for k, v in shadow.items()),
+        "ema_export_buffers_equal": buffers_equal,
+        "ema_export_keys": set(ema_state) == set(trained),
         "rec_l1": _losses(history, "rec_l1"),
         "disc_loss": [h.get("disc_loss") for h in history],
         "val_before": before,
