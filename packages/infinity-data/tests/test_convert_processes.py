@@ -1,5 +1,5 @@
-"""Converter worker processes: started without forking the converting process, and gone when it is killed
-with SIGKILL; the conversion then resumes to exactly the samples of an uninterrupted run."""
+"""Converter and verifier worker processes: started without forking the process that uses them, and gone
+when it is killed with SIGKILL; the conversion then resumes to exactly the samples of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -78,14 +78,28 @@ _BLOCKING_CONVERT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_sigkill_of_the_converter_takes_its_workers_down_and_the_run_resumes_exactly(
-    tmp_path: Path, make_folder
-) -> None:
-    src = make_folder(tmp_path / "src", 40)
-    out, ready = tmp_path / "out", tmp_path / "ready"
+_BLOCKING_VERIFY = textwrap.dedent(
+    """
+    import sys, threading
+    from pathlib import Path
+    from infinity_data import verify
+
+    root, ready = sys.argv[1:3]
+
+    def progress(n):
+        Path(ready).write_text("ready")
+        threading.Event().wait()
+
+    verify(root, workers=2, progress=progress)
+    """
+)
+
+
+def _kill_and_wait_for_the_pool(code: str, args: list[str], ready: Path) -> None:
+    """Run ``code`` in its own session until it writes ``ready``, SIGKILL it, then wait until every process
+    it started has exited (failing if one is still running after a generous bound)."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _BLOCKING_CONVERT, str(src), str(out), str(ready)],
+        [sys.executable, "-c", code, *args, str(ready)],
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -95,7 +109,7 @@ def test_sigkill_of_the_converter_takes_its_workers_down_and_the_run_resumes_exa
             if ready.exists() or proc.poll() is not None:
                 break
             time.sleep(0.25)
-        assert ready.exists(), f"the conversion never got going: {proc.stderr.read() if proc.stderr else ''}"
+        assert ready.exists(), f"the child never got going: {proc.stderr.read() if proc.stderr else ''}"
         pool = _descendants(proc.pid)
         assert len(pool) >= 2, f"expected worker processes under {proc.pid}, found {pool}"
         os.kill(proc.pid, signal.SIGKILL)
@@ -106,7 +120,7 @@ def test_sigkill_of_the_converter_takes_its_workers_down_and_the_run_resumes_exa
             if not alive:
                 break
             time.sleep(0.1)
-        assert not alive, f"worker processes {sorted(alive)} outlived the killed converter"
+        assert not alive, f"worker processes {sorted(alive)} outlived the killed process"
     finally:
         with suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -114,12 +128,27 @@ def test_sigkill_of_the_converter_takes_its_workers_down_and_the_run_resumes_exa
         if proc.stderr is not None:
             proc.stderr.close()
 
+
+@pytest.mark.slow
+def test_sigkill_of_the_converter_takes_its_workers_down_and_the_run_resumes_exactly(
+    tmp_path: Path, make_folder
+) -> None:
+    src = make_folder(tmp_path / "src", 40)
+    out = tmp_path / "out"
+    _kill_and_wait_for_the_pool(_BLOCKING_CONVERT, [str(src), str(out)], tmp_path / "ready")
     config = ConvertConfig(workers=2, max_samples_per_shard=2)
     resumed = convert_folder(src, out, config)  # the dead run's lock went with it
     reference = convert_folder(src, tmp_path / "ref", config)
     assert resumed.num_resumed > 0 and resumed.num_accepted == reference.num_accepted == 40
     assert _samples(out) == _samples(tmp_path / "ref")
     assert verify(out).ok
+
+
+@pytest.mark.slow
+def test_sigkill_of_verify_takes_its_workers_down(tmp_path: Path, make_folder) -> None:
+    src = make_folder(tmp_path / "src", 20)
+    convert_folder(src, tmp_path / "out", ConvertConfig(max_samples_per_shard=2))
+    _kill_and_wait_for_the_pool(_BLOCKING_VERIFY, [str(tmp_path / "out")], tmp_path / "ready")
 
 
 def test_workers_do_not_inherit_the_converting_process_memory(

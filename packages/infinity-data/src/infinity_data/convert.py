@@ -9,15 +9,11 @@ At the end ``<out>/index.json`` (a :class:`ShardIndex`) and ``<out>/report.json`
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
-import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,11 +26,9 @@ from typing import Any
 from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
-from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb, worker_context
+from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
+from .processes import worker_pool
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
-
-if sys.platform != "win32":
-    import fcntl
 
 from .sources import (
     DEFAULT_CAPTION_TYPE,
@@ -44,6 +38,9 @@ from .sources import (
     img2dataset_items,
     jsonl_items,
 )
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = [
     "ConvertConfig",
@@ -61,8 +58,6 @@ JOURNAL_DIR = "_convert"
 REPORT_NAME = "report.json"
 _KEY_HEX = 20  # 80-bit keys: collisions are negligible for billions of samples
 LOCK_NAME = "lock"  # under JOURNAL_DIR; held (flock) for the whole conversion
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_WATCHDOG_S = 1.0  # how often a worker checks that the converting process is still there
 # CLI flag of each ConvertConfig field / input setting, for naming what differs on a refused resume
 _FLAGS = {
     "pn": "--pn",
@@ -277,50 +272,6 @@ def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Acce
     return [_process(item, config) for item in items]
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, counts as gone). POSIX only."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if sys.platform.startswith("linux"):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-        return stat.rpartition(")")[2].split()[:1] != ["Z"]
-    return True
-
-
-def _watch_parent(parent_pid: int, ppid: int) -> None:
-    while _alive(parent_pid) and os.getppid() == ppid:
-        time.sleep(_WATCHDOG_S)
-    os._exit(1)
-
-
-def _worker_init(parent_pid: int) -> None:
-    """Make a pool worker die with the converting process, even when that one is killed with SIGKILL
-    (otherwise idle workers wait on their task queue forever): on Linux the kernel sends SIGKILL when the
-    worker's parent exits (prctl PR_SET_PDEATHSIG); everywhere on POSIX a watchdog thread exits when the
-    converting process or the worker's parent is gone."""
-    if os.name != "posix":
-        return  # spawn on Windows: no watchdog (os.kill(pid, 0) would terminate the process there)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            logger.warning(
-                "prctl(PR_SET_PDEATHSIG) failed (errno %d); relying on the watchdog", ctypes.get_errno()
-            )
-    ppid = os.getppid()
-    if not _alive(parent_pid):
-        os._exit(1)  # the converting process died while this worker started
-    threading.Thread(
-        target=_watch_parent, args=(parent_pid, ppid), name="parent-watchdog", daemon=True
-    ).start()
-
-
 class _Pool:
     """A process pool that survives a worker dying (e.g. a decoder crashing on a hostile file): chunks lost
     with it are redone, and the item that kills a worker again on its own is rejected as ``worker_crash``."""
@@ -330,12 +281,7 @@ class _Pool:
         self.pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self.config.workers,
-            mp_context=worker_context(),
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
-        )
+        return worker_pool(self.config.workers)
 
     def restart(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
