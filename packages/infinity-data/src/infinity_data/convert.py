@@ -29,7 +29,6 @@ from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_s
 from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
 from .processes import worker_pool
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
-
 from .sources import (
     DEFAULT_CAPTION_TYPE,
     SourceItem,
