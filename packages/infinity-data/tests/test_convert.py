@@ -292,24 +292,17 @@ def test_parallel_workers_produce_the_same_samples_as_in_process(tmp_path: Path,
 def test_a_file_that_kills_its_worker_process_is_rejected_and_the_rest_converted(
     tmp_path: Path, make_folder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Stands in for a decoder segfault: forked workers inherit the patched decoder and die on one file."""
-    import os
-
+    """Stands in for a decoder segfault: the workers' chunk function dies on one file."""
     import infinity_data.convert as convert_module
 
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import _worker_probes
+
     src = make_folder(tmp_path / "src", 30)
-    poison = (src / "img0013.jpg").read_bytes()
-    real_open_image = convert_module.open_image
-
-    def crashing_open_image(data: bytes):
-        if data == poison:
-            os._exit(11)
-        return real_open_image(data)
-
-    monkeypatch.setattr(convert_module, "open_image", crashing_open_image)
+    monkeypatch.setattr(convert_module, "_process_chunk", _worker_probes.crash_on_poison)
     result = convert_folder(src, tmp_path / "out", ConvertConfig(workers=2, max_samples_per_shard=4))
     assert result.num_accepted == 29
     assert result.rejected_by_reason == {"worker_crash": 1}
     report = json.loads(result.report_path.read_text(encoding="utf-8"))
-    assert [r["source"] for r in report["rejected"]] == ["img0013.jpg"]
+    assert [r["source"] for r in report["rejected"]] == [_worker_probes.POISON]
     assert verify(tmp_path / "out").ok

@@ -7,9 +7,16 @@ across ranks and workers and resumes at the exact next sample.
 
 from .buckets import bucket_name, template_of_size
 from .captions import choose_caption
-from .convert import ConvertConfig, ConvertResult, convert_folder, convert_img2dataset, convert_jsonl
+from .convert import (
+    ConvertConfig,
+    ConvertLockedError,
+    ConvertResult,
+    convert_folder,
+    convert_img2dataset,
+    convert_jsonl,
+)
 from .images import ImageDecodeError, decode_rgb
-from .loader import BucketLoader, LoaderConfig
+from .loader import BucketLoader, CorruptDataLimitError, LoaderConfig
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter, read_shard
 from .stats import DatasetStats, stats
 from .verify import VerifyReport, verify
@@ -17,7 +24,9 @@ from .verify import VerifyReport, verify
 __all__ = [
     "BucketLoader",
     "ConvertConfig",
+    "ConvertLockedError",
     "ConvertResult",
+    "CorruptDataLimitError",
     "DatasetStats",
     "ImageDecodeError",
     "LoaderConfig",

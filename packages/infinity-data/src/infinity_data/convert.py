@@ -13,10 +13,12 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ from typing import Any
 from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
-from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb, worker_context
+from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
+from .processes import worker_pool
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
     DEFAULT_CAPTION_TYPE,
@@ -35,8 +38,12 @@ from .sources import (
     jsonl_items,
 )
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = [
     "ConvertConfig",
+    "ConvertLockedError",
     "ConvertResult",
     "convert_folder",
     "convert_img2dataset",
@@ -49,6 +56,25 @@ logger = logging.getLogger(__name__)
 JOURNAL_DIR = "_convert"
 REPORT_NAME = "report.json"
 _KEY_HEX = 20  # 80-bit keys: collisions are negligible for billions of samples
+LOCK_NAME = "lock"  # under JOURNAL_DIR; held (flock) for the whole conversion
+# CLI flag of each ConvertConfig field / input setting, for naming what differs on a refused resume
+_FLAGS = {
+    "pn": "--pn",
+    "max_samples_per_shard": "--shard-size",
+    "max_bytes_per_shard": "--max-shard-mb",
+    "max_aspect": "--max-aspect",
+    "min_side": "--min-side",
+    "jpeg_quality": "--jpeg-quality",
+    "kind": "--from",
+    "input": "the input path",
+    "image_root": "--image-root",
+    "path_column": "--path-column",
+    "caption_column": "--caption-column",
+}
+
+
+class ConvertLockedError(ValueError):
+    """Another conversion is writing into the same output folder."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +133,7 @@ def sample_key(identity: str) -> str:
 class _Accepted:
     source: str
     sample: ShardSample
+    image_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +149,25 @@ class _Reject(Exception):
         self.code = code
 
 
+def _name_image(source: str, image_path: str | None, reason: str) -> str:
+    """``reason`` prefixed with the image path when the record's source (e.g. ``list.jsonl:12``) does not
+    already name the image, so every reject leads to its file."""
+    if image_path is None or image_path in reason or Path(image_path).as_posix().endswith(source):
+        return reason
+    return f"{image_path}: {reason}"
+
+
+def _clean_text(text: str | None, what: str) -> str | None:
+    """Drop a leading byte-order mark; refuse text that cannot be stored as UTF-8 (lone surrogates)."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Reject("invalid_utf8", f"{what} is not valid Unicode ({exc.reason} at {exc.start})") from exc
+    return text.removeprefix("\ufeff")
+
+
 def _read_captions(item: SourceItem) -> dict[str, str | None]:
     fields: dict[str, str | None] = {
         "caption": item.caption,
@@ -132,8 +178,14 @@ def _read_captions(item: SourceItem) -> dict[str, str | None]:
     if item.caption_file is not None:
         path = Path(item.caption_file)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the caption
+        except UnicodeDecodeError as exc:
+            raise _Reject(
+                "invalid_utf8",
+                f"caption file {path.name} is not valid UTF-8 ({exc.reason}: byte "
+                f"0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8",
+            ) from exc
+        except OSError as exc:
             raise _Reject("bad_caption_file", f"cannot read caption file {path.name}: {exc}") from exc
         if path.suffix == ".json":
             try:
@@ -145,7 +197,8 @@ def _read_captions(item: SourceItem) -> dict[str, str | None]:
             fields = captions_from_json(record)
         else:
             fields["caption"] = text
-    caption = fields["caption"]
+    caption = _clean_text(fields["caption"], "caption")
+    fields["short_caption"] = _clean_text(fields["short_caption"], "short caption")
     if caption is None:
         raise _Reject("missing_caption", "no caption")
     if not caption.strip():
@@ -209,9 +262,9 @@ def _process(item: SourceItem, config: ConvertConfig) -> _Accepted | _Rejected:
             **{k: v for k, v in captions.items() if v is not None},
             **item.extra,
         }
-        return _Accepted(item.source, ShardSample(meta["key"], data, ext, meta))
+        return _Accepted(item.source, ShardSample(meta["key"], data, ext, meta), item.image_path)
     except _Reject as rej:
-        return _Rejected(item.source, rej.code, str(rej))
+        return _Rejected(item.source, rej.code, _name_image(item.source, item.image_path, str(rej)))
 
 
 def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Accepted | _Rejected]:
@@ -227,7 +280,7 @@ class _Pool:
         self.pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=worker_context())
+        return worker_pool(self.config.workers)
 
     def restart(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -320,8 +373,9 @@ class _Journal:
             previous = json.loads(config_path.read_text(encoding="utf-8"))
             if previous != description:
                 raise ValueError(
-                    f"{out} holds a conversion with different inputs or options ({previous}); resume needs the "
-                    f"same command ({description}). Use a new output folder or delete {out}."
+                    f"{out} holds a conversion with different inputs or options: "
+                    f"{_differences(previous, description)}; resume needs the same command. "
+                    f"Use a new output folder, or delete {out} to start over."
                 )
         else:
             folder.mkdir(parents=True, exist_ok=True)
@@ -353,6 +407,23 @@ class _Journal:
             number = int(Path(shard.path).stem.rpartition("-")[2])
             numbers[shard.bucket] = max(numbers.get(shard.bucket, 0), number + 1)
         return numbers
+
+
+def _differences(previous: dict[str, Any], current: dict[str, Any]) -> str:
+    """``name (flag): before -> now`` for each input setting or option that differs between two runs."""
+
+    def flat(description: dict[str, Any]) -> dict[str, Any]:
+        options = description.get("options")
+        settings = {k: v for k, v in description.items() if k != "options"}
+        return {**settings, **(options if isinstance(options, dict) else {})}
+
+    before, now = flat(previous), flat(current)
+    parts = []
+    for name in sorted(before.keys() | now.keys()):
+        if before.get(name) != now.get(name):
+            label = f"{name} ({_FLAGS[name]})" if name in _FLAGS else name
+            parts.append(f"{label}: {before.get(name)!r} before, {now.get(name)!r} now")
+    return "; ".join(parts)
 
 
 def _holds_shards(out: Path) -> bool:
@@ -411,6 +482,37 @@ def _remove_unjournaled(out: Path, journal: _Journal) -> None:
 # The pipeline
 
 
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock (flock) on ``<out>/_convert/lock`` for a whole conversion, so a second one
+    into the same folder is refused instead of deleting the first one's open shards. The kernel drops the
+    lock when its process dies, so a killed conversion leaves no stale lock behind."""
+    if sys.platform == "win32":
+        logger.warning("%s is not locked on Windows: do not run two conversions into it at once", out)
+        yield
+        return
+    folder = out / JOURNAL_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ConvertLockedError(
+                f"{out} is being written by another conversion ({holder} holds {path}); wait for it to "
+                "finish (re-run the same command afterwards to check it is complete) or use another folder"
+            ) from None
+        try:
+            fh.truncate(0)
+            fh.write(f"pid {os.getpid()}\n")
+            fh.flush()
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def convert_items(
     items: Iterable[SourceItem],
     out_dir: str | Path,
@@ -422,9 +524,21 @@ def convert_items(
 
     ``description`` names the input (kind, path); with ``config.fingerprint()`` it must match an earlier
     run in ``out_dir`` for that run to be resumed. ``progress(n)`` is called after every n records handled.
+    The output folder is locked for the run: a second conversion into it raises :class:`ConvertLockedError`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        return _convert_locked(items, out, config, description, progress)
+
+
+def _convert_locked(
+    items: Iterable[SourceItem],
+    out: Path,
+    config: ConvertConfig,
+    description: dict[str, Any],
+    progress: Callable[[int], None] | None,
+) -> ConvertResult:
     description = {**description, "options": config.fingerprint()}
     journal = _Journal.open(out, description)
     _remove_unjournaled(out, journal)
@@ -461,9 +575,12 @@ def convert_items(
             if isinstance(result, _Accepted):
                 key = result.sample.key
                 if key in accepted:
+                    reason = f"same image as {accepted[key]} (key {key})"
                     journal.add_reject(
                         _Rejected(
-                            result.source, "duplicate_key", f"same image as {accepted[key]} (key {key})"
+                            result.source,
+                            "duplicate_key",
+                            _name_image(result.source, result.image_path, reason),
                         )
                     )
                 else:

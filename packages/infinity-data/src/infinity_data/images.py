@@ -139,7 +139,13 @@ def batch_to_tensor_pm1(images: list[Image.Image], shared: bool = False) -> torc
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
-    """Process start method for converter / verifier pools: fork where available (workers start in
-    milliseconds instead of re-importing torch), spawn elsewhere. The parent runs no torch ops before."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    """Process start method for converter / verifier pools: forkserver where available, spawn elsewhere.
+
+    Never fork: the callers run a progress bar, whose thread may hold a lock at the moment of a fork and
+    leave it held forever in the child. The fork server imports the converter and verifier once, so each
+    worker it forks starts without re-importing torch."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["infinity_data.convert", "infinity_data.verify"])
+    return context

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 from bsq_tokenizer import resize_crop_for_template, target_pixel_size
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .buckets import check_pn, parse_bucket_name
@@ -39,18 +40,31 @@ from .captions import choose_caption
 from .images import SHARD_IMAGE_EXTS, ImageDecodeError, batch_to_tensor_pm1, decode_rgb
 from .shards import T5_EXT, MemberTable, ShardIndex, read_member_table
 
-__all__ = ["BucketLoader", "LoaderConfig"]
+__all__ = ["BucketLoader", "CorruptDataLimitError", "LoaderConfig"]
 
 logger = logging.getLogger(__name__)
 
 _MODES = ("epoch", "resampled")
+_SKIPPED = "_skipped"  # internal batch entry: reasons of the samples skipped in it (removed before yielding)
+
+
+class CorruptDataLimitError(RuntimeError):
+    """More samples were unreadable than ``LoaderConfig.max_skipped_samples`` allows."""
+
+
+class _CorruptSample(Exception):
+    """A sample whose stored data cannot be used (unreadable shard, missing member, undecodable bytes).
+
+    Only this is skipped; any other exception while building a batch is a bug and propagates."""
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
     """How batches are made. ``pn``: pixel budget of the output images (0.06M -> 256x256 for 1:1).
     ``shuffle_window``: shards whose samples are shuffled together (0 = the whole bucket).
-    ``short_caption_prob`` / ``dynamic_caption_length``: caption choice (see :func:`choose_caption`)."""
+    ``short_caption_prob`` / ``dynamic_caption_length``: caption choice (see :func:`choose_caption`).
+    ``max_skipped_samples``: unreadable samples tolerated over the run (counted in the state) before
+    iteration stops with :class:`CorruptDataLimitError`; None = no limit."""
 
     batch_size: int = 16
     pn: str = "0.06M"
@@ -65,6 +79,7 @@ class LoaderConfig:
     short_caption_prob: float = 0.0
     dynamic_caption_length: bool = False
     buckets: tuple[str, ...] | None = None  # only these bucket names (e.g. ("1.000",)); None = all
+    max_skipped_samples: int | None = 1000
 
     def __post_init__(self) -> None:
         check_pn(self.pn)
@@ -81,6 +96,10 @@ class LoaderConfig:
             raise ValueError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         if not 0.0 <= self.short_caption_prob <= 1.0:
             raise ValueError(f"short_caption_prob must be in [0, 1], got {self.short_caption_prob}")
+        if self.max_skipped_samples is not None and self.max_skipped_samples < 0:
+            raise ValueError(
+                f"max_skipped_samples must be >= 0 (or None for no limit), got {self.max_skipped_samples}"
+            )
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> LoaderConfig:
@@ -202,25 +221,65 @@ class _ShardReader:
         return self.files[rel]
 
     def read(self, rel: str, position: int, exts: tuple[str, ...]) -> tuple[str, dict[str, bytes]]:
-        table = self._table(rel)
+        """``(key, {ext: bytes})`` of sample ``position`` of shard ``rel``; raises _CorruptSample when the
+        shard is missing, unreadable, shorter than the index says, or a member is truncated."""
+        try:
+            table = self._table(rel)
+        except ValueError as exc:  # read_member_table's report of an unreadable tar
+            raise _CorruptSample(str(exc)) from exc
         if position >= len(table.keys):
-            raise ValueError(
+            raise _CorruptSample(
                 f"{rel} holds {len(table.keys)} samples, sample #{position} requested (stale index?)"
             )
-        fh = self._file(rel)
         out = {}
-        for ext, (offset, size) in table.files[position].items():
-            if ext in exts:
-                fh.seek(offset)
-                out[ext] = fh.read(size)
-                if len(out[ext]) != size:
-                    raise ValueError(f"{rel}: member {table.keys[position]}.{ext} is truncated")
+        try:
+            fh = self._file(rel)
+            for ext, (offset, size) in table.files[position].items():
+                if ext in exts:
+                    fh.seek(offset)
+                    out[ext] = fh.read(size)
+                    if len(out[ext]) != size:
+                        raise _CorruptSample(f"{rel}: member {table.keys[position]}.{ext} is truncated")
+        except OSError as exc:
+            raise _CorruptSample(f"{rel}: cannot read ({exc})") from exc
         return table.keys[position], out
 
     def close(self) -> None:
         for fh in self.files.values():
             fh.close()
         self.files.clear()
+
+
+def _read_sample(
+    reader: _ShardReader, rel: str, position: int, exts: tuple[str, ...]
+) -> tuple[str, dict[str, Any], Image.Image, torch.Tensor | None]:
+    """Key, metadata, decoded RGB image and optional T5 features of one stored sample.
+
+    Raises _CorruptSample for data at fault (missing or undecodable members); nothing else is caught here.
+    """
+    key, files = reader.read(rel, position, exts)
+    if "json" not in files:
+        raise _CorruptSample(f"{rel}: sample {key} has no .json member")
+    try:
+        meta = json.loads(files["json"])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _CorruptSample(f"{rel}: {key}.json is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise _CorruptSample(f"{rel}: {key}.json is not a JSON object")
+    image_ext = next((e for e in SHARD_IMAGE_EXTS if e in files), None)
+    if image_ext is None:
+        raise _CorruptSample(f"{rel}: sample {key} has no image member (one of {SHARD_IMAGE_EXTS})")
+    try:
+        image = decode_rgb(files[image_ext])
+    except ImageDecodeError as exc:
+        raise _CorruptSample(f"{rel}: {key}.{image_ext}: {exc}") from exc
+    feats = None
+    if T5_EXT in files:
+        try:
+            feats = torch.from_numpy(np.load(io.BytesIO(files[T5_EXT]), allow_pickle=False))
+        except (ValueError, OSError, EOFError) as exc:
+            raise _CorruptSample(f"{rel}: {key}.{T5_EXT} is not a readable .npy array ({exc})") from exc
+    return key, meta, image, feats
 
 
 def _caption_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
@@ -242,38 +301,39 @@ class _BatchStream(IterableDataset):
         cache: dict[str, Any] = {}
         try:
             for index in range(self.start + worker, self.plan.batches_per_rank, num_workers):
-                batch = self._build(index, reader, cache)
-                if batch is not None:
-                    yield batch
+                # exactly one item per index, even when nothing was readable: the DataLoader takes items from
+                # the workers in turn, so a worker that skipped an index would put the order out of step
+                yield self._build(index, reader, cache)
         finally:
             reader.close()
 
-    def _build(self, index: int, reader: _ShardReader, cache: dict[str, Any]) -> dict[str, Any] | None:
+    def _build(self, index: int, reader: _ShardReader, cache: dict[str, Any]) -> dict[str, Any]:
+        """This rank's batch ``index``, with the reasons of skipped samples under ``_SKIPPED`` (and only
+        ``index``, ``epoch`` and those reasons when no sample was readable)."""
         plan, cfg = self.plan, self.plan.config
         b, ids = plan.batch_members(self.epoch, index, cache)
         bucket = plan.buckets[b]
         exts = (*SHARD_IMAGE_EXTS, "json", T5_EXT) if cfg.load_t5 else (*SHARD_IMAGE_EXTS, "json")
         target = target_pixel_size(bucket.template, cfg.pn)
         images, captions, stored, keys, t5 = [], [], [], [], []
+        skipped: list[str] = []
         for sample_id in ids:
             shard = int(np.searchsorted(bucket.starts, sample_id, side="right")) - 1
             rel = bucket.shard_paths[shard]
             position = int(sample_id - bucket.starts[shard])
             try:
-                key, files = reader.read(rel, position, exts)
-                meta = json.loads(files["json"])
-                image_ext = next(e for e in SHARD_IMAGE_EXTS if e in files)
-                img = resize_crop_for_template(decode_rgb(files[image_ext]), bucket.template, cfg.pn)
-                if (img.height, img.width) != target:
-                    raise ValueError(f"resized to {(img.height, img.width)}, expected {target}")
-                feats = None
-                if T5_EXT in files:
-                    feats = torch.from_numpy(np.load(io.BytesIO(files[T5_EXT]), allow_pickle=False))
-            except (ImageDecodeError, ValueError, OSError, KeyError, StopIteration, TypeError) as exc:
+                key, meta, decoded, feats = _read_sample(reader, rel, position, exts)
+            except _CorruptSample as exc:
                 logger.warning(
                     "skipping corrupt sample #%d of %s (bucket %s): %s", position, rel, bucket.name, exc
                 )
+                skipped.append(f"sample #{position} of {rel}: {exc}")
                 continue
+            img = resize_crop_for_template(decoded, bucket.template, cfg.pn)
+            if (img.height, img.width) != target:
+                raise RuntimeError(
+                    f"{rel} sample #{position}: resized to {(img.height, img.width)}, expected {target}"
+                )
             stored.append(str(meta.get("caption", "")))
             caption = choose_caption(
                 stored[-1],
@@ -294,7 +354,7 @@ class _BatchStream(IterableDataset):
                 self.epoch,
                 bucket.name,
             )
-            return None
+            return {"epoch": self.epoch, "index": index, _SKIPPED: skipped}
         batch: dict[str, Any] = {
             "images": batch_to_tensor_pm1(images, shared=get_worker_info() is not None),
             "captions": captions,
@@ -302,6 +362,7 @@ class _BatchStream(IterableDataset):
             "keys": keys,
             "epoch": self.epoch,
             "index": index,
+            _SKIPPED: skipped,
         }
         if cfg.load_t5 and all(f is not None for f in t5):
             # precomputed features encode the stored caption: report that one, not a policy-chosen variant
@@ -321,8 +382,11 @@ class BucketLoader:
     A batch is a dict: ``images`` float32 [B, 3, H, W] in [-1, 1], ``captions`` list[str], ``template``
     float (h/w of the bucket; the scale schedule is ``get_schedule(template, pn)``), ``keys`` list[str],
     ``epoch`` and ``index`` (this rank's batch number), and ``t5_features`` (list of [L_i, C] tensors) when
-    every sample of the batch has precomputed features and ``load_t5`` is on. Corrupt samples are skipped
-    with a logged warning (the batch is then smaller).
+    every sample of the batch has precomputed features and ``load_t5`` is on. Corrupt samples (unreadable
+    shard, missing member, undecodable image / JSON / T5 array) are skipped with a logged warning (the batch
+    is then smaller, and a batch with none left is not yielded but still counted as done); their number is
+    kept in the state, and past ``config.max_skipped_samples`` iteration raises
+    :class:`CorruptDataLimitError`. Any other error while building a batch propagates.
     """
 
     def __init__(
@@ -336,6 +400,7 @@ class BucketLoader:
         self._plan = self._make_plan()
         self._epoch = 0
         self._next = 0
+        self._skipped = 0
 
     def _make_plan(self) -> _Plan:
         cfg = self.config
@@ -377,6 +442,11 @@ class BucketLoader:
         return self._epoch
 
     @property
+    def skipped_samples(self) -> int:
+        """Unreadable samples skipped so far over the run (restored by :meth:`load_state_dict`)."""
+        return self._skipped
+
+    @property
     def bucket_sizes(self) -> dict[str, int]:
         return {b.name: b.size for b in self._plan.buckets}
 
@@ -399,7 +469,22 @@ class BucketLoader:
             prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
         )
         for batch in loader:
+            if int(batch["index"]) != self._next:  # one item per index, in order: anything else is a bug
+                raise RuntimeError(f"loader expected batch {self._next}, got batch {batch['index']}")
+            skipped: list[str] = batch.pop(_SKIPPED)
+            if skipped:
+                self._skipped += len(skipped)
+                limit = cfg.max_skipped_samples
+                if limit is not None and self._skipped > limit:
+                    raise CorruptDataLimitError(
+                        f"{self.index.root}: {self._skipped} unreadable samples skipped so far, more than "
+                        f"max_skipped_samples={limit} (latest: {skipped[-1]}). Run `infinity-data verify "
+                        f"{self.index.root}` to list them, then re-create or drop the shards at fault, or "
+                        "raise LoaderConfig.max_skipped_samples"
+                    )
             self._next = int(batch["index"]) + 1
+            if "images" not in batch:  # nothing readable: counted as done, not handed to the trainer
+                continue
             yield batch
         if self._epoch == epoch:
             self._epoch, self._next = epoch + 1, 0
@@ -409,6 +494,7 @@ class BucketLoader:
         return {
             "epoch": self._epoch,
             "next_batch": self._next,
+            "skipped_samples": self._skipped,
             "seed": self.config.seed,
             "mode": self.config.mode,
             "batch_size": self.config.batch_size,
@@ -427,3 +513,4 @@ class BucketLoader:
                     "resume with the same dataset, seed, mode, batch size, rank and world size"
                 )
         self._epoch, self._next = int(state["epoch"]), int(state["next_batch"])
+        self._skipped = int(state.get("skipped_samples", 0))  # absent in states saved before it was counted

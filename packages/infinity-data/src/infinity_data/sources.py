@@ -7,6 +7,7 @@ later in the worker processes. A reader never raises for one bad record: it emit
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
@@ -103,8 +104,15 @@ def jsonl_items(path: str | Path, image_root: str | Path | None = None) -> Itera
     ``image_root`` (default: the folder of the .jsonl file)."""
     for file in _jsonl_files(Path(path)):
         base = Path(image_root) if image_root is not None else file.parent
-        with open(file, encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
+        with open(file, "rb") as fh:  # decoded line by line, so one bad line is one reject
+            for lineno, raw in enumerate(fh, start=1):
+                if lineno == 1:
+                    raw = raw.removeprefix(codecs.BOM_UTF8)
+                bad_utf8: UnicodeDecodeError | None = None
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad_utf8, line = exc, raw.decode("utf-8", errors="replace")  # only to find the path
                 if not line.strip():
                     continue
                 source = f"{file.name}:{lineno}"
@@ -120,10 +128,22 @@ def jsonl_items(path: str | Path, image_root: str | Path | None = None) -> Itera
                 if not isinstance(image_path, str) or not image_path:
                     yield SourceItem(source, source, error=("missing_field", "no 'image_path' string"))
                     continue
-                resolved = str(base / image_path)
+                resolved = os.path.normpath(base / image_path)  # images/../images/a.jpg is images/a.jpg
+                if bad_utf8 is not None:
+                    reason = (
+                        f"line is not valid UTF-8 ({bad_utf8.reason}: byte 0x{raw[bad_utf8.start]:02x} at "
+                        f"offset {bad_utf8.start}); save the file as UTF-8"
+                    )
+                    yield SourceItem(source, resolved, image_path=resolved, error=("invalid_utf8", reason))
+                    continue
                 caption = record.get("long_caption")
                 if not isinstance(caption, str):
-                    yield SourceItem(source, resolved, error=("missing_caption", "no 'long_caption' string"))
+                    yield SourceItem(
+                        source,
+                        resolved,
+                        image_path=resolved,
+                        error=("missing_caption", "no 'long_caption' string"),
+                    )
                     continue
                 short = record.get("text")
                 extra = {}
@@ -239,7 +259,7 @@ def table_items(
         if not isinstance(image_path, str) or not image_path:
             yield SourceItem(source, source, error=("missing_field", f"empty {path_col!r}"))
             continue
-        resolved = str(file.parent / image_path)
+        resolved = os.path.normpath(file.parent / image_path)
         caption = row.get(caption_col)
         identity = str(row["key"]) if row.get("key") not in (None, "") else resolved
         extra = {"url": row["url"]} if isinstance(row.get("url"), str) else {}

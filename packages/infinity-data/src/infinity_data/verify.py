@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .buckets import bucket_name, parse_bucket_name
-from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb, worker_context
+from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb
+from .processes import worker_pool
 from .shards import INDEX_NAME, T5_EXT, ShardIndex, ShardInfo, read_member_table
 
 __all__ = ["VerifyReport", "verify"]
@@ -120,8 +120,7 @@ def verify(
                 errors.append(f"{rel}: on disk but not in index.json (rebuild it with `infinity-data index`)")
     seen: dict[str, str] = {}
     if workers > 0:
-        context = worker_context()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with worker_pool(workers) as pool:
             futures = [pool.submit(_verify_shard, root, info, decode) for info in index.shards]
             results = (f.result() for f in futures)
             outcomes = zip(index.shards, results, strict=True)

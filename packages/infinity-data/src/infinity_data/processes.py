@@ -1,0 +1,79 @@
+"""Worker pools for the converter and the verifier: fork-server workers that die with the process using them.
+
+A ``ProcessPoolExecutor`` worker waits on its task queue, whose write end every worker also holds, so it
+never sees the parent go away: after a SIGKILL of the parent, idle workers would live (and hold their
+memory) forever. Each worker therefore asks the kernel for SIGKILL when its parent exits (Linux
+``prctl(PR_SET_PDEATHSIG)``; with a fork server the parent is the server, which exits with the process that
+started it) and runs a watchdog thread that exits when that process or its own parent is gone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .images import worker_context
+
+__all__ = ["die_with_parent", "worker_pool"]
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_WATCHDOG_S = 1.0  # how often a worker checks that the process it works for is still there
+
+
+def worker_pool(max_workers: int) -> ProcessPoolExecutor:
+    """A process pool of ``max_workers`` fork-server (or spawned) workers that die with this process."""
+    return ProcessPoolExecutor(
+        max_workers=max_workers,
+        mp_context=worker_context(),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, counts as gone). POSIX only."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if sys.platform.startswith("linux"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        return stat.rpartition(")")[2].split()[:1] != ["Z"]
+    return True
+
+
+def _watch(owner_pid: int, ppid: int) -> None:
+    while _alive(owner_pid) and os.getppid() == ppid:
+        time.sleep(_WATCHDOG_S)
+    os._exit(1)
+
+
+def die_with_parent(owner_pid: int) -> None:
+    """Pool initializer: end this worker when process ``owner_pid`` (the one that made the pool) or this
+    worker's parent exits, however it exits (see the module docstring)."""
+    if os.name != "posix":
+        return  # Windows: no watchdog (os.kill(pid, 0) would terminate the process there)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logger.warning(
+                "prctl(PR_SET_PDEATHSIG) failed (errno %d); the watchdog remains", ctypes.get_errno()
+            )
+    ppid = os.getppid()
+    if not _alive(owner_pid):
+        os._exit(1)  # the owner died while this worker was starting
+    threading.Thread(target=_watch, args=(owner_pid, ppid), name="owner-watchdog", daemon=True).start()
