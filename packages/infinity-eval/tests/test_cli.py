@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,34 @@ def test_prompts_command_writes_the_shipped_lists(tmp_path):
     assert (
         main(["prompts", "hps", "--out", str(tmp_path / "h.jsonl")]) == 2
     )  # prompts not shipped: clear error
+
+
+def _run_module_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m infinity_eval.cli ARGS` in its own process group, killed as a group whatever happens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infinity_eval.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_python_dash_m_cli_exits_zero_on_success_and_two_on_a_usage_error(tmp_path):
+    done = _run_module_cli(["prompts", "geneval", "--out", str(tmp_path / "g.jsonl")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 553 geneval prompts" in done.stdout
+    assert len((tmp_path / "g.jsonl").read_text().splitlines()) == 553
+    failed = _run_module_cli(["prompts", "hps", "--out", str(tmp_path / "h.jsonl")], tmp_path)
+    assert failed.returncode == 2 and "infinity-eval prompts: error:" in failed.stderr
 
 
 def _write_images(folder: Path, seed: int, n: int = 2) -> None:

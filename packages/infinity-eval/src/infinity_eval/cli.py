@@ -454,4 +454,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise ValueError(main())
+    raise SystemExit(main())
