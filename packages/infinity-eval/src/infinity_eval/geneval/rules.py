@@ -74,14 +74,20 @@ class ImageVerdict:
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU with "+1 pixel" areas, 0 for an empty union (the original's convention)."""
+    """IoU with "+1 pixel" areas, 0 for an empty union, in float32 like the original's `compute_iou`.
 
-    def area(box: Sequence[float]) -> float:
-        return max(box[2] - box[0] + 1, 0) * max(box[3] - box[1] + 1, 0)
+    The original (djghosh13/geneval `evaluation/evaluate_images.py`, `compute_iou`) works on the detector's
+    float32 rows, so every area and the ratio are float32 values; the caller compares the result in float64.
+    """
+    box_a, box_b = np.asarray(a, np.float32)[:4], np.asarray(b, np.float32)[:4]
+    one, zero = np.float32(1), np.float32(0)
 
-    inter = area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
-    union = area(a) + area(b) - inter
-    return inter / union if union else 0.0
+    def area(box: np.ndarray) -> np.float32:
+        return max(box[2] - box[0] + one, zero) * max(box[3] - box[1] + one, zero)
+
+    inter = area(np.concatenate([np.maximum(box_a[:2], box_b[:2]), np.minimum(box_a[2:], box_b[2:])]))
+    union = area(box_a) + area(box_b) - inter
+    return float(inter / union) if union else 0.0
 
 
 def filter_detections(
@@ -110,26 +116,31 @@ def filter_detections(
 def relative_position(
     a: Detection, b: Detection, position_threshold: float = 0.1, dead_zone: float = 1e-3
 ) -> set[str]:
-    """Relations of A to B from box centres; offsets shrink by threshold·(size_A + size_B) per axis."""
-    box_a, box_b = np.asarray(a.box, np.float64), np.asarray(b.box, np.float64)
-    center_a, center_b = (box_a[:2] + box_a[2:]) / 2, (box_b[:2] + box_b[2:]) / 2
-    size_a, size_b = (
-        np.abs(box_a[2:] - box_a[:2]),
-        np.abs(box_b[2:] - box_b[:2]),
-    )  # sizes as |x2 − x1|, |y2 − y1|
+    """Relations of A to B from box centres; offsets shrink by threshold·(size_A + size_B) per axis.
+
+    Follows the float32 arithmetic of the original (djghosh13/geneval `evaluation/evaluate_images.py`,
+    `relative_position`), which works on the detector's float32 boxes: centres, sizes, revised offsets, the
+    offset norm and the direction ratio are all float32, and the threshold and dead zone are cast to float32.
+    Near the 0.5 ratio edge float64 gives other verdicts (a ratio of −0.4999999872 in float64 is −0.50000006
+    in float32, "left of"), so this must not be computed in float64.
+    """
+    boxes = np.asarray([a.box, b.box], dtype=np.float32).reshape(2, 2, 2)  # [box][corner][x, y]
+    center_a, center_b = boxes.mean(axis=1)
+    size_a, size_b = np.abs(boxes[:, 1] - boxes[:, 0])  # |x2 − x1|, |y2 − y1| (no +1)
     offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - position_threshold * (size_a + size_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < dead_zone):
+    shrink = np.float32(position_threshold) * (size_a + size_b)
+    revised = np.maximum(np.abs(offset) - shrink, np.float32(0)) * np.sign(offset)
+    if np.all(np.abs(revised) < np.float32(dead_zone)):
         return set()
     dx, dy = revised / np.linalg.norm(offset)
     relations: set[str] = set()
-    if dx < -0.5:
+    if dx < np.float32(-0.5):
         relations.add("left of")
-    if dx > 0.5:
+    if dx > np.float32(0.5):
         relations.add("right of")
-    if dy < -0.5:
+    if dy < np.float32(-0.5):
         relations.add("above")
-    if dy > 0.5:
+    if dy > np.float32(0.5):
         relations.add("below")
     return relations
 
