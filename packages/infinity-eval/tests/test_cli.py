@@ -126,7 +126,9 @@ def _geneval_folder(root: Path, indices=(0, 161)) -> None:
             (folder / "samples" / f"{s:04d}.png.dets.json").write_text(json.dumps(dets))
 
 
-def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(tmp_path, plugins_on_path):
+def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(
+    tmp_path, plugins_on_path, capsys
+):
     meta = geneval_metadata()
     color_idx = next(
         i for i, m in enumerate(meta) if m["tag"] == "colors" and m["include"][0]["color"] == "red"
@@ -143,7 +145,13 @@ def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(tm
     assert summary["overall"] == 0.5 and summary["images"] == 4 and summary["prompts"] == 2
     assert summary["correct_prompts_pct"] == 100.0 and summary["metadata_differs_from_shipped"] == []
     per_tag = list(csv.DictReader((tmp_path / "run/per_tag.csv").read_text().splitlines()))
-    assert {r["tag"] for r in per_tag} == {"colors", "single_object"}
+    assert [(r["tag"], r["correct"], r["images"]) for r in per_tag] == [
+        ("single_object", "1", "2"),
+        ("colors", "1", "2"),
+    ]
+    printed = capsys.readouterr().out
+    assert "single_object    = 50.00% (1 / 2)\ncolors           = 50.00% (1 / 2)\n" in printed
+    assert printed.endswith("Overall score (avg. over tasks): 0.50000\n")
     assert len(list(csv.DictReader((tmp_path / "run/per_prompt.csv").read_text().splitlines()))) == 2
     assert len(plugins_on_path.CALLS) == 4
 

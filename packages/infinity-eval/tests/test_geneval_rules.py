@@ -11,6 +11,7 @@ from infinity_eval.geneval import (
     color_crops,
     evaluate_detections,
     filter_detections,
+    format_summary,
     iou,
     relative_position,
 )
@@ -304,6 +305,41 @@ def test_overall_is_the_unweighted_mean_of_tag_means():
     assert s["images"] == 6 and s["prompts"] == 2
     assert s["correct_images_pct"] == pytest.approx(50.0)
     assert s["correct_prompts_pct"] == pytest.approx(50.0)
+
+
+def test_summary_text_is_the_original_summary_scores_printout_in_the_official_tag_order():
+    def rows(tag, prompts, per_prompt, n_correct):
+        n = prompts * per_prompt
+        return [
+            {"tag": tag, "correct": i < n_correct, "metadata": f"{tag}-{i // per_prompt}"} for i in range(n)
+        ]
+
+    # scored out of order: the printout still follows the prompt file's tag order
+    summary = aggregate(
+        rows("position", 16, 4, 33)
+        + rows("counting", 2, 4, 2)
+        + rows("colors", 1, 3, 1)
+        + rows("single_object", 1, 4, 4)
+    )
+    assert list(summary["tags"]) == ["single_object", "counting", "colors", "position"]
+    assert summary["tag_correct"] == {"single_object": 4, "counting": 2, "colors": 1, "position": 33}
+    assert format_summary(summary) == (
+        "Summary\n"
+        "=======\n"
+        "Total images: 79\n"
+        "Total prompts: 20\n"
+        "% correct images: 50.63%\n"
+        "% correct prompts: 60.00%\n"
+        "\n"
+        "Task breakdown\n"
+        "==============\n"
+        "single_object    = 100.00% (4 / 4)\n"
+        "counting         = 25.00% (2 / 8)\n"
+        "colors           = 33.33% (1 / 3)\n"
+        "position         = 51.56% (33 / 64)\n"
+        "\n"
+        "Overall score (avg. over tasks): 0.52474"
+    )
 
 
 def test_shipped_geneval_prompts_validate_with_the_spec_tag_counts():

@@ -242,10 +242,17 @@ def evaluate_detections(
     return ImageVerdict(correct=correct, reason="\n".join(reasons), details=details)
 
 
+def _tag_order(tags: Sequence[str]) -> list[str]:
+    """The six official tags in the prompt file's order, then any other tag in order of first appearance."""
+    seen = list(dict.fromkeys(tags))
+    return [t for t in TAGS if t in seen] + [t for t in seen if t not in TAGS]
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Official aggregation: overall = unweighted mean of the per-tag means of `correct`.
 
-    Rows need `tag`, `correct` and `metadata` (the JSON string used to group prompts).
+    Rows need `tag`, `correct` and `metadata` (the JSON string used to group prompts). Tags come in the
+    official order (see `format_summary`), and the overall mean sums them in that order, as the original does.
     """
     if not rows:
         raise ValueError("no GenEval rows to aggregate")
@@ -255,11 +262,13 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         by_tag.setdefault(str(row["tag"]), []).append(bool(row["correct"]))
         key = row["metadata"] if isinstance(row["metadata"], str) else json.dumps(row["metadata"])
         by_prompt.setdefault(key, []).append(bool(row["correct"]))
-    tag_scores = {tag: float(np.mean(v)) for tag, v in sorted(by_tag.items())}
+    order = _tag_order(list(by_tag))
+    tag_scores = {tag: float(np.mean(by_tag[tag])) for tag in order}
     return {
         "overall": float(np.mean(list(tag_scores.values()))),
         "tags": tag_scores,
-        "tag_counts": {tag: len(v) for tag, v in sorted(by_tag.items())},
+        "tag_counts": {tag: len(by_tag[tag]) for tag in order},
+        "tag_correct": {tag: sum(by_tag[tag]) for tag in order},
         "images": len(rows),
         "prompts": len(by_prompt),
         "correct_images_pct": 100.0 * float(np.mean([bool(r["correct"]) for r in rows])),
@@ -269,14 +278,30 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """The original's printout: tag percentages with 2 decimals, overall with 5."""
+    """The text the original's `evaluation/summary_scores.py` prints, line for line.
+
+    Percentages with 2 decimals, per-tag `(correct / images)` counts, the overall mean with 5 decimals.
+    The original lists tags in order of first appearance in its results file, which is the prompt file's
+    order (single_object, two_object, counting, colors, position, color_attr) when folders are scored in
+    index order; this text always uses that order, whatever order the images were scored in.
+    """
+    tags: Mapping[str, float] = summary["tags"]
+    counts: Mapping[str, int] = summary["tag_counts"]
+    correct: Mapping[str, int] = summary.get("tag_correct") or {
+        tag: round(score * counts[tag]) for tag, score in tags.items()
+    }
     lines = [
+        "Summary",
+        "=======",
         f"Total images: {summary['images']}",
         f"Total prompts: {summary['prompts']}",
         f"% correct images: {summary['correct_images_pct']:.2f}%",
         f"% correct prompts: {summary['correct_prompts_pct']:.2f}%",
+        "",
+        "Task breakdown",
+        "==============",
     ]
-    for tag, score in summary["tags"].items():
-        lines.append(f"{tag:<16} = {100 * score:.2f}% ({summary['tag_counts'][tag]} images)")
-    lines.append(f"Overall score (avg. over tags): {summary['overall']:.5f}")
+    for tag in _tag_order(list(tags)):
+        lines.append(f"{tag:<16} = {tags[tag]:.2%} ({correct[tag]} / {counts[tag]})")
+    lines += ["", f"Overall score (avg. over tasks): {summary['overall']:.5f}"]
     return "\n".join(lines)
