@@ -359,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference-set statistics")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument(
-        "--save-stats", type=Path, default=None, help="write (N, Σx, Σxxᵀ, mu, sigma) .npz of one input"
+        "--save-stats",
+        type=Path,
+        default=None,
+        help="write the .npz statistics (mu, sigma, N, M2) of one input",
     )
     p.add_argument("--merge-stats", type=Path, nargs="+", default=None, help="merge shard .npz files")
     _add_common(p, out_required=False)
