@@ -1,4 +1,5 @@
-"""Fréchet distance between Gaussians and streaming float64 feature statistics (spec evaluation.md §2.3)."""
+"""Fréchet distance between Gaussians (pytorch-fid `fid_score.py`, `calculate_frechet_distance`) and streaming
+float64 feature statistics."""
 
 from __future__ import annotations
 

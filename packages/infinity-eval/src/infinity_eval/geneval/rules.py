@@ -1,4 +1,4 @@
-"""GenEval's scoring rules on detections (spec evaluation.md §1.4, §1.4b, §1.5).
+"""GenEval's scoring rules on detections (djghosh13/geneval `evaluation/evaluate_images.py`, `summary_scores.py`).
 
 Detections per class are rows `[x1, y1, x2, y2, score]` (float32 scores) with optional boolean masks in
 original-image pixels. The rules: per-class filtering (strict float32 `>` threshold, 0.9 for counting prompts;
@@ -38,7 +38,11 @@ TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_
 
 @dataclass(frozen=True)
 class Detection:
-    """One detected instance: box (x1, y1, x2, y2) and score in original pixels; mask (H, W) bool or None."""
+    """One detected instance: box (x1, y1, x2, y2) in original pixels, score, mask (H, W) bool or None.
+
+    Box and score are the detector's float32 values; the rules compute in float32 as the original does, so
+    boxes given in float64 are rounded to float32 first.
+    """
 
     box: tuple[float, float, float, float]
     score: float
