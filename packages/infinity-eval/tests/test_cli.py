@@ -2,6 +2,10 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,35 @@ def test_prompts_command_writes_the_shipped_lists(tmp_path):
     assert (
         main(["prompts", "hps", "--out", str(tmp_path / "h.jsonl")]) == 2
     )  # prompts not shipped: clear error
+
+
+def _run_module_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m infinity_eval.cli ARGS` in its own process group, killed as a group whatever happens."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infinity_eval.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.slow
+def test_python_dash_m_cli_exits_zero_on_success_and_two_on_a_usage_error(tmp_path):
+    done = _run_module_cli(["prompts", "geneval", "--out", str(tmp_path / "g.jsonl")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 553 geneval prompts" in done.stdout
+    assert len((tmp_path / "g.jsonl").read_text().splitlines()) == 553
+    failed = _run_module_cli(["prompts", "hps", "--out", str(tmp_path / "h.jsonl")], tmp_path)
+    assert failed.returncode == 2 and "infinity-eval prompts: error:" in failed.stderr
 
 
 def _write_images(folder: Path, seed: int, n: int = 2) -> None:
@@ -94,7 +127,9 @@ def _geneval_folder(root: Path, indices=(0, 161)) -> None:
             (folder / "samples" / f"{s:04d}.png.dets.json").write_text(json.dumps(dets))
 
 
-def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(tmp_path, plugins_on_path):
+def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(
+    tmp_path, plugins_on_path, capsys
+):
     meta = geneval_metadata()
     color_idx = next(
         i for i, m in enumerate(meta) if m["tag"] == "colors" and m["include"][0]["color"] == "red"
@@ -111,7 +146,13 @@ def test_geneval_cli_runs_end_to_end_with_an_import_path_detector_and_resumes(tm
     assert summary["overall"] == 0.5 and summary["images"] == 4 and summary["prompts"] == 2
     assert summary["correct_prompts_pct"] == 100.0 and summary["metadata_differs_from_shipped"] == []
     per_tag = list(csv.DictReader((tmp_path / "run/per_tag.csv").read_text().splitlines()))
-    assert {r["tag"] for r in per_tag} == {"colors", "single_object"}
+    assert [(r["tag"], r["correct"], r["images"]) for r in per_tag] == [
+        ("single_object", "1", "2"),
+        ("colors", "1", "2"),
+    ]
+    printed = capsys.readouterr().out
+    assert "single_object    = 50.00% (1 / 2)\ncolors           = 50.00% (1 / 2)\n" in printed
+    assert printed.endswith("Overall score (avg. over tasks): 0.50000\n")
     assert len(list(csv.DictReader((tmp_path / "run/per_prompt.csv").read_text().splitlines()))) == 2
     assert len(plugins_on_path.CALLS) == 4
 
@@ -205,3 +246,106 @@ def test_fid_shard_statistics_merge_by_summation(tmp_path):
     assert merged.n == 30
     np.testing.assert_allclose(merged.sigma, np.cov(x, rowvar=False), rtol=1e-9, atol=1e-12)
     assert main(args) == 2  # --save-stats is required
+
+
+@pytest.fixture
+def weight_loading_raises(monkeypatch):
+    """Any attempt to resolve or load FID Inception weights fails the test loudly."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("FID Inception weights were loaded")
+
+    import torch
+    from infinity_eval import fid
+    from infinity_eval.fid import checkpoint
+
+    for module in (fid, fid_api, checkpoint):
+        monkeypatch.setattr(module, "load_fid_inception", refuse)
+    monkeypatch.setattr(checkpoint, "resolve_fid_weights", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(torch.jit, "load", refuse)
+
+
+def _statistics_files(tmp_path: Path, meta: dict | None) -> tuple[Path, Path]:
+    from infinity_eval.fid import FeatureStatistics
+
+    rng = np.random.default_rng(3)
+    paths = []
+    for name, shift in (("a", 0.0), ("b", 0.5)):
+        stats = FeatureStatistics.from_features(
+            rng.normal(size=(100, 64)) + shift
+        )  # small stand-in for pool3
+        path = tmp_path / f"{name}.npz"
+        if meta is None:  # pytorch-fid's own format: mu and sigma only
+            np.savez(path, mu=stats.mu, sigma=stats.sigma)
+        else:
+            stats.meta = dict(meta)
+            stats.save(path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_fid_of_two_statistics_files_needs_no_inception_weights(tmp_path, weight_loading_raises, capsys):
+    from infinity_eval.fid import FeatureStatistics, frechet_distance
+
+    a, b = _statistics_files(
+        tmp_path, {"protocol": "pytorch-fid", "backbone": "pytorch-fid", "weights_sha256": "ab" * 32}
+    )
+    assert main(["fid", str(a), str(b), "--out", str(tmp_path / "run")]) == 0
+    sa, sb = FeatureStatistics.load(a), FeatureStatistics.load(b)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    assert summary["fid"] == pytest.approx(frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma), rel=1e-12)
+    assert summary["header"]["weights"] == []
+    assert summary["header"]["options"]["backbone"] == "pytorch-fid (precomputed statistics)"
+    assert "backbone pytorch-fid (precomputed statistics)" in capsys.readouterr().out
+    # the API too, and one .npz input copied with --save-stats
+    assert compute_fid(a, b).fid == pytest.approx(summary["fid"], rel=1e-12)
+    assert main(["fid", str(a), "--save-stats", str(tmp_path / "copy.npz")]) == 0
+    np.testing.assert_array_equal(FeatureStatistics.load(tmp_path / "copy.npz").sigma, sa.sigma)
+
+
+def test_statistics_without_a_recorded_protocol_are_refused_under_another_protocol(
+    tmp_path, weight_loading_raises, capsys
+):
+    a, b = _statistics_files(tmp_path, None)
+    assert main(["fid", str(a), str(b), "--protocol", "clean"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{a} records no FID protocol" in err and "taken to be 'pytorch-fid' statistics, not 'clean'" in err
+    )
+    assert "--protocol pytorch-fid" in err and "--stats-protocol clean" in err
+    # declared by the user: accepted, and the assumption is recorded
+    assert (
+        main(
+            [
+                "fid",
+                str(a),
+                str(b),
+                "--protocol",
+                "clean",
+                "--stats-protocol",
+                "clean",
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads((tmp_path / "c/summary.json").read_text())
+    assert summary["protocol_assumed"] == {"a": "clean", "b": "clean"}
+    # pytorch-fid's files under pytorch-fid (the default): accepted, assumption recorded
+    assert main(["fid", str(a), str(b), "--out", str(tmp_path / "p")]) == 0
+    summary = json.loads((tmp_path / "p/summary.json").read_text())
+    assert summary["protocol_assumed"] == {"a": "pytorch-fid", "b": "pytorch-fid"}
+    assert summary["header"]["options"]["backbone"] == "unrecorded (precomputed statistics)"
+    # a recorded protocol must equal --protocol; the message says which one to pass
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    ca, cb = _statistics_files(recorded, {"protocol": "clean"})
+    capsys.readouterr()
+    assert main(["fid", str(ca), str(cb)]) == 2
+    assert (
+        "computed with protocol 'clean', not 'pytorch-fid': run with --protocol clean"
+        in capsys.readouterr().err
+    )
+    assert main(["fid", str(ca), str(cb), "--protocol", "clean", "--stats-protocol", "pytorch-fid"]) == 0

@@ -11,6 +11,7 @@ from infinity_eval.geneval import (
     color_crops,
     evaluate_detections,
     filter_detections,
+    format_summary,
     iou,
     relative_position,
 )
@@ -147,6 +148,62 @@ def test_relation_ratio_of_exactly_one_half_is_not_a_relation():
     assert relative_position(det(4, 0, 14, 10, 0.9), det(0, 0, 10, 10, 0.9)) == set()
 
 
+def test_direction_ratio_at_the_half_edge_follows_the_originals_float32_arithmetic():
+    # The original works on the detector's float32 boxes, so centres, sizes, the offset norm and the ratio
+    # revised/|offset| are float32. These boxes sit within 2e-8 of the 0.5 edge, where float64 flips the verdict.
+    dog = det(600, 600, 733, 675, 0.9)
+    # float64 ratio -0.4999999872 (not "left of"); float32 rounds it to -0.50000006: "left of" holds
+    cat = det(479.0, 455.0708923339844, 612.0, 530.0709228515625, 0.9)
+    assert relative_position(cat, dog) == {"left of", "above"}
+    assert evaluate_detections({"dog": [dog], "cat": [cat]}, position_meta("left of")).correct
+    # float64 ratio -0.5000000149 ("left of"); float32 gives exactly -0.5, which is not a relation
+    small_dog = det(600, 600, 624, 613, 0.9)
+    small_cat = det(497.0, 432.7757263183594, 521.0, 445.7757263183594, 0.9)
+    assert relative_position(small_cat, small_dog) == {"above"}
+    v = evaluate_detections({"dog": [small_dog], "cat": [small_cat]}, position_meta("left of"))
+    assert not v.correct and "expected cat left of target, found above target" in v.reason
+
+
+def _official_relations(box_a, box_b):
+    """The original's `relative_position` statement by statement, on float32 rows as its detector yields them."""
+    boxes = np.array([np.asarray(box_a, np.float32), np.asarray(box_b, np.float32)])[:, :4].reshape(2, 2, 2)
+    center_a, center_b = boxes.mean(axis=-2)
+    dim_a, dim_b = np.abs(np.diff(boxes, axis=-2))[..., 0, :]
+    offset = center_a - center_b
+    revised_offset = np.maximum(np.abs(offset) - 0.1 * (dim_a + dim_b), 0) * np.sign(offset)
+    if np.all(np.abs(revised_offset) < 1e-3):
+        return set()
+    dx, dy = revised_offset / np.linalg.norm(offset)
+    rels = {"left of": dx < -0.5, "right of": dx > 0.5, "above": dy < -0.5, "below": dy > 0.5}
+    return {name for name, holds in rels.items() if holds}
+
+
+def test_relations_equal_the_originals_on_boxes_near_the_half_edge():
+    rng = np.random.default_rng(0)
+    flips = 0
+    for _ in range(3000):
+        w, h, ox = (float(v) for v in rng.integers((10, 10, 40), (200, 200, 400)))
+        revised = ox - 0.2 * w
+        oy = np.sqrt(max(4 * revised * revised - ox * ox, 0.0))  # ratio revised/|offset| = 0.5 exactly
+        oy = float(np.float32(oy) + np.float32(rng.integers(-2, 3)) * np.spacing(np.float32(oy)))
+        b = (600.0, 600.0, 600.0 + w, 600.0 + h)
+        a = tuple(float(np.float32(v)) for v in (600 - ox, 600 - oy, 600 - ox + w, 600 - oy + h))
+        expected = _official_relations(a, b)
+        assert relative_position(det(*a, 0.9), det(*b, 0.9)) == expected, (a, b)
+        ratio64 = (np.abs(ox) - 0.2 * w) / np.hypot(a[0] - b[0], a[1] - b[1])
+        flips += ("left of" in expected) != (ratio64 > 0.5)
+    assert flips > 0  # the sample does reach cases where float64 would decide otherwise
+
+
+def test_iou_is_a_float32_ratio_compared_with_max_overlap_in_float64():
+    # 50 / 150 in float32 is 0.3333333433 > 0.33333334, so NMS at 0.33333334 drops the overlapping box
+    # (a float64 IoU of 0.3333333333 would keep it)
+    assert iou((0, 0, 9, 9), (5, 0, 14, 9)) == float(np.float32(50) / np.float32(150))
+    best, overlapping = det(0, 0, 9, 9, 0.9), det(5, 0, 14, 9, 0.8)
+    assert filter_detections([best, overlapping], 0.3, 16, 0.33333334) == [best]
+    assert filter_detections([best, overlapping], 0.3, 16, 0.3333334) == [best, overlapping]
+
+
 def test_position_clause_pass_fail_and_missing_target():
     dog, cat_left = det(80, 40, 100, 60, 0.9), det(0, 40, 20, 60, 0.9)
     assert evaluate_detections({"dog": [dog], "cat": [cat_left]}, position_meta("left of")).correct
@@ -248,6 +305,41 @@ def test_overall_is_the_unweighted_mean_of_tag_means():
     assert s["images"] == 6 and s["prompts"] == 2
     assert s["correct_images_pct"] == pytest.approx(50.0)
     assert s["correct_prompts_pct"] == pytest.approx(50.0)
+
+
+def test_summary_text_is_the_original_summary_scores_printout_in_the_official_tag_order():
+    def rows(tag, prompts, per_prompt, n_correct):
+        n = prompts * per_prompt
+        return [
+            {"tag": tag, "correct": i < n_correct, "metadata": f"{tag}-{i // per_prompt}"} for i in range(n)
+        ]
+
+    # scored out of order: the printout still follows the prompt file's tag order
+    summary = aggregate(
+        rows("position", 16, 4, 33)
+        + rows("counting", 2, 4, 2)
+        + rows("colors", 1, 3, 1)
+        + rows("single_object", 1, 4, 4)
+    )
+    assert list(summary["tags"]) == ["single_object", "counting", "colors", "position"]
+    assert summary["tag_correct"] == {"single_object": 4, "counting": 2, "colors": 1, "position": 33}
+    assert format_summary(summary) == (
+        "Summary\n"
+        "=======\n"
+        "Total images: 79\n"
+        "Total prompts: 20\n"
+        "% correct images: 50.63%\n"
+        "% correct prompts: 60.00%\n"
+        "\n"
+        "Task breakdown\n"
+        "==============\n"
+        "single_object    = 100.00% (4 / 4)\n"
+        "counting         = 25.00% (2 / 8)\n"
+        "colors           = 33.33% (1 / 3)\n"
+        "position         = 51.56% (33 / 64)\n"
+        "\n"
+        "Overall score (avg. over tasks): 0.52474"
+    )
 
 
 def test_shipped_geneval_prompts_validate_with_the_spec_tag_counts():

@@ -84,11 +84,13 @@ def _cmd_fid(args: argparse.Namespace) -> int:
         merged.save(args.save_stats)
         print(f"merged {len(args.merge_stats)} statistics (N = {merged.n}) into {args.save_stats}")
         return 0
-    backbone = load_fid_inception(args.weights, device=args.device)
     cache = None if args.no_cache else (args.cache_dir or None)
     if len(args.inputs) == 1:
         if args.save_stats is None:
             raise ValueError("with one input, pass --save-stats PATH (or give two inputs to compute FID)")
+        # weights are loaded only for images: an .npz input needs none
+        is_npz = args.inputs[0].suffix == ".npz" and args.inputs[0].is_file()
+        backbone = None if is_npz else load_fid_inception(args.weights, device=args.device)
         stats = compute_statistics(
             args.inputs[0],
             backbone,
@@ -98,9 +100,11 @@ def _cmd_fid(args: argparse.Namespace) -> int:
             Shard.parse(args.shard),
             args.num_workers,
             not args.no_progress,
+            args.stats_protocol,
         )
         stats.save(args.save_stats)
-        print(f"saved statistics of {stats.n} images to {args.save_stats} (backbone {backbone.label})")
+        label = backbone.label if backbone is not None else stats.meta.get("backbone", "unrecorded")
+        print(f"saved statistics of {stats.n} images to {args.save_stats} (backbone {label})")
         return 0
     if len(args.inputs) != 2:
         raise ValueError("fid takes one input (with --save-stats) or two inputs")
@@ -109,16 +113,18 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     result = compute_fid(
         args.inputs[0],
         args.inputs[1],
+        weights=args.weights,
         options=options,
         device=args.device,
         cache_dir=cache,
         out_dir=args.out,
         num_workers=args.num_workers,
         progress=not args.no_progress,
-        backbone=backbone,
+        unrecorded_protocol=args.stats_protocol,
     )
+    label = result.summary["header"]["options"]["backbone"]
     print(
-        f"FID {result.fid:.4f} (N = {result.n_a} vs {result.n_b}, protocol {options.protocol}, backbone {backbone.label})"
+        f"FID {result.fid:.4f} (N = {result.n_a} vs {result.n_b}, protocol {options.protocol}, backbone {label})"
     )
     return 0
 
@@ -354,12 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", type=Path, default=None, help="FID Inception weights (file or folder)")
     p.add_argument("--protocol", choices=("pytorch-fid", "clean"), default="pytorch-fid")
+    p.add_argument(
+        "--stats-protocol",
+        choices=("pytorch-fid", "clean"),
+        default="pytorch-fid",
+        help="protocol of .npz statistics that record none (plain mu/sigma files); must equal --protocol",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference-set statistics")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument(
-        "--save-stats", type=Path, default=None, help="write (N, Σx, Σxxᵀ, mu, sigma) .npz of one input"
+        "--save-stats",
+        type=Path,
+        default=None,
+        help="write the .npz statistics (mu, sigma, N, M2) of one input",
     )
     p.add_argument("--merge-stats", type=Path, nargs="+", default=None, help="merge shard .npz files")
     _add_common(p, out_required=False)
@@ -454,4 +469,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise ValueError(main())
+    raise SystemExit(main())

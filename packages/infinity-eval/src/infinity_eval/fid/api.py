@@ -64,25 +64,58 @@ def _set_fingerprint(paths: list[Path], options: FIDOptions, weights_sha: str) -
     return h.hexdigest()[:24]
 
 
+def _is_statistics_file(source: str | os.PathLike[str]) -> bool:
+    src = Path(source)
+    return src.suffix == ".npz" and src.is_file()
+
+
+def _checked_statistics(src: Path, protocol: str, unrecorded_protocol: str) -> FeatureStatistics:
+    """Load an `.npz` and refuse it unless its protocol (recorded, or `unrecorded_protocol`) is `protocol`."""
+    stats = FeatureStatistics.load(src)
+    recorded = stats.meta.get("protocol")
+    if recorded is None:
+        if unrecorded_protocol != protocol:
+            raise ValueError(
+                f"{src} records no FID protocol (a plain mu/sigma file, as pytorch-fid and clean-fid write), so "
+                f"it is taken to be {unrecorded_protocol!r} statistics, not {protocol!r}. Run with --protocol "
+                f"{unrecorded_protocol}; or, if you know the file was computed under {protocol!r} (e.g. by "
+                f"clean-fid), say so with --stats-protocol {protocol}; or recompute it from the images with "
+                f"`infinity-eval fid IMAGES --protocol {protocol} --save-stats FILE`"
+            )
+        logger.info("%s records no protocol: taken as %r", src, unrecorded_protocol)
+        stats.meta = {**stats.meta, "protocol_assumed": unrecorded_protocol}
+    elif recorded != protocol:
+        raise ValueError(
+            f"{src} was computed with protocol {recorded!r}, not {protocol!r}: run with --protocol {recorded} "
+            f"or recompute it with `infinity-eval fid IMAGES --protocol {protocol} --save-stats FILE`"
+        )
+    return stats
+
+
 def compute_statistics(
     source: str | os.PathLike[str],
-    backbone: FIDBackbone,
+    backbone: FIDBackbone | None,
     options: FIDOptions | None = None,
     device: str | torch.device = "cpu",
     cache_dir: str | os.PathLike[str] | None = None,
     shard: Shard | None = None,
     num_workers: int = 0,
     progress: bool = False,
+    unrecorded_protocol: str = "pytorch-fid",
 ) -> FeatureStatistics:
-    """Statistics of a folder / manifest (cached by file list, sizes, mtimes, protocol, weights) or an `.npz`."""
+    """Statistics of a folder / manifest (cached by file list, sizes, mtimes, protocol, weights) or an `.npz`.
+
+    An `.npz` needs no backbone. Its recorded protocol must equal `options.protocol`; a file that records
+    none (pytorch-fid's own mu/sigma files) counts as `unrecorded_protocol` and is refused under any other.
+    """
     options = options or FIDOptions()
+    if unrecorded_protocol not in FID_PROTOCOLS:
+        raise ValueError(f"unknown FID protocol {unrecorded_protocol!r}; choose one of {FID_PROTOCOLS}")
     src = Path(source)
-    if src.is_file() and src.suffix == ".npz":
-        stats = FeatureStatistics.load(src)
-        proto = stats.meta.get("protocol")
-        if proto is not None and proto != options.protocol:
-            raise ValueError(f"{src} was computed with protocol {proto!r}, not {options.protocol!r}")
-        return stats
+    if _is_statistics_file(src):
+        return _checked_statistics(src, options.protocol, unrecorded_protocol)
+    if backbone is None:
+        raise ValueError(f"{src} holds images: computing their statistics needs the FID Inception backbone")
     shard = shard or Shard()
     records = read_image_inputs(src)
     paths = shard.select([r.image for r in records], key=str)
@@ -123,13 +156,21 @@ def compute_fid(
     num_workers: int = 0,
     progress: bool = False,
     backbone: FIDBackbone | None = None,
+    unrecorded_protocol: str = "pytorch-fid",
 ) -> FIDResult:
-    """FID(a, b). `b` is typically the reference set (folder, manifest or `.npz`), cached in `cache_dir`."""
+    """FID(a, b). `b` is typically the reference set (folder, manifest or `.npz`), cached in `cache_dir`.
+
+    The Inception weights are loaded only when an input holds images: two `.npz` files need none.
+    """
     options = options or FIDOptions()
-    if backbone is None:
+    if backbone is None and not (_is_statistics_file(a) and _is_statistics_file(b)):
         backbone = load_fid_inception(weights, device=device)
-    stats_a = compute_statistics(a, backbone, options, device, None, Shard(), num_workers, progress)
-    stats_b = compute_statistics(b, backbone, options, device, cache_dir, Shard(), num_workers, progress)
+    stats_a = compute_statistics(
+        a, backbone, options, device, None, Shard(), num_workers, progress, unrecorded_protocol
+    )
+    stats_b = compute_statistics(
+        b, backbone, options, device, cache_dir, Shard(), num_workers, progress, unrecorded_protocol
+    )
     fid = frechet_distance(stats_a.mu, stats_a.sigma, stats_b.mu, stats_b.sigma)
     warnings: list[str] = []
     for name, st in (("a", stats_a), ("b", stats_b)):
@@ -138,16 +179,37 @@ def compute_fid(
                 f"set {name} has N = {st.n} < {FEATURE_DIM}: its covariance is rank-deficient and FID is "
                 "strongly biased; compare only equal N"
             )
+    recorded_weights = {
+        str(st.meta["weights_sha256"]) for st in (stats_a, stats_b) if "weights_sha256" in st.meta
+    }
+    if backbone is not None:
+        recorded_weights.add(backbone.sha256)
+    if len(recorded_weights) > 1:
+        warnings.append(
+            f"the two sets were computed with different Inception weights (SHA-256 {sorted(recorded_weights)}); "
+            "their FID is not a comparable number"
+        )
     for w in warnings:
         logger.warning(w)
-    opts = {"protocol": options.protocol, "dims": options.dims, "backbone": backbone.label}
-    proto = protocol_id("fid", {**opts, "weights": backbone.sha256[:16]})
+    if backbone is not None:
+        label, weights_id, weight_files = (
+            backbone.label,
+            backbone.sha256[:16],
+            [describe_weight_file(backbone.path)],
+        )
+    else:
+        labels = {str(st.meta.get("backbone", "unrecorded")) for st in (stats_a, stats_b)}
+        label = " / ".join(sorted(labels)) + " (precomputed statistics)"
+        weights_id = ",".join(sorted(w[:16] for w in recorded_weights)) or "unrecorded"
+        weight_files = []
+    opts = {"protocol": options.protocol, "dims": options.dims, "backbone": label}
+    proto = protocol_id("fid", {**opts, "weights": weights_id})
     summary = {
         "header": run_header(
             "fid",
             proto,
             {**opts, "batch_size": options.batch_size, "metric_version": METRIC_VERSION},
-            [describe_weight_file(backbone.path)],
+            weight_files,
             device=str(device),
         ),
         "fid": fid,
@@ -155,6 +217,11 @@ def compute_fid(
         "n_b": stats_b.n,
         "a": str(a),
         "b": str(b),
+        "protocol_assumed": {
+            name: st.meta["protocol_assumed"]
+            for name, st in (("a", stats_a), ("b", stats_b))
+            if "protocol_assumed" in st.meta
+        },
         "warnings": warnings,
     }
     if out_dir is not None:

@@ -1,4 +1,5 @@
-"""Fréchet distance between Gaussians and streaming float64 feature statistics (spec evaluation.md §2.3)."""
+"""Fréchet distance between Gaussians (pytorch-fid `fid_score.py`, `calculate_frechet_distance`) and streaming
+float64 feature statistics."""
 
 from __future__ import annotations
 
@@ -69,67 +70,86 @@ def trace_sqrt_product_eig(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(eig.astype(np.complex128)).real.sum())
 
 
+def _merge_moments(
+    n_a: int, mean_a: np.ndarray, m2_a: np.ndarray, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Chan, Golub & LeVeque's pairwise update of (N, mean, M2) for two disjoint sets, in float64.
+
+    M2 = Σ (x − mean)(x − mean)ᵀ. Only deviations and the difference of means enter, so a large common
+    offset of the features costs no precision (unlike Σxxᵀ − N μμᵀ, which cancels catastrophically).
+    """
+    n = n_a + n_b
+    if n_a == 0:
+        return n, mean_b.copy(), m2_b.copy()
+    if n_b == 0:
+        return n, mean_a.copy(), m2_a.copy()
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (n_b / n)
+    m2 = m2_a + m2_b + np.outer(delta, delta) * (n_a * n_b / n)
+    return n, mean, m2
+
+
 @dataclass
 class FeatureStatistics:
-    """Streaming float64 sums of features (N, Σx, Σxxᵀ); mergeable across shards by summation.
+    """Streaming float64 moments of features: count N, mean and M2 = Σ (x − mean)(x − mean)ᵀ.
 
-    Statistics loaded from a plain pytorch-fid `.npz` (mu, sigma only) have `n = None` and cannot be merged.
+    Batches and shards combine with Chan's pairwise merge, which stays exact to float64 rounding when the
+    features' mean is large compared with their spread. Statistics loaded from a plain pytorch-fid `.npz`
+    (mu, sigma only) have `n = None` and cannot be merged.
     """
 
     dim: int
     n: int | None = 0
-    sum_x: np.ndarray | None = None
-    sum_xxt: np.ndarray | None = None
+    mean: np.ndarray | None = None
+    m2: np.ndarray | None = None
     _mu: np.ndarray | None = None
     _sigma: np.ndarray | None = None
     meta: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.n is not None and self.sum_x is None:
-            self.sum_x = np.zeros(self.dim, dtype=np.float64)
-            self.sum_xxt = np.zeros((self.dim, self.dim), dtype=np.float64)
+        if self.n is not None and self.mean is None:
+            self.mean = np.zeros(self.dim, dtype=np.float64)
+            self.m2 = np.zeros((self.dim, self.dim), dtype=np.float64)
+
+    def _moments(self) -> tuple[int, np.ndarray, np.ndarray]:
+        if self.n is None or self.mean is None or self.m2 is None:
+            raise ValueError("these statistics came from mu/sigma only: they cannot be updated or merged")
+        return self.n, self.mean, self.m2
 
     def update(self, features: np.ndarray) -> None:
         """Add a (B, dim) batch of features."""
-        if self.n is None:
-            raise ValueError("these statistics came from mu/sigma only and cannot be updated")
+        n, mean, m2 = self._moments()
         x = np.asarray(features, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"expected features of shape (B, {self.dim}), got {x.shape}")
-        self.n += x.shape[0]
-        self.sum_x += x.sum(axis=0)
-        self.sum_xxt += x.T @ x
+        if x.shape[0] == 0:
+            return
+        batch_mean = x.mean(axis=0)
+        centred = x - batch_mean
+        self.n, self.mean, self.m2 = _merge_moments(n, mean, m2, x.shape[0], batch_mean, centred.T @ centred)
 
     def merge(self, other: FeatureStatistics) -> FeatureStatistics:
-        if self.n is None or other.n is None:
-            raise ValueError("statistics without sums (mu/sigma only) cannot be merged")
         if self.dim != other.dim:
             raise ValueError(f"cannot merge statistics of dims {self.dim} and {other.dim}")
-        return FeatureStatistics(
-            dim=self.dim,
-            n=self.n + other.n,
-            sum_x=self.sum_x + other.sum_x,
-            sum_xxt=self.sum_xxt + other.sum_xxt,
-            meta=dict(self.meta),
-        )
+        n, mean, m2 = _merge_moments(*self._moments(), *other._moments())
+        return FeatureStatistics(dim=self.dim, n=n, mean=mean, m2=m2, meta=dict(self.meta))
 
     @property
     def mu(self) -> np.ndarray:
         if self._mu is not None:
             return self._mu
-        if not self.n:
+        if not self.n or self.mean is None:
             raise ValueError("no features were added")
-        return self.sum_x / self.n
+        return self.mean
 
     @property
     def sigma(self) -> np.ndarray:
         """Unbiased covariance (divides by N − 1)."""
         if self._sigma is not None:
             return self._sigma
-        if self.n is None or self.n < 2:
+        if self.n is None or self.n < 2 or self.m2 is None:
             raise ValueError(f"a covariance needs at least 2 features, got {self.n}")
-        mu = self.sum_x / self.n
-        return (self.sum_xxt - self.n * np.outer(mu, mu)) / (self.n - 1)
+        return self.m2 / (self.n - 1)
 
     @classmethod
     def from_features(cls, features: np.ndarray) -> FeatureStatistics:
@@ -139,10 +159,10 @@ class FeatureStatistics:
         return stats
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write `.npz` with pytorch-fid's keys `mu`, `sigma` plus the sums (`n`, `sum_x`, `sum_xxt`) and meta."""
+        """Write `.npz` with pytorch-fid's keys `mu`, `sigma`, plus `n` and `m2` (to merge later) and meta."""
         arrays: dict[str, np.ndarray] = {"mu": self.mu, "sigma": self.sigma}
-        if self.n is not None:
-            arrays.update(n=np.asarray(self.n, dtype=np.int64), sum_x=self.sum_x, sum_xxt=self.sum_xxt)
+        if self.n is not None and self.m2 is not None:
+            arrays.update(n=np.asarray(self.n, dtype=np.int64), m2=self.m2)
         arrays["meta"] = np.asarray(json.dumps(self.meta, sort_keys=True))
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -151,18 +171,20 @@ class FeatureStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FeatureStatistics:
+        """Read a file of `save`, an older one with running sums (`sum_x`, `sum_xxt`), or pytorch-fid's."""
         with np.load(path, allow_pickle=False) as data:
             if "mu" not in data or "sigma" not in data:
                 raise KeyError(f"{path}: an FID statistics file needs arrays 'mu' and 'sigma'")
             mu = np.asarray(data["mu"], dtype=np.float64)
             sigma = np.asarray(data["sigma"], dtype=np.float64)
             meta = json.loads(str(data["meta"])) if "meta" in data else {}
-            if "n" in data:
-                return cls(
-                    dim=mu.shape[0],
-                    n=int(data["n"]),
-                    sum_x=np.asarray(data["sum_x"], np.float64),
-                    sum_xxt=np.asarray(data["sum_xxt"], np.float64),
-                    meta=meta,
-                )
+            if "n" in data and "m2" in data:
+                m2 = np.asarray(data["m2"], np.float64)
+                return cls(dim=mu.shape[0], n=int(data["n"]), mean=mu, m2=m2, meta=meta)
+            if "n" in data and "sum_x" in data and "sum_xxt" in data:
+                # infinity-eval 0.1.0 wrote running sums; their M2 carries the old cancellation error
+                n = int(data["n"])
+                mean = np.asarray(data["sum_x"], np.float64) / n
+                m2 = np.asarray(data["sum_xxt"], np.float64) - n * np.outer(mean, mean)
+                return cls(dim=mu.shape[0], n=n, mean=mean, m2=m2, meta=meta)
         return cls(dim=mu.shape[0], n=None, _mu=mu, _sigma=sigma, meta=meta)

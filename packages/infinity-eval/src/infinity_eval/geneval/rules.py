@@ -1,4 +1,4 @@
-"""GenEval's scoring rules on detections (spec evaluation.md §1.4, §1.4b, §1.5).
+"""GenEval's scoring rules on detections (djghosh13/geneval `evaluation/evaluate_images.py`, `summary_scores.py`).
 
 Detections per class are rows `[x1, y1, x2, y2, score]` (float32 scores) with optional boolean masks in
 original-image pixels. The rules: per-class filtering (strict float32 `>` threshold, 0.9 for counting prompts;
@@ -38,7 +38,11 @@ TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_
 
 @dataclass(frozen=True)
 class Detection:
-    """One detected instance: box (x1, y1, x2, y2) and score in original pixels; mask (H, W) bool or None."""
+    """One detected instance: box (x1, y1, x2, y2) in original pixels, score, mask (H, W) bool or None.
+
+    Box and score are the detector's float32 values; the rules compute in float32 as the original does, so
+    boxes given in float64 are rounded to float32 first.
+    """
 
     box: tuple[float, float, float, float]
     score: float
@@ -74,14 +78,20 @@ class ImageVerdict:
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """IoU with "+1 pixel" areas, 0 for an empty union (the original's convention)."""
+    """IoU with "+1 pixel" areas, 0 for an empty union, in float32 like the original's `compute_iou`.
 
-    def area(box: Sequence[float]) -> float:
-        return max(box[2] - box[0] + 1, 0) * max(box[3] - box[1] + 1, 0)
+    The original (djghosh13/geneval `evaluation/evaluate_images.py`, `compute_iou`) works on the detector's
+    float32 rows, so every area and the ratio are float32 values; the caller compares the result in float64.
+    """
+    box_a, box_b = np.asarray(a, np.float32)[:4], np.asarray(b, np.float32)[:4]
+    one, zero = np.float32(1), np.float32(0)
 
-    inter = area([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
-    union = area(a) + area(b) - inter
-    return inter / union if union else 0.0
+    def area(box: np.ndarray) -> np.float32:
+        return max(box[2] - box[0] + one, zero) * max(box[3] - box[1] + one, zero)
+
+    inter = area(np.concatenate([np.maximum(box_a[:2], box_b[:2]), np.minimum(box_a[2:], box_b[2:])]))
+    union = area(box_a) + area(box_b) - inter
+    return float(inter / union) if union else 0.0
 
 
 def filter_detections(
@@ -110,26 +120,31 @@ def filter_detections(
 def relative_position(
     a: Detection, b: Detection, position_threshold: float = 0.1, dead_zone: float = 1e-3
 ) -> set[str]:
-    """Relations of A to B from box centres; offsets shrink by threshold·(size_A + size_B) per axis."""
-    box_a, box_b = np.asarray(a.box, np.float64), np.asarray(b.box, np.float64)
-    center_a, center_b = (box_a[:2] + box_a[2:]) / 2, (box_b[:2] + box_b[2:]) / 2
-    size_a, size_b = (
-        np.abs(box_a[2:] - box_a[:2]),
-        np.abs(box_b[2:] - box_b[:2]),
-    )  # sizes as |x2 − x1|, |y2 − y1|
+    """Relations of A to B from box centres; offsets shrink by threshold·(size_A + size_B) per axis.
+
+    Follows the float32 arithmetic of the original (djghosh13/geneval `evaluation/evaluate_images.py`,
+    `relative_position`), which works on the detector's float32 boxes: centres, sizes, revised offsets, the
+    offset norm and the direction ratio are all float32, and the threshold and dead zone are cast to float32.
+    Near the 0.5 ratio edge float64 gives other verdicts (a ratio of −0.4999999872 in float64 is −0.50000006
+    in float32, "left of"), so this must not be computed in float64.
+    """
+    boxes = np.asarray([a.box, b.box], dtype=np.float32).reshape(2, 2, 2)  # [box][corner][x, y]
+    center_a, center_b = boxes.mean(axis=1)
+    size_a, size_b = np.abs(boxes[:, 1] - boxes[:, 0])  # |x2 − x1|, |y2 − y1| (no +1)
     offset = center_a - center_b
-    revised = np.maximum(np.abs(offset) - position_threshold * (size_a + size_b), 0) * np.sign(offset)
-    if np.all(np.abs(revised) < dead_zone):
+    shrink = np.float32(position_threshold) * (size_a + size_b)
+    revised = np.maximum(np.abs(offset) - shrink, np.float32(0)) * np.sign(offset)
+    if np.all(np.abs(revised) < np.float32(dead_zone)):
         return set()
     dx, dy = revised / np.linalg.norm(offset)
     relations: set[str] = set()
-    if dx < -0.5:
+    if dx < np.float32(-0.5):
         relations.add("left of")
-    if dx > 0.5:
+    if dx > np.float32(0.5):
         relations.add("right of")
-    if dy < -0.5:
+    if dy < np.float32(-0.5):
         relations.add("above")
-    if dy > 0.5:
+    if dy > np.float32(0.5):
         relations.add("below")
     return relations
 
@@ -231,10 +246,17 @@ def evaluate_detections(
     return ImageVerdict(correct=correct, reason="\n".join(reasons), details=details)
 
 
+def _tag_order(tags: Sequence[str]) -> list[str]:
+    """The six official tags in the prompt file's order, then any other tag in order of first appearance."""
+    seen = list(dict.fromkeys(tags))
+    return [t for t in TAGS if t in seen] + [t for t in seen if t not in TAGS]
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Official aggregation: overall = unweighted mean of the per-tag means of `correct`.
 
-    Rows need `tag`, `correct` and `metadata` (the JSON string used to group prompts).
+    Rows need `tag`, `correct` and `metadata` (the JSON string used to group prompts). Tags come in the
+    official order (see `format_summary`), and the overall mean sums them in that order, as the original does.
     """
     if not rows:
         raise ValueError("no GenEval rows to aggregate")
@@ -244,11 +266,13 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         by_tag.setdefault(str(row["tag"]), []).append(bool(row["correct"]))
         key = row["metadata"] if isinstance(row["metadata"], str) else json.dumps(row["metadata"])
         by_prompt.setdefault(key, []).append(bool(row["correct"]))
-    tag_scores = {tag: float(np.mean(v)) for tag, v in sorted(by_tag.items())}
+    order = _tag_order(list(by_tag))
+    tag_scores = {tag: float(np.mean(by_tag[tag])) for tag in order}
     return {
         "overall": float(np.mean(list(tag_scores.values()))),
         "tags": tag_scores,
-        "tag_counts": {tag: len(v) for tag, v in sorted(by_tag.items())},
+        "tag_counts": {tag: len(by_tag[tag]) for tag in order},
+        "tag_correct": {tag: sum(by_tag[tag]) for tag in order},
         "images": len(rows),
         "prompts": len(by_prompt),
         "correct_images_pct": 100.0 * float(np.mean([bool(r["correct"]) for r in rows])),
@@ -258,14 +282,30 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """The original's printout: tag percentages with 2 decimals, overall with 5."""
+    """The text the original's `evaluation/summary_scores.py` prints, line for line.
+
+    Percentages with 2 decimals, per-tag `(correct / images)` counts, the overall mean with 5 decimals.
+    The original lists tags in order of first appearance in its results file, which is the prompt file's
+    order (single_object, two_object, counting, colors, position, color_attr) when folders are scored in
+    index order; this text always uses that order, whatever order the images were scored in.
+    """
+    tags: Mapping[str, float] = summary["tags"]
+    counts: Mapping[str, int] = summary["tag_counts"]
+    correct: Mapping[str, int] = summary.get("tag_correct") or {
+        tag: round(score * counts[tag]) for tag, score in tags.items()
+    }
     lines = [
+        "Summary",
+        "=======",
         f"Total images: {summary['images']}",
         f"Total prompts: {summary['prompts']}",
         f"% correct images: {summary['correct_images_pct']:.2f}%",
         f"% correct prompts: {summary['correct_prompts_pct']:.2f}%",
+        "",
+        "Task breakdown",
+        "==============",
     ]
-    for tag, score in summary["tags"].items():
-        lines.append(f"{tag:<16} = {100 * score:.2f}% ({summary['tag_counts'][tag]} images)")
-    lines.append(f"Overall score (avg. over tags): {summary['overall']:.5f}")
+    for tag in _tag_order(list(tags)):
+        lines.append(f"{tag:<16} = {tags[tag]:.2%} ({correct[tag]} / {counts[tag]})")
+    lines += ["", f"Overall score (avg. over tasks): {summary['overall']:.5f}"]
     return "\n".join(lines)

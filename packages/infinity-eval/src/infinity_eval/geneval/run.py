@@ -130,8 +130,11 @@ def run_geneval(
     write_json(out / "summary.json", summary)
     write_csv(
         out / "per_tag.csv",
-        [{"tag": t, "score": s, "images": summary["tag_counts"][t]} for t, s in summary["tags"].items()],
-        ["tag", "score", "images"],
+        [
+            {"tag": t, "score": s, "correct": summary["tag_correct"][t], "images": summary["tag_counts"][t]}
+            for t, s in summary["tags"].items()
+        ],
+        ["tag", "score", "correct", "images"],
     )
     per_prompt: dict[str, dict[str, Any]] = {}
     for row in rows:
