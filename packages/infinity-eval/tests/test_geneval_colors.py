@@ -1,15 +1,23 @@
-"""GenEval colour classifier: templates and averaging, CLIP preprocessing, OpenAI checkpoint loading."""
+"""GenEval colour classifier: templates and averaging, CLIP preprocessing, plug-ins with detection context.
 
-import numpy as np
+The transformers CLIP behind the official classifier is checked in test_scorer_keymaps.py."""
+
+from pathlib import Path
+
 import pytest
 import torch
 from infinity_eval.geneval import (
     COLORS,
+    ColorContext,
+    Detection,
+    GenEvalOptions,
     ZeroShotColorClassifier,
-    clip_color_classifier,
+    classify_object_colors,
     clip_preprocess,
-    load_openai_clip_state_dict,
+    evaluate_detections,
+    run_geneval,
 )
+from infinity_eval.io import ImageRecord
 from PIL import Image
 
 
@@ -59,58 +67,99 @@ def test_clip_preprocess_resizes_the_short_side_and_centre_crops():
     torch.testing.assert_close(x[:, 112, 0], white, atol=1e-5, rtol=0)
 
 
-hps = pytest.importorskip("infinity_eval.hps")
-pytest.importorskip("regex")
+def test_clip_mean_and_std_are_defined_once_in_io() -> None:
+    """HPS, ImageReward and the colour classifier normalise with the one definition in `infinity_eval.io`."""
+    import infinity_eval
+    from infinity_eval import io
+
+    assert io.CLIP_MEAN == (0.48145466, 0.4578275, 0.40821073)
+    root = Path(infinity_eval.__file__).parent
+    defining = [p.name for p in root.rglob("*.py") if "CLIP_MEAN = (" in p.read_text(encoding="utf-8")]
+    assert defining == ["io.py"]
 
 
-def _tiny_clip():
-    from infinity_eval._clip_tokenizer import CLIPBPETokenizer
-
-    tokenizer = CLIPBPETokenizer([("r", "e"), ("re", "d</w>")], fix_text=False)
-    cfg = hps.OpenCLIPConfig(
-        embed_dim=16, image_size=28, patch_size=14, vision_width=32, vision_layers=1, vision_head_width=16,
-        vocab_size=tokenizer.vocab_size, text_width=24, text_heads=2, text_layers=1, quick_gelu=True,
-    )  # fmt: skip
-    # The model's constructor allocates without initialising: fill it from a seeded generator.
-    return hps.OpenCLIP(cfg).init_random_(torch.Generator().manual_seed(0)), tokenizer
+# ------------------------------------------------------------------------------------------------ plug-ins and context
 
 
-def test_openai_checkpoint_loads_strictly_without_its_scalar_entries(tmp_path):
-    model, _ = _tiny_clip()
-    state = {k: v.half() for k, v in model.state_dict().items()}  # OpenAI ships fp16
-    state.update(
-        input_resolution=torch.tensor(28), context_length=torch.tensor(77), vocab_size=torch.tensor(9)
+def _found(box: tuple[float, float, float, float]) -> Detection:
+    return Detection(box, 0.95)
+
+
+CAR_LEFT_RED = {
+    "tag": "color_attr",
+    "include": [{"class": "car", "count": 1, "color": "red"}],
+    "prompt": "a red car",
+}
+
+
+class BoxSideClassifier:
+    """A plug-in that needs context: "red" for objects in the left half of the image, "blue" otherwise."""
+
+    def __init__(self) -> None:
+        self.contexts: list[ColorContext] = []
+
+    def __call__(self, crops, object_name, *, context=None):
+        assert context is not None
+        self.contexts.append(context)
+        half = context.image.width / 2
+        return ["red" if det.box[0] < half else "blue" for det in context.detections]
+
+
+def test_colour_plugin_receives_the_detections_image_and_record() -> None:
+    image = Image.new("RGB", (100, 60), (128, 128, 128))
+    record = ImageRecord(Path("img.png"), prompt="a red car", prompt_id="7", meta=CAR_LEFT_RED)
+    plugin = BoxSideClassifier()
+    left = evaluate_detections(
+        {"car": [_found((5, 5, 40, 50))]}, CAR_LEFT_RED, image=image, classify_colors=plugin, record=record
     )
-    torch.save(state, tmp_path / "ViT-L-14.pt")
-    loaded = load_openai_clip_state_dict(tmp_path / "ViT-L-14.pt")
-    fresh, _ = _tiny_clip()
-    fresh.load_state_dict(loaded, strict=True)
-    assert all(v.dtype == torch.float32 for v in loaded.values())
-    torch.testing.assert_close(fresh.visual.proj, model.visual.proj.half().float())
+    right = evaluate_detections(
+        {"car": [_found((60, 5, 95, 50))]}, CAR_LEFT_RED, image=image, classify_colors=plugin
+    )
+    assert left.correct and not right.correct and "found 0 red" in right.reason
+    first = plugin.contexts[0]
+    assert (
+        first.record is record
+        and first.detections[0].box == (5, 5, 40, 50)
+        and first.detections[0].score == 0.95
+    )
+    assert first.image.size == (100, 60) and first.options == GenEvalOptions()
+    assert plugin.contexts[1].record is None
 
 
-def test_colour_classifier_on_the_torch_clip_matches_a_manual_zero_shot_computation():
-    model, tokenizer = _tiny_clip()
-    model.eval()
-    crops = [
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 30, 3), dtype=np.uint8))
-        for i in range(3)
-    ]
+def test_two_argument_colour_plugins_still_work_with_a_deprecation_warning() -> None:
+    image = Image.new("RGB", (100, 60), (200, 10, 10))
+    calls = []
 
-    def preprocess(img):
-        return clip_preprocess(img, size=28)
+    def old_style(crops, object_name):
+        calls.append((len(crops), object_name))
+        return ["red"] * len(crops)
 
-    clf = clip_color_classifier(model, tokenizer)
-    clf._preprocess = preprocess
-    got = clf(crops, "cat")
-    with torch.no_grad():
-        vecs = []
-        for c in COLORS:
-            t = [f"a photo of a {c} cat", f"a photo of a {c}-colored cat", f"a photo of a {c} object"]
-            e = torch.nn.functional.normalize(model.encode_text(tokenizer(t)), dim=-1).mean(0)
-            vecs.append(torch.nn.functional.normalize(e, dim=-1))
-        img = torch.nn.functional.normalize(
-            model.encode_image(torch.stack([preprocess(c) for c in crops])), dim=-1
+    with pytest.warns(DeprecationWarning, match="context"):
+        verdict = evaluate_detections(
+            {"car": [_found((5, 5, 40, 50))]}, CAR_LEFT_RED, image=image, classify_colors=old_style
         )
-        expected = [COLORS[i] for i in (img @ torch.stack(vecs).T).argmax(-1).tolist()]
-    assert got == expected
+    assert verdict.correct and calls == [(1, "car")]
+
+
+def test_a_colour_plugin_must_return_one_colour_per_crop() -> None:
+    image = Image.new("RGB", (100, 60))
+    with pytest.raises(ValueError, match="returned 0 colours for 1 car crops"):
+        classify_object_colors(
+            lambda crops, name, context: [], image, [_found((1, 1, 9, 9))], "car", GenEvalOptions()
+        )
+
+
+def test_run_geneval_passes_each_record_to_the_colour_plugin(tmp_path: Path) -> None:
+    image_path = tmp_path / "0.png"
+    Image.new("RGB", (100, 60), (90, 90, 90)).save(image_path)
+    record = ImageRecord(
+        image_path, prompt="a red car", prompt_id="0", meta={**CAR_LEFT_RED, "tag": "color_attr"}
+    )
+
+    class Boxes:
+        def detect(self, image, rec):
+            return {"car": [_found((5, 5, 40, 50))]}
+
+    plugin = BoxSideClassifier()
+    summary = run_geneval([record], Boxes(), tmp_path / "out", color_classifier=plugin)
+    assert summary["overall"] == 1.0 and plugin.contexts[0].record == record

@@ -1,6 +1,9 @@
-"""Weight resolution order: explicit path -> $INFINITY_EVAL_WEIGHTS_DIR -> local HF cache; never downloads."""
+"""Weight resolution order: explicit path -> $INFINITY_EVAL_WEIGHTS_DIR -> local HF cache; never downloads.
+
+The cache is a fake folder laid out like huggingface_hub's: models--org--model/{refs/main, snapshots/<rev>/}."""
 
 import hashlib
+import socket
 
 import pytest
 from infinity_eval.weights import WeightFile, WeightsChecksumError, WeightsNotFoundError, resolve_weight_file
@@ -13,7 +16,7 @@ def places(tmp_path, monkeypatch):
     env, hf = tmp_path / "env", tmp_path / "hf"
     env.mkdir()
     monkeypatch.setenv("INFINITY_EVAL_WEIGHTS_DIR", str(env))
-    monkeypatch.setenv("HF_HUB_CACHE", str(hf))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hf))  # what HF_HUB_CACHE sets at import
     snap = hf / "models--org--model" / "snapshots" / "abc123"
     snap.mkdir(parents=True)
     (hf / "models--org--model" / "refs").mkdir()
@@ -49,3 +52,31 @@ def test_known_checksum_is_verified(places):
     assert resolve_weight_file(good) == env / "model.pt"
     with pytest.raises(WeightsChecksumError, match="re-download"):
         resolve_weight_file(WeightFile("model.pt", "src", sha256="0" * 64))
+
+
+def test_hf_cache_other_revisions_are_found_when_main_lacks_the_file(places, tmp_path):
+    _, snap = places
+    other = snap.parent / "def456"
+    other.mkdir()
+    (other / "model.pt").write_bytes(b"old revision")  # a revision downloaded by hash, not refs/main
+    assert resolve_weight_file(SPEC) == other / "model.pt"
+    (snap / "model.pt").write_bytes(b"main")
+    assert resolve_weight_file(SPEC) == snap / "model.pt"  # refs/main wins
+
+
+def test_hf_cache_lookup_never_goes_online(places, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # offline whatever the variable says
+    with pytest.raises(WeightsNotFoundError, match="local Hugging Face cache of org/model"):
+        resolve_weight_file(SPEC)
+
+
+def test_missing_hf_cache_folder_is_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("INFINITY_EVAL_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "absent"))
+    with pytest.raises(WeightsNotFoundError, match=r"model\.pt not found"):
+        resolve_weight_file(SPEC)

@@ -1,57 +1,63 @@
-"""HPSv2 / HPSv2.1: an open_clip ViT-H-14 CLIP scoring cosine(image, prompt), written in plain torch.
+"""HPSv2 / HPSv2.1: an open_clip ViT-H-14 CLIP scoring cosine(image, prompt), run on `transformers.CLIPModel`.
 
-Parameter names are open_clip's (`visual.conv1.weight`, `visual.transformer.resblocks.i.attn.in_proj_weight`,
-`token_embedding.weight`, `text_projection`, `logit_scale`, ...), so the `state_dict` inside
-`HPS_v2.1_compressed.pt` loads with `strict=True` and no renaming. Numerics (spec evaluation.md §4): pre-LN
-residual blocks, LayerNorm eps 1e-5, exact GELU, causal text attention, text feature at the first highest token id
-(<end_of_text>), image feature at the class token after ln_post, both projected and L2-normalised; the per-image
-score is their cosine (`hpsv2.score`), the benchmark value 100 × cosine. `logit_scale` is loaded but unused.
+The official `HPS_v2.1_compressed.pt` holds open_clip's state dict; `infinity_eval._clip.open_clip_to_transformers`
+maps its keys (fused q/k/v split, projections transposed) and the model loads strictly. Numerics
+(tgxs002/HPSv2 `hpsv2/img_score.py`, `score`): pre-LN blocks, LayerNorm eps 1e-5, exact GELU, causal text
+attention, text feature at the first <end_of_text>, image feature at the class token after ln_post, both projected
+and L2-normalised; the per-image score is their cosine, the benchmark value 100 x cosine. `logit_scale` is unused.
 
 Files the user provides (never downloaded): `HPS_v2.1_compressed.pt` (or `HPS_v2_compressed.pt` for v2.0) from the
 Hugging Face repo xswu/HPSv2, and open_clip's `bpe_simple_vocab_16e6.txt.gz` (shipped in the `open-clip-torch`
 wheel, found there automatically when that package is installed, and in the HPSv2 GitHub repo).
+Needs the extra `hps` (transformers, ftfy).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
 from ._checkpoints import load_official_state_dict
-from ._clip_tokenizer import CLIPBPETokenizer
+from ._clip import (
+    OpenCLIPConfig,
+    OpenCLIPTokenizer,
+    build_clip_model,
+    encode_image,
+    encode_text,
+    open_clip_to_transformers,
+    require_transformers,
+)
+from .io import CLIP_MEAN, CLIP_STD
 from .scoring import paired_batches
 from .weights import WeightFile, resolve_weight_file
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
 
 __all__ = [
     "HPS_BPE_VOCAB_FILE",
     "HPS_V2_WEIGHTS_FILE",
     "HPS_V21_WEIGHTS_FILE",
-    "CLIPBPETokenizer",
     "HPSv21Scorer",
-    "OpenCLIP",
     "OpenCLIPConfig",
+    "OpenCLIPTokenizer",
     "hps_benchmark_summary",
     "hps_preprocess",
-    "load_official_hps_state_dict",
+    "open_clip_to_transformers",
 ]
 
 logger = logging.getLogger(__name__)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HPS_CHUNK = 80  # images per chunk in the official per-style mean
 
 HPS_V21_WEIGHTS_FILE = WeightFile(
@@ -74,57 +80,6 @@ HPS_BPE_VOCAB_FILE = WeightFile(
     ),
     subdirs=("open_clip", "hpsv2", "HPSv2"),
 )
-
-
-@dataclass(frozen=True)
-class OpenCLIPConfig:
-    """open_clip CLIP sizes (ViT vision tower + causal text transformer)."""
-
-    embed_dim: int = 1024
-    image_size: int = 224
-    patch_size: int = 14
-    vision_width: int = 1280
-    vision_layers: int = 32
-    vision_head_width: int = 80
-    vision_mlp_ratio: float = 4.0
-    context_length: int = 77
-    vocab_size: int = 49408
-    text_width: int = 1024
-    text_heads: int = 16
-    text_layers: int = 24
-    text_mlp_ratio: float = 4.0
-    eps: float = 1e-5
-    quick_gelu: bool = False  # OpenAI's CLIP weights use x·sigmoid(1.702x); LAION/HPS models use exact GELU
-
-    @classmethod
-    def preset(cls, name: str) -> OpenCLIPConfig:
-        """Named configurations: "ViT-H-14" (HPSv2 / HPSv2.1) and "ViT-L-14-quickgelu" (OpenAI's ViT-L/14, as
-        used by GenEval's colour classifier and Infinity's CLIP score)."""
-        if name == "ViT-H-14":
-            return cls()
-        if name == "ViT-L-14-quickgelu":
-            return cls(
-                embed_dim=768,
-                vision_width=1024,
-                vision_layers=24,
-                vision_head_width=64,
-                text_width=768,
-                text_heads=12,
-                text_layers=12,
-                quick_gelu=True,
-            )
-        raise ValueError(f"unknown open_clip preset {name!r}; known: 'ViT-H-14', 'ViT-L-14-quickgelu'")
-
-    @property
-    def vision_heads(self) -> int:
-        return self.vision_width // self.vision_head_width
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OpenCLIPConfig:
-        return cls(**data)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -163,194 +118,6 @@ def hps_preprocess(image: Image.Image, size: int = 224, *, antialias: bool = Tru
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# open_clip modules
-
-
-class _LayerNorm(nn.LayerNorm):
-    """open_clip's LayerNorm: computes in the input dtype and returns it (fp32 here)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
-
-
-class _MultiheadAttention(nn.Module):
-    """nn.MultiheadAttention's parameters (in_proj_weight/in_proj_bias/out_proj) and its SDPA computation."""
-
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
-        self.out_proj = nn.Linear(width, width)
-        nn.init.xavier_uniform_(self.in_proj_weight)
-
-    def forward(self, x: Tensor, causal: bool) -> Tensor:
-        b, n, c = x.shape
-        q, k, v = (
-            F.linear(x, self.in_proj_weight, self.in_proj_bias)
-            .view(b, n, 3, self.heads, c // self.heads)
-            .permute(2, 0, 3, 1, 4)
-        )
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
-
-
-class _Mlp(nn.Module):
-    def __init__(self, width: int, hidden: int, quick_gelu: bool) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(width, hidden)
-        self.c_proj = nn.Linear(hidden, width)
-        self.quick_gelu = quick_gelu
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.c_fc(x)
-        x = x * torch.sigmoid(1.702 * x) if self.quick_gelu else F.gelu(x)
-        return self.c_proj(x)
-
-
-class _ResidualAttentionBlock(nn.Module):
-    def __init__(self, width: int, heads: int, mlp_ratio: float, eps: float, quick_gelu: bool) -> None:
-        super().__init__()
-        self.ln_1 = _LayerNorm(width, eps=eps)
-        self.attn = _MultiheadAttention(width, heads)
-        self.ln_2 = _LayerNorm(width, eps=eps)
-        self.mlp = _Mlp(width, int(width * mlp_ratio), quick_gelu)
-
-    def forward(self, x: Tensor, causal: bool) -> Tensor:
-        x = x + self.attn(self.ln_1(x), causal)
-        return x + self.mlp(self.ln_2(x))
-
-
-class _Transformer(nn.Module):
-    def __init__(
-        self, width: int, layers: int, heads: int, mlp_ratio: float, eps: float, quick_gelu: bool
-    ) -> None:
-        super().__init__()
-        self.resblocks = nn.ModuleList(
-            _ResidualAttentionBlock(width, heads, mlp_ratio, eps, quick_gelu) for _ in range(layers)
-        )
-
-    def forward(self, x: Tensor, causal: bool) -> Tensor:
-        for block in self.resblocks:
-            x = block(x, causal)
-        return x
-
-
-class OpenCLIPVisionTransformer(nn.Module):
-    """open_clip's VisionTransformer (class-token pooling, ln_post before the projection): [B,3,S,S] -> [B, embed]."""
-
-    def __init__(self, config: OpenCLIPConfig) -> None:
-        super().__init__()
-        if config.image_size % config.patch_size:
-            raise ValueError(
-                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
-            )
-        if config.vision_width % config.vision_head_width:
-            raise ValueError(
-                f"vision_width {config.vision_width} is not a multiple of head width {config.vision_head_width}"
-            )
-        width = config.vision_width
-        grid = config.image_size // config.patch_size
-        self.conv1 = nn.Conv2d(3, width, kernel_size=config.patch_size, stride=config.patch_size, bias=False)
-        # Allocated uninitialised (cheap on the meta device); `OpenCLIP.init_random_` fills them for tests.
-        self.class_embedding = nn.Parameter(torch.empty(width))
-        self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, width))
-        self.ln_pre = _LayerNorm(width, eps=config.eps)
-        self.transformer = _Transformer(
-            width,
-            config.vision_layers,
-            config.vision_heads,
-            config.vision_mlp_ratio,
-            config.eps,
-            config.quick_gelu,
-        )
-        self.ln_post = _LayerNorm(width, eps=config.eps)
-        self.proj = nn.Parameter(torch.empty(width, config.embed_dim))
-
-    def forward(self, pixels: Tensor) -> Tensor:
-        x = self.conv1(pixels).flatten(2).transpose(1, 2)
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        x = self.transformer(self.ln_pre(x), causal=False)
-        return self.ln_post(x)[:, 0] @ self.proj
-
-
-class OpenCLIP(nn.Module):
-    """open_clip `CLIP` (the class HPSv2 builds for ViT-H-14), with its exact parameter names.
-
-    Embeddings and projections are allocated uninitialised: load official weights or call `init_random_` first.
-    """
-
-    def __init__(self, config: OpenCLIPConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.visual = OpenCLIPVisionTransformer(config)
-        width = config.text_width
-        self.token_embedding = nn.Embedding(
-            config.vocab_size, width, _weight=torch.empty(config.vocab_size, width)
-        )
-        self.positional_embedding = nn.Parameter(torch.empty(config.context_length, width))
-        self.transformer = _Transformer(
-            width, config.text_layers, config.text_heads, config.text_mlp_ratio, config.eps, config.quick_gelu
-        )
-        self.ln_final = _LayerNorm(width, eps=config.eps)
-        self.text_projection = nn.Parameter(torch.empty(width, config.embed_dim))
-        self.logit_scale = nn.Parameter(torch.full((), math.log(1 / 0.07)))
-
-    @torch.no_grad()
-    def init_random_(self, generator: torch.Generator) -> OpenCLIP:
-        """open_clip's initialisation of the embeddings and projections (linear layers keep torch's defaults)."""
-        v_scale = self.config.vision_width**-0.5
-        for p in (self.visual.class_embedding, self.visual.positional_embedding, self.visual.proj):
-            p.normal_(0.0, v_scale, generator=generator)
-        self.token_embedding.weight.normal_(0.0, 0.02, generator=generator)
-        self.positional_embedding.normal_(0.0, 0.01, generator=generator)
-        self.text_projection.normal_(0.0, self.config.text_width**-0.5, generator=generator)
-        return self
-
-    def encode_image(self, pixels: Tensor, normalize: bool = True) -> Tensor:
-        features = self.visual(pixels)
-        return F.normalize(features, dim=-1) if normalize else features
-
-    def encode_text(self, tokens: Tensor, normalize: bool = True) -> Tensor:
-        """tokens [B, context_length] -> [B, embed]; pooled at the first position of the highest id (<end_of_text>)."""
-        x = self.token_embedding(tokens) + self.positional_embedding
-        x = self.ln_final(self.transformer(x, causal=True))
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
-        return F.normalize(x, dim=-1) if normalize else x
-
-    def forward(self, pixels: Tensor, tokens: Tensor) -> Tensor:
-        """Cosine between each image and its own prompt, [B] (the diagonal of image_features @ text_featuresᵀ)."""
-        return (self.encode_image(pixels) * self.encode_text(tokens)).sum(dim=-1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoint mapping
-
-
-def load_official_hps_state_dict(model: OpenCLIP, state_dict: Mapping[str, Tensor]) -> None:
-    """Load the `state_dict` of an HPS checkpoint strictly (open_clip names map one to one)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    if missing or unexpected:
-        raise KeyError(
-            "HPS checkpoint does not match the open_clip ViT-H-14 layout: "
-            f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''} ({len(missing)}), "
-            f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)}); "
-            "use the official HPS_v2.1_compressed.pt / HPS_v2_compressed.pt from xswu/HPSv2"
-        )
-    bad_shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state_dict.items()
-        if tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if bad_shapes:
-        raise ValueError("HPS checkpoint shapes differ from the config: " + "; ".join(bad_shapes[:20]))
-    model.load_state_dict(dict(state_dict), strict=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Scorer
 
 
@@ -371,8 +138,9 @@ class HPSv21Scorer:
 
     def __init__(
         self,
-        model: OpenCLIP,
-        tokenizer: CLIPBPETokenizer,
+        model: CLIPModel,
+        tokenizer: OpenCLIPTokenizer,
+        config: OpenCLIPConfig,
         *,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
@@ -382,30 +150,27 @@ class HPSv21Scorer:
         weights_file: Path | None = None,
         vocab_file: Path | None = None,
     ) -> None:
-        if tokenizer.vocab_size != model.config.vocab_size:
+        if tokenizer.vocab_size != config.vocab_size:
             raise ValueError(
-                f"tokenizer has {tokenizer.vocab_size} tokens but the model expects {model.config.vocab_size}; "
+                f"tokenizer has {tokenizer.vocab_size} tokens but the model expects {config.vocab_size}; "
                 "use open_clip's bpe_simple_vocab_16e6.txt.gz"
             )
-        if tokenizer.context_length != model.config.context_length:
+        if tokenizer.context_length != config.context_length:
             raise ValueError(
-                f"tokenizer context {tokenizer.context_length} != model context {model.config.context_length}"
+                f"tokenizer context {tokenizer.context_length} != model context {config.context_length}"
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
+        self.config = config
         self.batch_size = batch_size
         self.antialias = antialias
         self.autocast_dtype = autocast_dtype
         self.version = version
         self.weights_file = weights_file
         self.vocab_file = vocab_file
-
-    @property
-    def config(self) -> OpenCLIPConfig:
-        return self.model.config
 
     def options(self) -> dict[str, Any]:
         """Protocol options to record next to the scores."""
@@ -419,23 +184,19 @@ class HPSv21Scorer:
         }
 
     @classmethod
-    def from_config(
+    def from_state_dict(
         cls,
-        config: OpenCLIPConfig,
-        tokenizer: CLIPBPETokenizer,
+        state: Mapping[str, Tensor],
+        tokenizer: OpenCLIPTokenizer,
+        config: OpenCLIPConfig | None = None,
         *,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
+        source: str = "HPS state dict",
         **options: Any,
     ) -> HPSv21Scorer:
-        """Random weights of the given architecture (for tests and benchmarks)."""
-        state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)  # torch's default init of the linear layers
-            model = OpenCLIP(config).init_random_(torch.Generator().manual_seed(seed))
-        finally:
-            torch.random.set_rng_state(state)
-        return cls(model, tokenizer, device=device, **options)
+        """A scorer holding an open_clip-named state dict (the `state_dict` of an HPS checkpoint), strictly loaded."""
+        require_transformers("hps")
+        config = config or OpenCLIPConfig.preset("ViT-H-14")
+        return cls(build_clip_model(config, state, source), tokenizer, config, **options)
 
     @classmethod
     def from_pretrained(
@@ -453,23 +214,22 @@ class HPSv21Scorer:
         $INFINITY_EVAL_WEIGHTS_DIR -> local Hugging Face cache (-> the installed open_clip wheel for the vocab)."""
         if version not in ("v2.0", "v2.1"):
             raise ValueError(f"unknown HPS version {version!r}; use 'v2.0' or 'v2.1'")
+        require_transformers("hps")
         config = config or OpenCLIPConfig.preset("ViT-H-14")
         weights_spec = HPS_V21_WEIGHTS_FILE if version == "v2.1" else HPS_V2_WEIGHTS_FILE
         weights_path = resolve_weight_file(weights_spec, path)
         vocab_path = resolve_weight_file(
             HPS_BPE_VOCAB_FILE, vocab, extra_candidates=_installed_open_clip_vocab()
         )
-        tokenizer = CLIPBPETokenizer.from_file(
+        tokenizer = OpenCLIPTokenizer.from_file(
             vocab_path, context_length=config.context_length, fix_text=fix_text
         )
         state = load_official_state_dict(weights_path, wrapper_key="state_dict")
-        with torch.device("meta"):
-            model = OpenCLIP(config)
-        model = model.to_empty(device="cpu")
-        load_official_hps_state_dict(model, state)
-        return cls(
-            model,
+        return cls.from_state_dict(
+            state,
             tokenizer,
+            config,
+            source=str(weights_path),
             device=device,
             version=version,
             weights_file=weights_path,
@@ -478,8 +238,15 @@ class HPSv21Scorer:
         )
 
     @torch.no_grad()
+    def features(self, pixels: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """L2-normalised image and text features, [B, embed] each."""
+        return F.normalize(encode_image(self.model, pixels), dim=-1), F.normalize(
+            encode_text(self.model, tokens), dim=-1
+        )
+
+    @torch.no_grad()
     def score(self, prompts: Sequence[str], images: Sequence[Image.Image]) -> list[float]:
-        """Cosine of the normalised image and text features per pair (×100 gives the benchmark's unit)."""
+        """Cosine of the normalised image and text features per pair (x100 gives the benchmark's unit)."""
         out: list[float] = []
         for batch_prompts, batch_images in paired_batches(prompts, images, self.batch_size):
             pixels = torch.stack(
@@ -491,8 +258,8 @@ class HPSv21Scorer:
                 dtype=self.autocast_dtype or torch.float32,
                 enabled=self.autocast_dtype is not None,
             ):
-                cosine = self.model(pixels.to(self.device), tokens.to(self.device))
-            out.extend(cosine.float().cpu().tolist())
+                image, text = self.features(pixels.to(self.device), tokens.to(self.device))
+            out.extend((image.float() * text.float()).sum(dim=-1).cpu().tolist())
         return out
 
 

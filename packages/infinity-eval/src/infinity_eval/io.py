@@ -22,6 +22,8 @@ from typing import Any
 from PIL import Image, ImageOps
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
     "IMAGE_EXTENSIONS",
     "ImageRecord",
     "list_image_files",
@@ -34,6 +36,9 @@ __all__ = [
     "write_manifest",
 ]
 
+# OpenAI CLIP's per-channel normalisation, shared by HPSv2, ImageReward (BLIP) and GenEval's colour classifier.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_EXTENSIONS = ("bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp")
 _DIGITS = re.compile(r"^\d+$")
 

@@ -1,7 +1,11 @@
 """Offline weight-file resolution: explicit path -> $INFINITY_EVAL_WEIGHTS_DIR -> local Hugging Face cache.
 
-Nothing here downloads. A missing file raises `WeightsNotFoundError` naming the file, every place searched and
-where the official file comes from (spec evaluation.md §7).
+Nothing here downloads: the Hugging Face cache is read with `huggingface_hub`'s offline functions
+(`try_to_load_from_cache` for the revision `refs/main` names, then `scan_cache_dir` for any other cached
+revision), which behave as under `HF_HUB_OFFLINE=1` whatever that variable says. The cache folder is
+huggingface_hub's (`HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`), as read when
+huggingface_hub is imported. A missing file raises `WeightsNotFoundError` naming the file, every place searched
+and where the official file comes from.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ __all__ = [
     "WeightsChecksumError",
     "WeightsNotFoundError",
     "describe_weight_file",
-    "hf_cache_dirs",
+    "hf_cache_dir",
     "resolve_weight_file",
     "sha256_file",
 ]
@@ -61,43 +65,34 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def hf_cache_dirs() -> list[Path]:
-    """The local Hugging Face hub cache folders, in the order huggingface_hub itself uses them."""
-    dirs: list[Path] = []
-    if os.environ.get("HF_HUB_CACHE"):
-        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        dirs.append(Path(os.environ["HUGGINGFACE_HUB_CACHE"]))
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    dirs.append((Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub")
-    seen: list[Path] = []
-    for d in dirs:
-        if d not in seen:
-            seen.append(d)
-    return seen
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache folder huggingface_hub uses (`huggingface_hub.constants.HF_HUB_CACHE`)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
-def _hf_cache_candidates(repo_id: str, filename: str) -> list[Path]:
-    found: list[Path] = []
-    folder_name = "models--" + repo_id.replace("/", "--")
-    for cache in hf_cache_dirs():
-        repo_dir = cache / folder_name
-        if not repo_dir.is_dir():
+def _hf_cached_file(repo_id: str, filename: str) -> Path | None:
+    """`filename` of the model repo `repo_id` in the local cache: the `main` revision first, then the most
+    recently modified other cached revision holding it; None when absent. Never goes online."""
+    from huggingface_hub import CacheNotFound, scan_cache_dir, try_to_load_from_cache
+
+    cache = hf_cache_dir()
+    hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache)
+    if isinstance(hit, str):
+        return Path(hit)
+    try:
+        info = scan_cache_dir(cache)
+    except CacheNotFound:
+        return None
+    for repo in info.repos:
+        if repo.repo_id != repo_id or repo.repo_type != "model":
             continue
-        ref = repo_dir / "refs" / "main"
-        snapshots = repo_dir / "snapshots"
-        ordered: list[Path] = []
-        if ref.is_file():
-            ordered.append(snapshots / ref.read_text().strip())
-        if snapshots.is_dir():
-            ordered.extend(sorted(p for p in snapshots.iterdir() if p not in ordered))
-        for snap in ordered:
-            candidate = snap / filename
-            if candidate.is_file():
-                found.append(candidate)
-    return found
+        for revision in sorted(repo.revisions, key=lambda r: r.last_modified, reverse=True):
+            for file in revision.files:
+                if file.file_name == filename and file.file_path.is_file():
+                    return file.file_path
+    return None
 
 
 def resolve_weight_file(
@@ -136,10 +131,9 @@ def resolve_weight_file(
             searched.append(f"${WEIGHTS_ENV_VAR} (not set)")
     if path is None:
         for repo in spec.hf_repos:
-            searched.append(f"local Hugging Face cache of {repo}")
-            hits = _hf_cache_candidates(repo, spec.filename)
-            if hits:
-                path = hits[0]
+            searched.append(f"local Hugging Face cache of {repo} ({hf_cache_dir()})")
+            path = _hf_cached_file(repo, spec.filename)
+            if path is not None:
                 break
     if path is None:
         for candidate in extra_candidates:

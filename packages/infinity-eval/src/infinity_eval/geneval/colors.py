@@ -1,34 +1,58 @@
-"""Zero-shot colour classification of object crops (spec evaluation.md §1.3, §1.4 step 3).
+"""Zero-shot colour classification of object crops (djghosh13/geneval `evaluation/evaluate_images.py`,
+`color_classification`, with clip-benchmark's zero-shot classifier).
 
 Per colour the three templates are encoded, each text feature L2-normalised, averaged, re-normalised; the
-prediction is the argmax of (normalised image feature · class vector). The CLIP backend is pluggable: the
-official one is open_clip ViT-L-14 with OpenAI weights (`ViT-L-14.pt`): `load_clip_color_classifier` runs it
-on the package's own torch CLIP (no open_clip / torchvision needed); `load_openclip_color_classifier` uses open_clip.
+prediction is the argmax of (normalised image feature . class vector). The CLIP backend is pluggable: the
+official one is open_clip ViT-L-14 with OpenAI weights (`ViT-L-14.pt`): `load_clip_color_classifier` runs it on
+`transformers.CLIPModel` (extra `geneval-clip`; no open_clip / torchvision needed), `load_openclip_color_classifier`
+on open_clip itself.
+
+A plug-in classifier is called as `classifier(crops, object_name, context=ColorContext(...))`: the context holds
+the whole image, the detections the crops were cut from (box, score, mask, in crop order) and the image record.
+Plug-ins written for the older two-argument form `classifier(crops, object_name)` still work, with a
+`DeprecationWarning`.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
-import zipfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .._checkpoints import load_official_state_dict
+from .._clip import (
+    OpenCLIPConfig,
+    OpenCLIPTokenizer,
+    build_clip_model,
+    clip_preprocess,
+    encode_image,
+    encode_text,
+    require_transformers,
+)
+from ..io import ImageRecord
 from ..weights import WeightFile, resolve_weight_file
-from .rules import COLORS
+from .rules import COLORS, Detection, GenEvalOptions, color_crops
+
+if TYPE_CHECKING:
+    from transformers import CLIPModel
 
 __all__ = [
     "CLIP_VIT_L14_WEIGHTS",
     "COLOR_TEMPLATES",
     "ColorClassifier",
+    "ColorContext",
     "ZeroShotColorClassifier",
+    "classify_object_colors",
     "clip_color_classifier",
     "clip_preprocess",
     "load_clip_color_classifier",
@@ -41,8 +65,6 @@ COLOR_TEMPLATES = (
     "a photo of a {c}-colored {object}",
     "a photo of a {c} object",
 )
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 CLIP_VIT_L14_WEIGHTS = WeightFile(
     filename="ViT-L-14.pt",
@@ -55,30 +77,72 @@ CLIP_VIT_L14_WEIGHTS = WeightFile(
 )
 
 
+@dataclass(frozen=True)
+class ColorContext:
+    """What a colour classifier may use besides the crops.
+
+    `detections[i]` is the detection crop i was cut from (box (x1, y1, x2, y2), score, mask in image pixels);
+    `image` is the whole generated image (RGB); `record` the image's record (path, prompt, GenEval metadata), None
+    when the rules are applied outside a run; `options` the rule options (background colour, cropping).
+    """
+
+    image: Image.Image
+    detections: tuple[Detection, ...]
+    record: ImageRecord | None
+    options: GenEvalOptions
+
+
 @runtime_checkable
 class ColorClassifier(Protocol):
-    """Predicts one colour name (from `COLORS`) per crop of an object of class `object_name`."""
+    """Predicts one colour name (from `COLORS`) per crop of an object of class `object_name`.
 
-    def __call__(self, crops: Sequence[Image.Image], object_name: str) -> list[str]: ...
+    `context` gives the detections behind the crops, the image and its record (see `ColorContext`).
+    """
+
+    def __call__(
+        self, crops: Sequence[Image.Image], object_name: str, *, context: ColorContext | None = None
+    ) -> list[str]: ...
 
 
-def clip_preprocess(image: Image.Image, size: int = 224) -> Tensor:
-    """CLIP eval transform: bicubic resize of the short side to `size`, centre crop, RGB, [0,1], CLIP mean/std."""
-    img = image.convert("RGB")
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = size, int(size * h / w)
+def _accepts_context(classifier: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(classifier).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: call the documented form
+        return True
+    return any(p.name == "context" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def classify_object_colors(
+    classifier: Callable[..., Sequence[str]],
+    image: Image.Image,
+    detections: Sequence[Detection],
+    object_name: str,
+    options: GenEvalOptions,
+    record: ImageRecord | None = None,
+) -> list[str]:
+    """Crop each detection as the official evaluator does and ask the classifier for one colour per crop.
+
+    Classifiers without a `context` parameter are called the old way, `classifier(crops, object_name)`, with a
+    `DeprecationWarning` (that form will be removed in a future minor version).
+    """
+    crops = color_crops(image, detections, options)
+    if _accepts_context(classifier):
+        context = ColorContext(image.convert("RGB"), tuple(detections), record, options)
+        colors = list(classifier(crops, object_name, context=context))
     else:
-        new_w, new_h = int(size * w / h), size
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), resample=Image.Resampling.BICUBIC)
-    left = round((new_w - size) / 2.0)
-    top = round((new_h - size) / 2.0)
-    img = img.crop((left, top, left + size, top + size))
-    x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div(255.0)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return (x - mean) / std
+        warnings.warn(
+            f"colour classifier {classifier!r} takes (crops, object_name) only; accept a keyword argument "
+            "`context` (infinity_eval.geneval.ColorContext: detections, image, record) — the two-argument form "
+            "is deprecated",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        colors = list(classifier(crops, object_name))
+    if len(colors) != len(crops):
+        raise ValueError(
+            f"colour classifier {classifier!r} returned {len(colors)} colours for {len(crops)} {object_name} crops"
+        )
+    return colors
 
 
 class ZeroShotColorClassifier:
@@ -105,7 +169,7 @@ class ZeroShotColorClassifier:
         self.autocast_dtype = autocast_dtype
         self.colors = tuple(colors)
 
-    def _autocast(self):
+    def _autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -122,7 +186,10 @@ class ZeroShotColorClassifier:
         return torch.stack(vectors)
 
     @torch.no_grad()
-    def __call__(self, crops: Sequence[Image.Image], object_name: str) -> list[str]:
+    def __call__(
+        self, crops: Sequence[Image.Image], object_name: str, *, context: ColorContext | None = None
+    ) -> list[str]:
+        """One colour per crop; the context is not needed (CLIP sees only the crop, as in the original)."""
         if not crops:
             return []
         weights = self.class_vectors(object_name).to(self.device)
@@ -142,45 +209,28 @@ _OPENAI_NON_WEIGHTS = ("input_resolution", "context_length", "vocab_size")
 def load_openai_clip_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """OpenAI's CLIP checkpoint (a TorchScript archive, or a plain state dict) as float32 open_clip-named tensors.
 
-    The scalar entries `input_resolution`, `context_length`, `vocab_size` are dropped (not weights). TorchScript
-    archives are opened with `torch.jit.load` (the caller verifies the file's SHA-256 first); plain files with
-    `torch.load(weights_only=True)`.
+    The scalar entries `input_resolution`, `context_length`, `vocab_size` are dropped (not weights). The file is
+    read by `infinity_eval._checkpoints.load_official_state_dict` (callers verify its SHA-256 first).
     """
-    p = Path(path)
-    is_script = False
-    if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as zf:
-            is_script = any(n.startswith("code/") or "/code/" in n for n in zf.namelist())
-    if is_script:
-        with (
-            warnings.catch_warnings()
-        ):  # OpenAI ships TorchScript; torch deprecates the format, not the loader
-            warnings.simplefilter("ignore", FutureWarning)
-            scripted = torch.jit.load(str(p), map_location="cpu")
-        state = {k: v.detach() for k, v in scripted.state_dict().items()}
-    else:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{p}: expected a CLIP state dict, got {type(state).__name__}")
+    state = load_official_state_dict(path, wrapper_key="state_dict")
     return {k: v.float() for k, v in state.items() if k not in _OPENAI_NON_WEIGHTS}
 
 
 def clip_color_classifier(
-    model: torch.nn.Module,
-    tokenizer: Callable[[list[str]], Tensor],
+    model: CLIPModel,
+    tokenizer: OpenCLIPTokenizer,
     device: str | torch.device = "cpu",
     batch_size: int = 16,
+    image_size: int = 224,
 ) -> ZeroShotColorClassifier:
-    """Colour classifier on an `infinity_eval.hps.OpenCLIP` model and its BPE tokenizer (fp16 autocast on CUDA,
-    as clip-benchmark's default)."""
+    """Colour classifier on a `transformers.CLIPModel` and open_clip's tokenization (fp16 autocast on CUDA, as
+    clip-benchmark's default)."""
     dev = torch.device(device)
     model = model.to(dev).eval()
     return ZeroShotColorClassifier(
-        lambda px: model.encode_image(px, normalize=False),
-        lambda texts: model.encode_text(tokenizer(texts).to(dev), normalize=False),
-        clip_preprocess,
+        lambda px: encode_image(model, px),
+        lambda texts: encode_text(model, tokenizer(texts).to(dev)),
+        lambda image: clip_preprocess(image, image_size),
         device=dev,
         batch_size=batch_size,
         autocast_dtype=torch.float16 if dev.type == "cuda" else None,
@@ -193,19 +243,20 @@ def load_clip_color_classifier(
     device: str = "cpu",
     batch_size: int = 16,
 ) -> tuple[ZeroShotColorClassifier, list[Path]]:
-    """The official colour classifier (OpenAI ViT-L/14, QuickGELU) on the package's torch CLIP; strict load.
+    """The official colour classifier (OpenAI ViT-L/14, QuickGELU) on `transformers.CLIPModel`; strict load.
 
     `weights`: `ViT-L-14.pt` (SHA-256 checked); `vocab`: open_clip's `bpe_simple_vocab_16e6.txt.gz` (found in an
     installed open-clip-torch wheel too). Returns the classifier and the files used.
     """
-    from .._clip_tokenizer import CLIPBPETokenizer
-    from ..hps import HPS_BPE_VOCAB_FILE, OpenCLIP, OpenCLIPConfig, _installed_open_clip_vocab
+    from ..hps import HPS_BPE_VOCAB_FILE, _installed_open_clip_vocab
 
+    require_transformers("geneval-clip")
     path = resolve_weight_file(CLIP_VIT_L14_WEIGHTS, weights)
     vocab_path = resolve_weight_file(HPS_BPE_VOCAB_FILE, vocab, extra_candidates=_installed_open_clip_vocab())
-    model = OpenCLIP(OpenCLIPConfig.preset("ViT-L-14-quickgelu"))
-    model.load_state_dict(load_openai_clip_state_dict(path), strict=True)
-    tokenizer = CLIPBPETokenizer.from_file(vocab_path)
+    model = build_clip_model(
+        OpenCLIPConfig.preset("ViT-L-14-quickgelu"), load_openai_clip_state_dict(path), str(path)
+    )
+    tokenizer = OpenCLIPTokenizer.from_file(vocab_path)
     return clip_color_classifier(model, tokenizer, device, batch_size), [path, vocab_path]
 
 
@@ -220,8 +271,9 @@ def load_openclip_color_classifier(
         import open_clip
     except ImportError as err:
         raise ImportError(
-            "the GenEval colour classifier needs open_clip: `pip install 'infinity-eval[geneval-clip]'` "
-            "(it requires a torchvision build matching your torch), or pass --color-classifier module:factory"
+            "this colour classifier backend needs open_clip: `pip install 'infinity-eval[open-clip]'` "
+            "(it requires a torchvision build matching your torch); the default backend needs "
+            "'infinity-eval[geneval-clip]' only, or pass --color-classifier module:factory"
         ) from err
     path = resolve_weight_file(CLIP_VIT_L14_WEIGHTS, weights)
     model, _, _ = open_clip.create_model_and_transforms(
@@ -231,12 +283,12 @@ def load_openclip_color_classifier(
     tokenizer = open_clip.get_tokenizer("ViT-L-14")
     dev = torch.device(device)
 
-    def encode_text(texts: list[str]) -> Tensor:
+    def encode_prompts(texts: list[str]) -> Tensor:
         return model.encode_text(tokenizer(texts).to(dev))
 
     classifier = ZeroShotColorClassifier(
         model.encode_image,
-        encode_text,
+        encode_prompts,
         clip_preprocess,
         device=dev,
         batch_size=batch_size,

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..io import ImageRecord
+
 __all__ = [
     "COLORS",
     "RELATIONS",
@@ -176,7 +178,7 @@ def color_crops(
     return crops
 
 
-ColorFn = Callable[[Sequence[Image.Image], str], Sequence[str]]
+ColorFn = Callable[..., Sequence[str]]  # (crops, object_name, *, context) -> colours
 
 
 def evaluate_detections(
@@ -185,8 +187,10 @@ def evaluate_detections(
     options: GenEvalOptions = GenEvalOptions(),
     image: Image.Image | None = None,
     classify_colors: ColorFn | None = None,
+    record: ImageRecord | None = None,
 ) -> ImageVerdict:
-    """Apply the GenEval rules for one image. `classify_colors(crops, class_name)` returns one colour per crop."""
+    """Apply the GenEval rules for one image. `classify_colors(crops, class_name, context=...)` returns one colour
+    per crop (see `infinity_eval.geneval.colors.ColorContext`; `record` is passed on in the context)."""
     threshold = options.counting_threshold if metadata.get("tag") == "counting" else options.threshold
     kept: dict[str, list[Detection]] = {}
     for name, dets in detections.items():
@@ -210,7 +214,9 @@ def evaluate_detections(
                         f"prompt {metadata.get('prompt')!r} has a colour clause: a colour classifier and the image "
                         "are required (install infinity-eval[geneval-clip] or pass --color-classifier)"
                     )
-                colors = list(classify_colors(color_crops(image, found, options), name))
+                from .colors import classify_object_colors  # here: colors.py imports this module
+
+                colors = classify_object_colors(classify_colors, image, found, name, options, record)
                 hits = colors.count(clause["color"])
                 if hits < count:
                     correct = matched = False

@@ -90,7 +90,7 @@ def run_geneval(
     for rec in iterator:
         image = load_image(rec.image, exif_transpose=True)
         detections = detector.detect(image, rec)
-        verdict = evaluate_detections(detections, rec.meta, options, image, color_classifier)
+        verdict = evaluate_detections(detections, rec.meta, options, image, color_classifier, record=rec)
         store.append(
             [
                 {
