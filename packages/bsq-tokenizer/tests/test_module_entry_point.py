@@ -1,4 +1,5 @@
 """`python -m bsq_tokenizer.cli` exits 0 after a successful command and 2 after a failed one."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """`python -m infinity_data.cli` exits 0 after a successful command and non-zero after a failed one."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +8,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-
 
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

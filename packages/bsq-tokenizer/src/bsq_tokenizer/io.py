@@ -138,7 +138,7 @@ def check_state_dict(state_dict: Mapping[str, Tensor], config: VAEConfig, source
             + "\n "
             + _preset_hint(state_dict)
         )
-    want = BSQ(config.codebook_dim).mask
+    want: Tensor = BSQ(config.codebook_dim).state_dict()["mask"]
     for key in ("quantizer.lfq.mask", "quantize.lfq.mask"):
         if state_dict[key].dtype != torch.int64 or not torch.equal(state_dict[key].cpu(), want):
             raise CheckpointError(
