@@ -204,7 +204,7 @@ def _sample_tensors() -> dict[str, torch.Tensor]:
     }
 
 
-def test_our_safetensors_writer_is_read_by_the_safetensors_library(tmp_path):
+def test_our_atomic_writer_keeps_every_dtype_layout_and_metadata(tmp_path):
     tensors = _sample_tensors()
     path = tmp_path / "ours.safetensors"
     save_safetensors(tensors, path, metadata={"note": "hello", "format": "pt"})
@@ -218,7 +218,7 @@ def test_our_safetensors_writer_is_read_by_the_safetensors_library(tmp_path):
         assert f.metadata() == {"note": "hello", "format": "pt"}
 
 
-def test_safetensors_library_files_are_read_by_our_reader(tmp_path):
+def test_files_written_by_the_library_load_with_metadata(tmp_path):
     tensors = {k: v.contiguous() for k, v in _sample_tensors().items()}
     path = tmp_path / "theirs.safetensors"
     st.save_file(tensors, path, metadata={"a": "b"})
@@ -234,14 +234,16 @@ def test_corrupt_safetensors_are_rejected_with_the_file_name(tmp_path):
     save_safetensors({"x": torch.zeros(4)}, path)
     data = path.read_bytes()
     path.write_bytes(data[:-4])
-    with pytest.raises(ValueError, match=r"bad\.safetensors.*'x'"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file.*not fully covered"):
         load_safetensors(path)
     path.write_bytes((10**9).to_bytes(8, "little") + b"{}")
-    with pytest.raises(ValueError, match="header length"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors .*header too large"):
         load_safetensors(path)
     path.write_bytes((2).to_bytes(8, "little") + b"[]")
-    with pytest.raises(ValueError, match="JSON object"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors .*invalid JSON"):
         load_safetensors(path)
+    with pytest.raises(ValueError, match=r"bad\.safetensors .*invalid JSON"):
+        load_safetensors_metadata(path)
     with pytest.raises(TypeError, match="str to str"):
         save_safetensors({"x": torch.zeros(1)}, path, metadata={"n": 1})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="meta device"):
@@ -257,5 +259,43 @@ def test_safetensors_overlapping_offsets_are_rejected(tmp_path):
     raw += b" " * (-len(raw) % 8)
     path = tmp_path / "overlap.safetensors"
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(12))
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ValueError, match=r"overlap\.safetensors .*invalid offset for tensor `b`"):
         load_safetensors(path)
+
+
+def test_tied_and_strided_tensors_are_saved_each_under_its_name(tiny_vae, tmp_path):
+    """The VAE's two mask names share one buffer; the library refuses shared storage, so each name gets a copy."""
+    state = tiny_vae.state_dict()
+    assert state["quantizer.lfq.mask"].data_ptr() == state["quantize.lfq.mask"].data_ptr()
+    weight = torch.arange(12.0).reshape(3, 4)
+    tensors = {**state, "w": weight, "w_t": weight.t(), "w_row": weight[1]}
+    path = tmp_path / "tied.safetensors"
+    save_safetensors(tensors, path)
+    loaded = st.load_file(path)
+    assert set(loaded) == set(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor), name
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_safetensors({"x": torch.ones(3)}, path, metadata={"v": "1"})
+    with pytest.raises(TypeError, match="expected a torch.Tensor"):
+        save_safetensors({"x": torch.zeros(3), "y": [1, 2]}, path)  # type: ignore[dict-item]
+    assert torch.equal(load_safetensors(path)["x"], torch.ones(3))  # the old file is intact
+    save_safetensors({"x": torch.full((3,), 2.0)}, path, metadata={"v": "2"})
+    assert torch.equal(load_safetensors(path)["x"], torch.full((3,), 2.0))
+    assert load_safetensors_metadata(path) == {"v": "2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.safetensors"]
+
+
+def test_save_that_fails_inside_the_library_removes_its_temporary_file(tmp_path, monkeypatch):
+    import bsq_tokenizer.safetensors_io as io_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io_module, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_safetensors({"x": torch.ones(3)}, tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -6,9 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from typing import Any
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
