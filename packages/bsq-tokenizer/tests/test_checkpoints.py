@@ -113,6 +113,36 @@ def test_plain_flux_naming_is_not_silently_renamed(tiny_vae, tmp_path):
         load_official_vae(path, TINY)
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("encoder.conv_in.conv.weight", "encoder.conv_in.weight"),  # a key infer_config reads
+        ("encoder.conv_out.conv.weight", "encoder.conv_out.conv.kernel"),
+        ("decoder.up.1.block.0.conv2.conv.weight", "decoder.up.1.block.0.conv_2.conv.weight"),
+    ],
+)
+def test_one_renamed_key_is_listed_as_missing_and_unexpected(tiny_vae, tmp_path, old, new):
+    sd = {(new if k == old else k): v for k, v in tiny_vae.state_dict().items()}
+    path = tmp_path / "renamed.pth"
+    torch.save({"vae": sd}, path)
+    for config in (None, TINY):  # inferred from the shapes, or given
+        with pytest.raises(CheckpointError) as caught:
+            load_official_vae(path, config)
+        message = str(caught.value)
+        assert f"missing keys (1): {old}" in message
+        assert f"unexpected keys (1): {new}" in message
+        assert "renamed or missing" in message
+        assert "not a BSQ-VAE" not in message and "Flux" not in message
+
+
+def test_a_state_dict_of_something_else_is_not_taken_for_a_vae(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"vae": {"encoder.conv_in.conv.weight": torch.zeros(4, 3, 3, 3)}}, path)
+    with pytest.raises(CheckpointError, match=r"other\.pth.*not a BSQ-VAE state dict") as caught:
+        load_official_vae(path)
+    assert "Flux" not in str(caught.value)
+
+
 def test_wrong_mask_buffer_is_rejected(tiny_vae, tmp_path):
     sd = dict(tiny_vae.state_dict())
     sd["quantize.lfq.mask"] = torch.arange(8)
