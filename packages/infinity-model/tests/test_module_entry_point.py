@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from infinity_model import Infinity, InfinityConfig
 
@@ -34,6 +35,7 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.slow  # starts Python twice (imports torch): several seconds
 def test_python_m_cli_exits_0_on_success_and_2_on_error(tmp_path: Path) -> None:
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny.pth"

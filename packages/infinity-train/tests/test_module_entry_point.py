@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <args>`` in its own process group and kill the group afterwards, pass or fail."""
@@ -31,6 +33,7 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+@pytest.mark.slow  # starts Python twice (imports torch): several seconds
 def test_python_m_cli_exits_0_on_success_and_2_on_error(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text('task = "transformer"\nrun_dir = "run"\nmax_steps = 5\n', encoding="utf-8")
