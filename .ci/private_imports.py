@@ -33,7 +33,9 @@ def violations(path: Path, owner: str) -> list[str]:
                 continue
             bad = [p for p in parts[1:] if _private(p)] + [n for n in names if _private(n)]
             if bad:
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {', '.join(bad)} from {module}")
+                found.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno}: imports {', '.join(bad)} from {module}"
+                )
     return found
 
 

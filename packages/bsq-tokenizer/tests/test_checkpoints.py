@@ -264,17 +264,15 @@ def test_corrupt_safetensors_are_rejected_with_the_file_name(tmp_path):
     save_safetensors({"x": torch.zeros(4)}, path)
     data = path.read_bytes()
     path.write_bytes(data[:-4])
-    with pytest.raises(
-        ValueError, match=r"bad\.safetensors is not a valid safetensors file.*not fully covered"
-    ):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
     path.write_bytes((10**9).to_bytes(8, "little") + b"{}")
-    with pytest.raises(ValueError, match=r"bad\.safetensors .*header too large"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
     path.write_bytes((2).to_bytes(8, "little") + b"[]")
-    with pytest.raises(ValueError, match=r"bad\.safetensors .*invalid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
-    with pytest.raises(ValueError, match=r"bad\.safetensors .*invalid JSON"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors_metadata(path)
     with pytest.raises(TypeError, match="str to str"):
         save_safetensors({"x": torch.zeros(1)}, path, metadata={"n": 1})  # type: ignore[dict-item]
@@ -291,7 +289,7 @@ def test_safetensors_overlapping_offsets_are_rejected(tmp_path):
     raw += b" " * (-len(raw) % 8)
     path = tmp_path / "overlap.safetensors"
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(12))
-    with pytest.raises(ValueError, match=r"overlap\.safetensors .*invalid offset for tensor `b`"):
+    with pytest.raises(ValueError, match=r"overlap\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
 
 
