@@ -113,6 +113,36 @@ def test_plain_flux_naming_is_not_silently_renamed(tiny_vae, tmp_path):
         load_official_vae(path, TINY)
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("encoder.conv_in.conv.weight", "encoder.conv_in.weight"),  # a key infer_config reads
+        ("encoder.conv_out.conv.weight", "encoder.conv_out.conv.kernel"),
+        ("decoder.up.1.block.0.conv2.conv.weight", "decoder.up.1.block.0.conv_2.conv.weight"),
+    ],
+)
+def test_one_renamed_key_is_listed_as_missing_and_unexpected(tiny_vae, tmp_path, old, new):
+    sd = {(new if k == old else k): v for k, v in tiny_vae.state_dict().items()}
+    path = tmp_path / "renamed.pth"
+    torch.save({"vae": sd}, path)
+    for config in (None, TINY):  # inferred from the shapes, or given
+        with pytest.raises(CheckpointError) as caught:
+            load_official_vae(path, config)
+        message = str(caught.value)
+        assert f"missing keys (1): {old}" in message
+        assert f"unexpected keys (1): {new}" in message
+        assert "renamed or missing" in message
+        assert "not a BSQ-VAE" not in message and "Flux" not in message
+
+
+def test_a_state_dict_of_something_else_is_not_taken_for_a_vae(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"vae": {"encoder.conv_in.conv.weight": torch.zeros(4, 3, 3, 3)}}, path)
+    with pytest.raises(CheckpointError, match=r"other\.pth.*not a BSQ-VAE state dict") as caught:
+        load_official_vae(path)
+    assert "Flux" not in str(caught.value)
+
+
 def test_wrong_mask_buffer_is_rejected(tiny_vae, tmp_path):
     sd = dict(tiny_vae.state_dict())
     sd["quantize.lfq.mask"] = torch.arange(8)
@@ -204,7 +234,7 @@ def _sample_tensors() -> dict[str, torch.Tensor]:
     }
 
 
-def test_our_safetensors_writer_is_read_by_the_safetensors_library(tmp_path):
+def test_our_atomic_writer_keeps_every_dtype_layout_and_metadata(tmp_path):
     tensors = _sample_tensors()
     path = tmp_path / "ours.safetensors"
     save_safetensors(tensors, path, metadata={"note": "hello", "format": "pt"})
@@ -218,7 +248,7 @@ def test_our_safetensors_writer_is_read_by_the_safetensors_library(tmp_path):
         assert f.metadata() == {"note": "hello", "format": "pt"}
 
 
-def test_safetensors_library_files_are_read_by_our_reader(tmp_path):
+def test_files_written_by_the_library_load_with_metadata(tmp_path):
     tensors = {k: v.contiguous() for k, v in _sample_tensors().items()}
     path = tmp_path / "theirs.safetensors"
     st.save_file(tensors, path, metadata={"a": "b"})
@@ -234,14 +264,16 @@ def test_corrupt_safetensors_are_rejected_with_the_file_name(tmp_path):
     save_safetensors({"x": torch.zeros(4)}, path)
     data = path.read_bytes()
     path.write_bytes(data[:-4])
-    with pytest.raises(ValueError, match=r"bad\.safetensors.*'x'"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
     path.write_bytes((10**9).to_bytes(8, "little") + b"{}")
-    with pytest.raises(ValueError, match="header length"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
     path.write_bytes((2).to_bytes(8, "little") + b"[]")
-    with pytest.raises(ValueError, match="JSON object"):
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
+    with pytest.raises(ValueError, match=r"bad\.safetensors is not a valid safetensors file"):
+        load_safetensors_metadata(path)
     with pytest.raises(TypeError, match="str to str"):
         save_safetensors({"x": torch.zeros(1)}, path, metadata={"n": 1})  # type: ignore[dict-item]
     with pytest.raises(ValueError, match="meta device"):
@@ -257,5 +289,43 @@ def test_safetensors_overlapping_offsets_are_rejected(tmp_path):
     raw += b" " * (-len(raw) % 8)
     path = tmp_path / "overlap.safetensors"
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(12))
-    with pytest.raises(ValueError, match="overlap"):
+    with pytest.raises(ValueError, match=r"overlap\.safetensors is not a valid safetensors file"):
         load_safetensors(path)
+
+
+def test_tied_and_strided_tensors_are_saved_each_under_its_name(tiny_vae, tmp_path):
+    """The VAE's two mask names share one buffer; the library refuses shared storage, so each name gets a copy."""
+    state = tiny_vae.state_dict()
+    assert state["quantizer.lfq.mask"].data_ptr() == state["quantize.lfq.mask"].data_ptr()
+    weight = torch.arange(12.0).reshape(3, 4)
+    tensors = {**state, "w": weight, "w_t": weight.t(), "w_row": weight[1]}
+    path = tmp_path / "tied.safetensors"
+    save_safetensors(tensors, path)
+    loaded = st.load_file(path)
+    assert set(loaded) == set(tensors)
+    for name, tensor in tensors.items():
+        assert torch.equal(loaded[name], tensor), name
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_safetensors({"x": torch.ones(3)}, path, metadata={"v": "1"})
+    with pytest.raises(TypeError, match=r"expected a torch\.Tensor"):
+        save_safetensors({"x": torch.zeros(3), "y": [1, 2]}, path)  # type: ignore[dict-item]
+    assert torch.equal(load_safetensors(path)["x"], torch.ones(3))  # the old file is intact
+    save_safetensors({"x": torch.full((3,), 2.0)}, path, metadata={"v": "2"})
+    assert torch.equal(load_safetensors(path)["x"], torch.full((3,), 2.0))
+    assert load_safetensors_metadata(path) == {"v": "2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights.safetensors"]
+
+
+def test_save_that_fails_inside_the_library_removes_its_temporary_file(tmp_path, monkeypatch):
+    import bsq_tokenizer.safetensors_io as io_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io_module, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_safetensors({"x": torch.ones(3)}, tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []

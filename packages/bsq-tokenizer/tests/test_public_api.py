@@ -42,8 +42,8 @@ def test_contract_names_are_exported():
         assert hasattr(bsq_tokenizer, name), name
 
 
-def test_sources_import_only_torch_numpy_pillow_and_the_standard_library():
-    allowed = {"torch", "numpy", "PIL", "bsq_tokenizer"} | set(sys.stdlib_module_names)
+def test_sources_import_only_torch_numpy_pillow_safetensors_and_the_standard_library():
+    allowed = {"torch", "numpy", "PIL", "safetensors", "bsq_tokenizer"} | set(sys.stdlib_module_names)
     src = Path(bsq_tokenizer.__file__).parent
     for path in sorted(src.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -181,6 +181,39 @@ def test_wrong_vae_bits_for_a_layer_model_are_diagnosed(tmp_path: Path) -> None:
         load_official_infinity(tmp_path / "d16.pth", CONFIG)
 
 
+def test_truncated_word_embed_is_not_blamed_on_the_vae(model: Infinity, tmp_path: Path) -> None:
+    """head.weight still says d_vae = 8: the file contradicts itself, whatever config the caller gives."""
+    state = dict(model.state_dict())
+    state["word_embed.weight"] = state["word_embed.weight"][:, :7].clone()
+    torch.save(state, tmp_path / "cut.pth")
+    for config in (CONFIG, None):  # given, or inferred from the shapes
+        with pytest.raises(CheckpointError) as info:
+            load_official_infinity(tmp_path / "cut.pth", config)
+        message = str(info.value)
+        assert "cut.pth" in message
+        assert "word_embed.weight [64, 7] says d_vae = 7, but head.weight [16, 64]" in message
+        assert "says d_vae = 8" in message and "truncated or edited" in message
+        assert "-> VAE" not in message and "config=None" not in message
+    with pytest.raises(CheckpointError, match=r"word_embed\.weight: file \[64, 7\] vs model \[64, 8\]"):
+        load_official_infinity(tmp_path / "cut.pth", CONFIG)
+
+
+def test_damage_under_an_inferred_config_does_not_suggest_inferring_it(
+    model: Infinity, tmp_path: Path
+) -> None:
+    state = dict(model.state_dict())
+    state["block_chunks.1.module.1.ffn.fc1.weight"] = state["block_chunks.1.module.1.ffn.fc1.weight"][
+        :100
+    ].clone()
+    torch.save(state, tmp_path / "damaged.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_official_infinity(tmp_path / "damaged.pth")  # config=None: inferred from block 0
+    message = str(info.value)
+    assert "block_chunks.1.module.1.ffn.fc1.weight: file [100, 64] vs model [256, 64]" in message
+    assert "damaged, truncated or renamed" in message
+    assert "config=None" not in message and "load it with" not in message
+
+
 def test_cfg_uncond_length_tolerance_like_the_reference(model: Infinity, tmp_path: Path, caplog) -> None:
     state = dict(model.state_dict())
     state["cfg_uncond"] = model.cfg_uncond.detach()[:10].clone()

@@ -75,6 +75,40 @@ def test_write_and_load_default_model(neighbour_t5: Path, tmp_path: Path) -> Non
         load_default_model(root)
 
 
+def test_provenance_records_commands_relative_to_the_repository(neighbour_t5: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    model = repo / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    vae = repo / "vae.safetensors"
+    vae.write_bytes(b"x")
+    header = {
+        "command_line": ["/opt/build/.venv/bin/infinity-eval", "geneval", f"{repo}/eval/images", "/data/x"]
+    }
+    root = write_default_model(repo / "dm", model, vae, neighbour_t5, {}, {"geneval": {"header": header}})
+    text = (root / DEFAULT_MODEL_FILE).read_text()
+    assert str(tmp_path) not in text and "/opt/build" not in text
+    command = json.loads(text)["provenance"]["geneval"]["header"]["command_line"]
+    assert command == ["infinity-eval", "geneval", "eval/images", "/data/x"]
+
+
+def test_committed_default_model_records_no_build_machine_path() -> None:
+    spec = Path(__file__).parents[1] / "src" / "infinity_model" / "default_model" / DEFAULT_MODEL_FILE
+    if not spec.is_file():
+        pytest.skip("no default model is shipped in this checkout")
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    absolute = [s for s in strings(json.loads(spec.read_text())) if s.startswith("/")]
+    assert absolute == []
+
+
 def test_packaged_default_model_is_complete_when_shipped() -> None:
     try:
         dm = load_default_model()
@@ -84,6 +118,7 @@ def test_packaged_default_model_is_complete_when_shipped() -> None:
     assert (dm.model / "model.safetensors").is_file() and (dm.text_encoder / "tokenizer.json").is_file()
 
 
+@pytest.mark.slow
 def test_cli_generate_without_model_uses_the_default_model(
     neighbour_t5: Path, tmp_path: Path, monkeypatch
 ) -> None:

@@ -72,3 +72,11 @@ def test_incomplete_folder_names_the_missing_files(tmp_path, t5_folder):
 def test_a_single_string_is_rejected(encoder):
     with pytest.raises(TypeError, match="wrap it in a list"):
         encoder.encode("a cat")
+
+
+def test_requested_dtype_reaches_the_loaded_t5_weights(t5_folder):
+    """``dtype`` must reach ``from_pretrained`` under a keyword the installed transformers honours."""
+    half = TextEncoder.from_pretrained(t5_folder, dtype=torch.bfloat16, max_length=16)
+    query = half.model.encoder.block[0].layer[0].SelfAttention.q.weight  # T5 may keep its `wo` in fp32
+    assert query.dtype == torch.bfloat16 and half.model.shared.weight.dtype == torch.bfloat16
+    assert half.encode(["a red cat"]).features.dtype == torch.float32

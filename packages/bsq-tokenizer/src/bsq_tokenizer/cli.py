@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,15 +82,15 @@ def _prepare(
         w, h = img.size
         schedule = get_schedule(h / w, args.pn)
         img = resize_crop_for_template(img, h / w, args.pn)
-        scales = list(schedule.vae_scales(patchify=config.patchify))
+        template_scales = list(schedule.vae_scales(patchify=config.patchify))
         logger.info(
             "template %s, pn %s -> %dx%d pixels, %d scales",
             schedule.template,
             args.pn,
             *schedule.pixel_hw,
-            len(scales),
+            len(template_scales),
         )
-        return image_to_tensor(img), scales
+        return image_to_tensor(img), template_scales
     if args.crop:
         img = center_crop_to_multiple(img, config.patch_size)
     try:
@@ -143,7 +144,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.output.suffix == ".safetensors":
         save_safetensors(tensors, args.output, metadata=meta)
     else:
-        arrays = {k: v.numpy() for k, v in tensors.items()}
+        arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
         arrays.update({f"meta.{k}": np.array(v) for k, v in meta.items()})
         np.savez_compressed(args.output, **arrays)
     total = sum(b.numel() for b in out.bits)

@@ -6,7 +6,8 @@ import json
 import logging
 import os
 import pickle
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -51,46 +52,66 @@ def detect_preset(state_dict: Mapping[str, Tensor]) -> list[str]:
     return [name for name, cfg in VAE_PRESETS.items() if expected_state_dict_shapes(cfg) == shapes]
 
 
+def _dim(state_dict: Mapping[str, Tensor], candidates: Sequence[tuple[str, int]]) -> int | None:
+    """Size of axis ``axis`` of the first present ``(key, axis)`` candidate, or None when none is present."""
+    for key, axis in candidates:
+        tensor = state_dict.get(key)
+        if isinstance(tensor, Tensor) and tensor.ndim > axis:
+            return int(tensor.shape[axis])
+    return None
+
+
 def infer_config(state_dict: Mapping[str, Tensor]) -> VAEConfig:
     """Reconstruct a ``VAEConfig`` from the keys and shapes of a state dict (exact preset when one matches).
 
-    Raises CheckpointError when the keys are not those of a BSQ-VAE.
+    Every size is read from the first of several keys that carry it, so one renamed or missing key still yields
+    the architecture and the strict check can name that key. Raises CheckpointError when the keys are not those
+    of a BSQ-VAE.
     """
     presets = detect_preset(state_dict)
     if presets:
         return VAE_PRESETS[presets[0]]
-    try:
-        conv_in = state_dict["encoder.conv_in.conv.weight"]
-        conv_out = state_dict["encoder.conv_out.conv.weight"]
-        dec_out = state_dict["decoder.conv_out.conv.weight"]
-    except KeyError as exc:
-        hint = _flux_naming_hint(state_dict)
+    levels = sorted({int(k.split(".")[2]) for k in state_dict if re.match(r"encoder\.down\.\d+\.block\.", k)})
+    ch = _dim(state_dict, [("encoder.conv_in.conv.weight", 0), *_level_convs(state_dict, 0, axis=1)])
+    codebook_dim = _dim(state_dict, [("encoder.conv_out.conv.weight", 0), ("decoder.conv_in.conv.weight", 1)])
+    if ch is None or codebook_dim is None or not levels:
         raise CheckpointError(
-            f"state dict has no key {exc.args[0]!r}; it is not a BSQ-VAE state dict.{hint}"
-        ) from None
-    ch = int(conv_in.shape[0])
-    levels = sorted({int(k.split(".")[2]) for k in state_dict if k.startswith("encoder.down.")})
-    ch_mult = tuple(
-        int(state_dict[f"encoder.down.{lvl}.block.0.conv1.conv.weight"].shape[0]) // ch for lvl in levels
+            "state dict has neither the encoder's input convolution and first level nor its output convolution "
+            "(encoder.conv_in.conv.weight, encoder.down.0.block.*, encoder.conv_out.conv.weight); it is not a "
+            f"BSQ-VAE state dict.{_flux_naming_hint(state_dict)}"
+        )
+    widths = [_dim(state_dict, _level_convs(state_dict, lvl, axis=0)) for lvl in levels]
+    blocks = {k.split(".")[4] for k in state_dict if k.startswith("encoder.down.0.block.")}
+    downsamples = sum(
+        1 for lvl in levels if any(k.startswith(f"encoder.down.{lvl}.downsample.") for k in state_dict)
     )
-    num_res_blocks = len({k.split(".")[4] for k in state_dict if k.startswith("encoder.down.0.block.")})
-    downsamples = sum(1 for lvl in levels if f"encoder.down.{lvl}.downsample.conv.conv.weight" in state_dict)
     try:
         return VAEConfig(
-            codebook_dim=int(conv_out.shape[0]),
+            codebook_dim=codebook_dim,
             ch=ch,
-            ch_mult=ch_mult,
-            num_res_blocks=num_res_blocks,
-            in_channels=int(conv_in.shape[1]),
-            out_channels=int(dec_out.shape[0]),
+            ch_mult=tuple((w or ch) // ch for w in widths),
+            num_res_blocks=len(blocks),
+            in_channels=_dim(state_dict, [("encoder.conv_in.conv.weight", 1)]) or VAEConfig.in_channels,
+            out_channels=_dim(state_dict, [("decoder.conv_out.conv.weight", 0)]) or VAEConfig.out_channels,
             patch_size=2**downsamples,
         )
     except ValueError as exc:
         raise CheckpointError(f"cannot infer a VAEConfig from the state dict: {exc}") from exc
 
 
+def _level_convs(state_dict: Mapping[str, Tensor], level: int, axis: int) -> list[tuple[str, int]]:
+    """``(key, axis)`` of the convolutions of encoder level ``level`` (all output ``ch * ch_mult[level]``)."""
+    prefix = f"encoder.down.{level}.block."
+    keys = sorted(k for k in state_dict if k.startswith(prefix) and k.endswith("conv.weight"))
+    if axis == 1:  # input width: only the level's first convolution reads the previous level's width
+        keys = [k for k in keys if k == f"{prefix}0.conv1.conv.weight"]
+    return [(k, axis) for k in keys]
+
+
 def _flux_naming_hint(keys: Mapping[str, object]) -> str:
-    if any(k.endswith("conv_in.weight") or k.endswith("norm1.weight") for k in keys):
+    wrapped = sum(1 for k in keys if k.endswith((".conv.weight", ".norm.weight")))
+    plain = sum(1 for k in keys if re.search(r"\.(conv_in|conv_out|conv\d|norm\d|norm_out)\.weight$", k))
+    if plain > wrapped:
         return (
             " Its keys lack the '.conv'/'.norm' wrapper level (plain Flux naming); this loader is strict and "
             "does not rename keys: convert the file to the released layout first."
@@ -98,7 +119,7 @@ def _flux_naming_hint(keys: Mapping[str, object]) -> str:
     return ""
 
 
-def _preset_hint(state_dict: Mapping[str, Tensor]) -> str:
+def _preset_hint(state_dict: Mapping[str, Tensor], config: VAEConfig | None = None) -> str:
     presets = detect_preset(state_dict)
     if presets:
         return (
@@ -108,6 +129,8 @@ def _preset_hint(state_dict: Mapping[str, Tensor]) -> str:
         cfg = infer_config(state_dict)
     except CheckpointError:
         return _flux_naming_hint(state_dict)
+    if cfg == config:
+        return " The file's shapes fit this config: the keys listed above are renamed or missing in the file."
     return f" The file looks like a custom config: {cfg}."
 
 
@@ -136,9 +159,9 @@ def check_state_dict(state_dict: Mapping[str, Tensor], config: VAEConfig, source
             + _listing("unexpected keys", unexpected)
             + _listing("shape mismatches (file vs expected)", mismatched)
             + "\n "
-            + _preset_hint(state_dict)
+            + _preset_hint(state_dict, config)
         )
-    want = BSQ(config.codebook_dim).mask
+    want: Tensor = BSQ(config.codebook_dim).state_dict()["mask"]
     for key in ("quantizer.lfq.mask", "quantize.lfq.mask"):
         if state_dict[key].dtype != torch.int64 or not torch.equal(state_dict[key].cpu(), want):
             raise CheckpointError(
@@ -203,7 +226,10 @@ def _resolve_config(
     if isinstance(config, str):
         return VAEConfig.preset(config)
     if config is None:
-        cfg = infer_config(state_dict)
+        try:
+            cfg = infer_config(state_dict)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{source}: {exc}") from None
         logger.info("%s: inferred VAE config %s", source, cfg)
         return cfg
     raise TypeError(f"config must be a VAEConfig, a preset name or None, got {type(config).__name__}")

@@ -296,7 +296,7 @@ def custom_schedule(
     if rope_grid is None:
         rope_grid = _TEMPLATE_GRIDS[nearest_template(template)][-1]
     return ScaleSchedule(
-        template=float(template), pn=name, scales=tuple(tuple(s) for s in scales), rope_grid=rope_grid
+        template=float(template), pn=name, scales=_normalise_scales(scales), rope_grid=rope_grid
     )
 
 

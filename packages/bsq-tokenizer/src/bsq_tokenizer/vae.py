@@ -102,6 +102,16 @@ class _Level(nn.Module):
         self.block = nn.ModuleList(blocks)
         self.attn = nn.ModuleList()
 
+    def forward(self, h: Tensor) -> Tensor:
+        """The level's blocks, then its ``downsample`` (encoder) or ``upsample`` (decoder) if it has one."""
+        for block in self.block:
+            h = block(h)
+        for name in ("downsample", "upsample"):
+            resample = self._modules.get(name)
+            if resample is not None:
+                h = resample(h)
+        return h
+
 
 class _Mid(nn.Module):
     def __init__(self, channels: int, norm_groups: int | None = None) -> None:
@@ -140,10 +150,7 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
         for stage in self.down:
-            for block in stage.block:
-                h = block(h)
-            if hasattr(stage, "downsample"):
-                h = stage.downsample(h)
+            h = stage(h)
         h = self.mid(h)
         return self.conv_out(_swish(self.norm_out(h)))
 
@@ -175,10 +182,7 @@ class Decoder(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z))
         for stage in reversed(self.up):
-            for block in stage.block:
-                h = block(h)
-            if hasattr(stage, "upsample"):
-                h = stage.upsample(h)
+            h = stage(h)
         return self.conv_out(_swish(self.norm_out(h)))
 
 

@@ -97,7 +97,7 @@ class TextMemory:
 
 
 @functools.cache
-def _flash_varlen_kvpacked() -> Callable | None:
+def _flash_varlen_kvpacked() -> Callable[..., Tensor] | None:
     """flash-attn's varlen kv-packed kernel, or None when flash-attn is not installed (imported lazily)."""
     try:
         from flash_attn import flash_attn_varlen_kvpacked_func
@@ -124,6 +124,7 @@ def varlen_attention(q: Tensor, kv: Tensor, memory: TextMemory, scale: float) ->
     batch, lq, heads, hd = q.shape
     if _use_flash(q, kv, memory):
         flash = _flash_varlen_kvpacked()
+        assert flash is not None  # _use_flash checked it
         cu_q = torch.arange(0, (batch + 1) * lq, lq, dtype=torch.int32, device=q.device)
         out = flash(
             q.reshape(batch * lq, heads, hd).contiguous(),
@@ -184,6 +185,7 @@ class SelfAttention(nn.Module):
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), math.log(4.0)))  # init ln 4
         self.q_bias = nn.Parameter(torch.zeros(embed_dim))
         self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.zero_k_bias: Tensor  # a buffer: the reference has no key bias
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
         self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
         self.proj = nn.Linear(embed_dim, embed_dim)
@@ -221,6 +223,7 @@ class CrossAttention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
         self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.zero_k_bias: Tensor  # a buffer: the reference has no key bias
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
         self.mat_q = nn.Linear(embed_dim, embed_dim)
         self.mat_kv = nn.Linear(cond_dim, 2 * embed_dim, bias=False)
@@ -256,6 +259,7 @@ class _PoolAttention(nn.Module):
         self.head_dim = cond_dim // num_heads
         self.mat_q = nn.Parameter(torch.empty(1, num_heads, self.head_dim))
         self.v_bias = nn.Parameter(torch.zeros(cond_dim))
+        self.zero_k_bias: Tensor  # a buffer: the reference has no key bias
         self.register_buffer("zero_k_bias", torch.zeros(cond_dim))
         self.mat_kv = nn.Linear(text_channels, 2 * cond_dim, bias=False)
         self.proj = nn.Linear(cond_dim, cond_dim)

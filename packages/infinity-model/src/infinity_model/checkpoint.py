@@ -196,6 +196,13 @@ def infer_config(shapes: Mapping[str, Sequence[int] | Tensor], drop_path_rate: f
         pool_heads = dims["text_proj_for_sos.ca.mat_q"][1]
     except (KeyError, ValueError, IndexError) as exc:
         raise CheckpointError(f"not an Infinity state dict: missing or malformed key {exc}") from exc
+    head = dims.get("head.weight")
+    if head is not None and len(head) == 2 and head[0] != 2 * d_vae:
+        raise CheckpointError(
+            f"the state dict contradicts itself: word_embed.weight {list(dims['word_embed.weight'])} says "
+            f"d_vae = {d_vae}, but head.weight {list(head)} (two logits per bit) says d_vae = {head[0] / 2:g}; "
+            "one of them is truncated or edited: re-export or re-download the file"
+        )
     chunked, flat = set(), set()
     for key in dims:
         m = _BLOCK_KEY.match(key)
@@ -285,13 +292,24 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], source
     config = getattr(model, "config", None)
     try:
         found = infer_config(got)
-    except (CheckpointError, ValueError):
+    except CheckpointError as exc:
+        message += f" The file cannot be read as one architecture: {exc}."
+        found = None
+    except ValueError:
         found = None
     if found is not None and config is not None:
-        message += f" The model was built as {_describe(config)}, but the file holds {_describe(found)}"
-        name = match_preset(found)
-        hint = f"InfinityConfig.preset({name!r})" if name else "infer_config(read_state_dict(path))"
-        message += f"; load it with {hint} (or config=None to infer it)."
+        if replace(found, drop_path_rate=config.drop_path_rate) == config:
+            # The config is what the file's shapes say (it may have been inferred from them): the listed
+            # tensors disagree with the rest of the file, so no other config would load it.
+            message += (
+                f" The rest of the file fits the model's architecture ({_describe(config)}): the tensors listed "
+                "are damaged, truncated or renamed; re-export or re-download the file."
+            )
+        else:
+            message += f" The model was built as {_describe(config)}, but the file holds {_describe(found)}"
+            name = match_preset(found)
+            hint = f"InfinityConfig.preset({name!r})" if name else "infer_config(read_state_dict(path))"
+            message += f"; load it with {hint} (or config=None to infer it)."
     raise CheckpointError(message)
 
 
@@ -367,7 +385,10 @@ def load_official_infinity(
     """
     state = read_state_dict(path)
     if config is None:
-        config = infer_config(state)
+        try:
+            config = infer_config(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
         logger.info("%s: inferred %s", path, _describe(config))
     return load_state_dict_into_meta_model(
         config, state, dtype=dtype, device=device, source=str(path), attn_backend=attn_backend

@@ -135,7 +135,36 @@ def write_default_model(
         "vae": "vae.safetensors",
         "text_encoder": "text_encoder",
         "generation": generation,
-        "provenance": provenance or {},
+        "provenance": portable_provenance(provenance or {}, _repository_root(root)),
     }
     (root / DEFAULT_MODEL_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return root
+
+
+def _repository_root(start: Path) -> Path:
+    """The nearest folder above ``start`` (or the working directory) holding ``.git``; else the working directory."""
+    for base in (start.resolve(), Path.cwd().resolve()):
+        for folder in (base, *base.parents):
+            if (folder / ".git").exists():
+                return folder
+    return Path.cwd().resolve()
+
+
+def portable_provenance(value: Any, repository: Path, *, key: str = "") -> Any:
+    """``value`` with the build machine's paths removed, so a committed ``default_model.json`` is the same anywhere.
+
+    Absolute paths inside ``repository`` become relative to it, and the program of a ``command_line`` list
+    (e.g. ``/somewhere/.venv/bin/infinity-eval``) becomes its name.
+    """
+    if isinstance(value, dict):
+        return {k: portable_provenance(v, repository, key=str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [portable_provenance(v, repository) for v in value]
+        if key == "command_line" and items and isinstance(items[0], str):
+            items[0] = Path(items[0]).name
+        return items
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        if path.is_relative_to(repository):
+            return path.relative_to(repository).as_posix() or "."
+    return value

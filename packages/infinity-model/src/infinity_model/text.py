@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,7 +89,9 @@ class TextEncoder:
             source, local_only = str(path), not allow_download
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, legacy=True)
-            model = T5EncoderModel.from_pretrained(source, local_files_only=local_only, dtype=dtype)
+            model: nn.Module = T5EncoderModel.from_pretrained(
+                source, local_files_only=local_only, dtype=dtype
+            )
         except OSError as err:
             if local_only and not folder.is_dir():
                 raise FileNotFoundError(
@@ -108,7 +111,8 @@ class TextEncoder:
     @property
     def hidden_size(self) -> int:
         """Feature width Ct5 (2048 for flan-t5-xl)."""
-        return int(self.model.config.d_model)
+        config: Any = self.model.config  # a transformers T5Config
+        return int(config.d_model)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids and attention mask, both ``(B, max_length)`` int64."""

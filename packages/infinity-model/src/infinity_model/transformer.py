@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from bsq_tokenizer import ScaleSchedule, bits_to_codes, depth_to_space_bits, space_to_depth, trilinear_resize
@@ -133,8 +133,10 @@ class Infinity(nn.Module):
     def block_list(self) -> list[CrossAttnBlock]:
         """All blocks in order, whatever the chunking of the state-dict names."""
         if self.config.block_chunks > 1:
-            return [blk for chunk in self.block_chunks for blk in chunk.module]
-        return list(self.blocks)
+            blocks = [blk for chunk in self.block_chunks for blk in cast(BlockChunk, chunk).module]
+        else:
+            blocks = list(self.blocks)
+        return cast("list[CrossAttnBlock]", blocks)
 
     @property
     def device(self) -> torch.device:
@@ -170,14 +172,16 @@ class Infinity(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.trunc_normal_(module.weight, std=std, a=-2.0, b=2.0, generator=generator)
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
+                bias = getattr(module, "bias", None)
+                if isinstance(bias, Tensor):
+                    bias.zero_()
             elif isinstance(module, nn.LayerNorm):
                 if module.weight is not None:
                     module.weight.fill_(1.0)
                 if module.bias is not None:
                     module.bias.zero_()
         head_ada = self.head_nm.ada_lin[1]
+        assert isinstance(head_ada, nn.Linear)
         head_ada.weight.mul_(aln)
         head_ada.bias.zero_()
         self.head.weight.mul_(head_scale)
