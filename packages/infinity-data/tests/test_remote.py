@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import http.server
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,8 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from infinity_data import BucketLoader, LoaderConfig, ShardIndex, stats, verify
+from infinity_data import BucketLoader, ConvertConfig, LoaderConfig, ShardIndex, convert_folder, stats, verify
 from infinity_data.cli import main
+from infinity_data.remote import staging_folder
+from infinity_data.shards import read_member_table
 from infinity_data.storage import (
     ShardCache,
     StorageError,
@@ -39,6 +46,7 @@ class Faults:
     always: bool = False
     seen: int = 0
     failed: int = 0
+    put_delay_s: float = 0.0  # slows each shard upload (to kill a conversion mid-run)
     answered_503: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +80,8 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
     app = DomainDispatcherApplication(create_backend_app)
 
     def hooked(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ["REQUEST_METHOD"] == "PUT" and ".tar" in environ.get("PATH_INFO", ""):
+            time.sleep(faults.put_delay_s)
         if faults.hit(environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")):
             start_response("503 Service Unavailable", [("Content-Length", "0")])
             return [b""]
@@ -342,3 +352,96 @@ def test_shard_cache_stays_within_its_byte_bound(converted: Path, tmp_path: Path
         assert sum(p.stat().st_size for p in (tmp_path / "cache").iterdir()) <= bound
     assert cache.store.stats.fetches == len(shards) + 2  # the first two were evicted long ago: fetched again
     assert cache.local(shards[-1].path).is_file() and cache.store.stats.cache_hits == 1
+
+
+# ---- converting into a bucket -------------------------------------------------------------------------
+
+
+def _objects(url: str) -> dict[str, bytes]:
+    store = Store(url)
+    prefix = store.fs._strip_protocol(url) + "/"
+    return {p[len(prefix) :]: store.fs.cat_file(p) for p in store.fs.find(url)}
+
+
+@pytest.mark.slow
+def test_convert_into_s3_writes_the_objects_of_a_local_conversion(
+    tmp_path: Path, make_folder: Callable[..., Path], s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    src = make_folder(tmp_path / "src", 20)
+    config = ConvertConfig(max_samples_per_shard=2)
+    local = convert_folder(src, tmp_path / "local", config)
+    url = f"{s3.url}/ds"
+    remote = convert_folder(src, url, config)
+    assert remote.index.root == url and remote.index.shards == local.index.shards
+    objects = _objects(url)
+    for info in local.index.shards:
+        assert objects[info.path] == (tmp_path / "local" / info.path).read_bytes()
+    assert objects["index.json"] == (tmp_path / "local" / "index.json").read_bytes()
+    assert "report.json" in objects
+    assert verify(url, workers=0).ok
+    # the staging folder keeps only the journal and the index/report, not the uploaded tars
+    assert not list(staging_folder(url).rglob("*.tar"))
+
+
+def test_convert_refuses_url_outputs_it_cannot_write_without_creating_local_folders(
+    tmp_path: Path,
+    make_folder: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = make_folder(tmp_path / "src", 2)
+    monkeypatch.chdir(tmp_path)
+    for out, message in (
+        ("foo://bucket/ds", "not supported"),
+        ("gs://bucket/ds", "infinity-data[gcs]"),
+        ("https://example.invalid/ds", "read-only"),
+    ):
+        assert main(["convert", str(src), out, "--workers", "0"]) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert main(["convert", "s3://bucket/in", "out", "--workers", "0"]) == 2
+    assert "remote inputs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_convert_into_s3_killed_and_resumed_gives_the_objects_of_an_uninterrupted_run(
+    tmp_path: Path, make_folder: Callable[..., Path], s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    src = make_folder(tmp_path / "src", 30)
+    reference = f"{s3.url}/reference"
+    convert_folder(src, reference, ConvertConfig(max_samples_per_shard=1))
+    url = f"{s3.url}/killed"
+    argv = ["convert", str(src), url, "--workers", "0", "--shard-size", "1"]
+    journal = staging_folder(url) / "_convert" / "shards.jsonl"
+    s3.faults.put_delay_s = 0.1
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "infinity_data.cli", *argv],
+        env=dict(os.environ),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while proc.poll() is None and (not journal.is_file() or len(journal.read_text().splitlines()) < 4):
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the conversion finished before it could be killed"
+    s3.faults.put_delay_s = 0.0
+    killed = _objects(url)
+    assert "index.json" not in killed and killed  # stopped mid-run, some shards already uploaded
+    for name, data in killed.items():  # no partial object under a final shard name
+        partial_path = tmp_path / "check.tar"
+        partial_path.write_bytes(data)
+        assert len(read_member_table(partial_path).keys) == 1, name
+    assert main(argv) == 0
+    resumed, expected = _objects(url), _objects(reference)
+    assert sorted(resumed) == sorted(expected)
+    for name in expected:
+        assert resumed[name] == expected[name], name

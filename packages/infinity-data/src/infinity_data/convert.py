@@ -25,6 +25,7 @@ from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
 from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb, worker_context
+from .remote import output_target
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
     DEFAULT_CAPTION_TYPE,
@@ -423,7 +424,7 @@ def convert_items(
     ``description`` names the input (kind, path); with ``config.fingerprint()`` it must match an earlier
     run in ``out_dir`` for that run to be resumed. ``progress(n)`` is called after every n records handled.
     """
-    out = Path(out_dir)
+    out, remote = output_target(out_dir)  # a URL: staged in a local folder, each shard uploaded whole
     out.mkdir(parents=True, exist_ok=True)
     description = {**description, "options": config.fingerprint()}
     journal = _Journal.open(out, description)
@@ -432,6 +433,8 @@ def convert_items(
     pending_sources: dict[str, str] = {}  # key -> source of samples in tars not yet closed
 
     def on_closed(info: ShardInfo, keys: list[str]) -> None:
+        if remote is not None:
+            remote.upload_shard(info)  # journaled only once the object is complete in the store
         journal.add_shard(info, [(key, pending_sources.pop(key)) for key in keys])
 
     writer = ShardWriter(
@@ -480,7 +483,7 @@ def convert_items(
         writer.close()
 
     index = ShardIndex(
-        out,
+        out if remote is None else remote.url,
         tuple(sorted(journal.shards, key=lambda s: s.path)),
         info={
             "input": {k: v for k, v in description.items() if k != "options"},
@@ -501,6 +504,8 @@ def convert_items(
     }
     report_path = out / REPORT_NAME
     report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if remote is not None:
+        remote.upload(report_path, REPORT_NAME)
     logger.info(
         "converted %d samples into %d shards; %d rejected",
         index.num_samples,
