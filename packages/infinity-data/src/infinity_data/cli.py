@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .convert import ConvertConfig, ConvertResult, convert_folder, convert_img2dataset, convert_jsonl
+from .distribute import DISTRIBUTORS
 from .loader import BucketLoader, LoaderConfig
 from .shards import INDEX_NAME, ShardIndex
 from .stats import stats
@@ -60,6 +61,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         max_aspect=args.max_aspect,
         min_side=args.min_side,
         jpeg_quality=args.jpeg_quality,
+        distributor=args.distributor,
     )
     start = time.perf_counter()
     with _bar(f"convert ({kind})", None, "img") as progress:
@@ -181,6 +183,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pn", default=None, help="shrink larger images to this pixel budget (e.g. 0.25M or 1M)")
     p.add_argument(
         "--workers", type=int, default=_DEFAULT_WORKERS, help="decoding processes (0 = this process)"
+    )
+    p.add_argument(
+        "--distributor",
+        choices=DISTRIBUTORS,
+        default="multiprocessing",
+        help="where records are decoded: this machine's processes, or Ray (RAY_ADDRESS, else a local "
+        "instance; needs infinity-data[ray]); the shards are the same either way",
     )
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     p.add_argument("--max-shard-mb", type=float, default=1024.0, help="bytes per shard before rolling over")

@@ -15,7 +15,7 @@ import logging
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +24,8 @@ from typing import Any
 from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
-from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb, worker_context
+from .distribute import check_distributor, make_executor
+from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
 from .remote import output_target
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
@@ -65,8 +66,10 @@ class ConvertConfig:
     max_aspect: float = 4.0  # reject images whose long side exceeds max_aspect x the short side
     min_side: int = 8  # reject images smaller than this on either side
     jpeg_quality: int = 95
+    distributor: str = "multiprocessing"  # or "ray" (see infinity_data.distribute); the output is the same
 
     def __post_init__(self) -> None:
+        check_distributor(self.distributor)
         if self.pn is not None:
             check_pn(self.pn)
         if self.workers < 0:
@@ -80,6 +83,7 @@ class ConvertConfig:
         """Options that change the output (resume refuses to mix runs that differ in these)."""
         options = asdict(self)
         options.pop("workers")
+        options.pop("distributor")
         return options
 
 
@@ -227,8 +231,8 @@ class _Pool:
         self.config = config
         self.pool = self._new()
 
-    def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.config.workers, mp_context=worker_context())
+    def _new(self) -> Executor:
+        return make_executor(self.config.distributor, self.config.workers)
 
     def restart(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
