@@ -16,9 +16,11 @@ from typing import Any
 from tqdm import tqdm
 
 from .convert import ConvertConfig, ConvertResult, convert_folder, convert_img2dataset, convert_jsonl
+from .distribute import DISTRIBUTORS
 from .loader import BucketLoader, LoaderConfig
-from .shards import ShardIndex
+from .shards import INDEX_NAME, ShardIndex
 from .stats import stats
+from .storage import StorageError, UnsupportedLocationError, check_location, is_url, join, redact
 from .verify import verify
 
 _KINDS = ("auto", "folder", "jsonl", "img2dataset")
@@ -44,6 +46,11 @@ def _bar(desc: str, total: int | None, unit: str) -> Iterator[Callable[[int], ob
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    if is_url(args.input):
+        raise UnsupportedLocationError(
+            f"{redact(args.input)}: remote inputs are not supported yet; copy them to a local folder first"
+        )
+    check_location(args.out, write=True)  # a URL output needs its extra and a writable scheme
     source = Path(args.input)
     kind = _detect_kind(source) if args.kind == "auto" else args.kind
     config = ConvertConfig(
@@ -54,6 +61,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         max_aspect=args.max_aspect,
         min_side=args.min_side,
         jpeg_quality=args.jpeg_quality,
+        distributor=args.distributor,
     )
     start = time.perf_counter()
     with _bar(f"convert ({kind})", None, "img") as progress:
@@ -81,7 +89,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(f"resumed: {result.num_resumed} records were already done by an earlier run")
     for name, count in result.index.bucket_sizes().items():
         print(f"  {name}: {count}")
-    print(f"index: {result.index.root / 'index.json'}\nreport: {result.report_path}")
+    print(f"index: {join(result.index.root, INDEX_NAME)}\nreport: {result.report_path}")
     return 0
 
 
@@ -125,7 +133,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    root = Path(args.root)
+    root = args.root  # a folder or a URL
     previous: dict[str, Any] = {}
     with suppress(FileNotFoundError, ValueError):
         previous = ShardIndex.load(root).info
@@ -166,11 +174,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "input", help="image folder, .jsonl file/folder, or img2dataset output (folder, .tar, parquet/CSV)"
     )
-    p.add_argument("out", help="output folder (re-run the same command to resume)")
+    p.add_argument(
+        "out",
+        help="output folder or s3:// / gs:// URL (staged locally, each shard uploaded whole); "
+        "re-run the same command to resume",
+    )
     p.add_argument("--from", dest="kind", choices=_KINDS, default="auto", help="input kind (default: detect)")
     p.add_argument("--pn", default=None, help="shrink larger images to this pixel budget (e.g. 0.25M or 1M)")
     p.add_argument(
         "--workers", type=int, default=_DEFAULT_WORKERS, help="decoding processes (0 = this process)"
+    )
+    p.add_argument(
+        "--distributor",
+        choices=DISTRIBUTORS,
+        default="multiprocessing",
+        help="where records are decoded: this machine's processes, or Ray (RAY_ADDRESS, else a local "
+        "instance; needs infinity-data[ray]); the shards are the same either way",
     )
     p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     p.add_argument("--max-shard-mb", type=float, default=1024.0, help="bytes per shard before rolling over")
@@ -224,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+    except (FileNotFoundError, NotADirectoryError, ValueError, StorageError) as exc:
         print(f"infinity-data {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

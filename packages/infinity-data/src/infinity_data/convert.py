@@ -16,7 +16,7 @@ import os
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,8 +26,9 @@ from typing import Any
 from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
+from .distribute import check_distributor, make_executor
 from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
-from .processes import worker_pool
+from .remote import RemoteOutput, output_target
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
     DEFAULT_CAPTION_TYPE,
@@ -90,8 +91,10 @@ class ConvertConfig:
     max_aspect: float = 4.0  # reject images whose long side exceeds max_aspect x the short side
     min_side: int = 8  # reject images smaller than this on either side
     jpeg_quality: int = 95
+    distributor: str = "multiprocessing"  # or "ray" (see infinity_data.distribute); the output is the same
 
     def __post_init__(self) -> None:
+        check_distributor(self.distributor)
         if self.pn is not None:
             check_pn(self.pn)
         if self.workers < 0:
@@ -105,6 +108,7 @@ class ConvertConfig:
         """Options that change the output (resume refuses to mix runs that differ in these)."""
         options = asdict(self)
         options.pop("workers")
+        options.pop("distributor")
         return options
 
 
@@ -279,8 +283,8 @@ class _Pool:
         self.config = config
         self.pool = self._new()
 
-    def _new(self) -> ProcessPoolExecutor:
-        return worker_pool(self.config.workers)
+    def _new(self) -> Executor:
+        return make_executor(self.config.distributor, self.config.workers)
 
     def restart(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -526,15 +530,16 @@ def convert_items(
     run in ``out_dir`` for that run to be resumed. ``progress(n)`` is called after every n records handled.
     The output folder is locked for the run: a second conversion into it raises :class:`ConvertLockedError`.
     """
-    out = Path(out_dir)
+    out, remote = output_target(out_dir)  # a URL: staged in a local folder, each shard uploaded whole
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
-        return _convert_locked(items, out, config, description, progress)
+        return _convert_locked(items, out, remote, config, description, progress)
 
 
 def _convert_locked(
     items: Iterable[SourceItem],
     out: Path,
+    remote: RemoteOutput | None,
     config: ConvertConfig,
     description: dict[str, Any],
     progress: Callable[[int], None] | None,
@@ -546,6 +551,8 @@ def _convert_locked(
     pending_sources: dict[str, str] = {}  # key -> source of samples in tars not yet closed
 
     def on_closed(info: ShardInfo, keys: list[str]) -> None:
+        if remote is not None:
+            remote.upload_shard(info)  # journaled only once the object is complete in the store
         journal.add_shard(info, [(key, pending_sources.pop(key)) for key in keys])
 
     writer = ShardWriter(
@@ -597,7 +604,7 @@ def _convert_locked(
         writer.close()
 
     index = ShardIndex(
-        out,
+        out if remote is None else remote.url,
         tuple(sorted(journal.shards, key=lambda s: s.path)),
         info={
             "input": {k: v for k, v in description.items() if k != "options"},
@@ -618,6 +625,8 @@ def _convert_locked(
     }
     report_path = out / REPORT_NAME
     report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    if remote is not None:
+        remote.upload(report_path, REPORT_NAME)
     logger.info(
         "converted %d samples into %d shards; %d rejected",
         index.num_samples,

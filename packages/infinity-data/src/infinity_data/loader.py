@@ -39,6 +39,7 @@ from .buckets import check_pn, parse_bucket_name
 from .captions import choose_caption
 from .images import SHARD_IMAGE_EXTS, ImageDecodeError, batch_to_tensor_pm1, decode_rgb
 from .shards import T5_EXT, MemberTable, ShardIndex, read_member_table
+from .storage import IOStats, ShardCache, Store
 
 __all__ = ["BucketLoader", "CorruptDataLimitError", "LoaderConfig"]
 
@@ -80,6 +81,10 @@ class LoaderConfig:
     dynamic_caption_length: bool = False
     buckets: tuple[str, ...] | None = None  # only these bucket names (e.g. ("1.000",)); None = all
     max_skipped_samples: int | None = 1000
+    # remote shards (URL roots): local copies, shared by workers, least recently used out past the bound;
+    # None = a private temporary folder per worker (same bound)
+    cache_dir: str | None = None
+    cache_max_bytes: int = 8 << 30
 
     def __post_init__(self) -> None:
         check_pn(self.pn)
@@ -94,6 +99,8 @@ class LoaderConfig:
             )
         if self.prefetch_factor < 1:
             raise ValueError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.cache_max_bytes < 1:
+            raise ValueError(f"cache_max_bytes must be >= 1, got {self.cache_max_bytes}")
         if not 0.0 <= self.short_caption_prob <= 1.0:
             raise ValueError(f"short_caption_prob must be in [0, 1], got {self.short_caption_prob}")
         if self.max_skipped_samples is not None and self.max_skipped_samples < 0:
@@ -130,7 +137,7 @@ class _Bucket:
 class _Plan:
     """Everything needed to build any batch of any epoch for one rank (cheap to pickle to workers)."""
 
-    root: Path
+    root: Path | str  # a folder or a URL
     buckets: tuple[_Bucket, ...]
     config: LoaderConfig
     rank: int
@@ -192,8 +199,8 @@ class _Plan:
 class _ShardReader:
     """Random access to samples: member tables and open files cached per worker (LRU)."""
 
-    def __init__(self, root: Path, max_open: int = 16, max_tables: int = 256) -> None:
-        self.root = root
+    def __init__(self, shards: ShardCache, max_open: int = 16, max_tables: int = 256) -> None:
+        self.shards = shards  # local path of a shard (a remote one is downloaded whole, once)
         self.max_open, self.max_tables = max_open, max_tables
         self.files: OrderedDict[str, BinaryIO] = OrderedDict()
         self.tables: OrderedDict[str, MemberTable | ValueError] = OrderedDict()
@@ -201,7 +208,7 @@ class _ShardReader:
     def _table(self, rel: str) -> MemberTable:
         if rel not in self.tables:
             try:
-                self.tables[rel] = read_member_table(self.root / rel)
+                self.tables[rel] = read_member_table(self.shards.local(rel))
             except ValueError as exc:
                 self.tables[rel] = exc
             if len(self.tables) > self.max_tables:
@@ -214,7 +221,7 @@ class _ShardReader:
 
     def _file(self, rel: str) -> BinaryIO:
         if rel not in self.files:
-            self.files[rel] = open(self.root / rel, "rb")  # noqa: SIM115 (kept open in the LRU)
+            self.files[rel] = open(self.shards.local(rel), "rb")  # noqa: SIM115 (kept open in the LRU)
             if len(self.files) > self.max_open:
                 self.files.popitem(last=False)[1].close()
         self.files.move_to_end(rel)
@@ -297,15 +304,23 @@ class _BatchStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        reader = _ShardReader(self.plan.root)
+        cfg = self.plan.config
+        store = Store(self.plan.root)
+        shards = ShardCache(store, cfg.cache_dir, cfg.cache_max_bytes)
+        reader = _ShardReader(shards)
         cache: dict[str, Any] = {}
+        reported: dict[str, int] = {}
         try:
             for index in range(self.start + worker, self.plan.batches_per_rank, num_workers):
                 # exactly one item per index, even when nothing was readable: the DataLoader takes items from
                 # the workers in turn, so a worker that skipped an index would put the order out of step
-                yield self._build(index, reader, cache)
+                batch = self._build(index, reader, cache)
+                batch["io"] = store.stats.minus(reported)  # remote reads since the last batch
+                reported = store.stats.to_dict()
+                yield batch
         finally:
             reader.close()
+            shards.close()
 
     def _build(self, index: int, reader: _ShardReader, cache: dict[str, Any]) -> dict[str, Any]:
         """This rank's batch ``index``, with the reasons of skipped samples under ``_SKIPPED`` (and only
@@ -401,6 +416,7 @@ class BucketLoader:
         self._epoch = 0
         self._next = 0
         self._skipped = 0
+        self._io = IOStats()
 
     def _make_plan(self) -> _Plan:
         cfg = self.config
@@ -447,6 +463,12 @@ class BucketLoader:
         return self._skipped
 
     @property
+    def io_stats(self) -> dict[str, int]:
+        """Remote reads of the batches yielded so far: fetches, bytes_fetched, cache_hits, retries and
+        failed_shards (all zero for a local dataset)."""
+        return self._io.to_dict()
+
+    @property
     def bucket_sizes(self) -> dict[str, int]:
         return {b.name: b.size for b in self._plan.buckets}
 
@@ -482,6 +504,7 @@ class BucketLoader:
                         f"{self.index.root}` to list them, then re-create or drop the shards at fault, or "
                         "raise LoaderConfig.max_skipped_samples"
                     )
+            self._io.add(batch.pop("io", {}))
             self._next = int(batch["index"]) + 1
             if "images" not in batch:  # nothing readable: counted as done, not handed to the trainer
                 continue

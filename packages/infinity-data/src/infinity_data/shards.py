@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .buckets import bucket_name, parse_bucket_name
+from .storage import Store, join, local_copy
 
 __all__ = [
     "INDEX_NAME",
@@ -261,7 +262,7 @@ def read_shard(
 class ShardIndex:
     """The dataset's table of contents (``<root>/index.json``): shards, their buckets and sample counts."""
 
-    root: Path
+    root: Path | str  # a local folder, or a URL (see :mod:`infinity_data.storage`)
     shards: tuple[ShardInfo, ...]
     info: dict[str, Any] = field(default_factory=dict)  # free-form: pn, converter, source, ...
 
@@ -297,25 +298,36 @@ class ShardIndex:
             "info": self.info,
         }
 
-    def save(self) -> Path:
-        """Write ``<root>/index.json`` atomically."""
+    def save(self) -> Path | str:
+        """Write ``<root>/index.json`` atomically (an object store puts the object whole)."""
+        data = (json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+        if isinstance(self.root, str):
+            Store(self.root, write=True).write_bytes(INDEX_NAME, data)
+            return join(self.root, INDEX_NAME)
         path = self.root / INDEX_NAME
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, root: str | Path) -> ShardIndex:
-        root = Path(root)
-        path = root / INDEX_NAME
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: convert data with `infinity-data convert`, or rebuild the index of existing "
-                f"shards with `infinity-data index {root}`"
-            )
+        """Read ``<root>/index.json`` of a folder or URL; a store that cannot be reached raises StorageError."""
+        store = Store(root)
+        root = store.root
+        path = store.display(INDEX_NAME)
+        missing = FileNotFoundError(
+            f"{path} not found: convert data with `infinity-data convert`, or rebuild the index of existing "
+            f"shards with `infinity-data index {store.display(None)}`"
+        )
+        if isinstance(root, Path) and not (root / INDEX_NAME).is_file():
+            raise missing
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            raw = store.read_bytes(INDEX_NAME)
+        except FileNotFoundError:
+            raise missing from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
             if data.get("format") != INDEX_FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, expected {INDEX_FORMAT!r}")
             shards = tuple(ShardInfo.from_dict(s) for s in data["shards"])
@@ -323,15 +335,30 @@ class ShardIndex:
                 parse_bucket_name(shard.bucket)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(
-                f"{path}: malformed index ({exc}); rebuild it with `infinity-data index {root}`"
+                f"{path}: malformed index ({exc}); rebuild it with `infinity-data index {store.display(None)}`"
             ) from exc
         return cls(root, shards, dict(data.get("info", {})))
 
     @classmethod
     def scan(cls, root: str | Path, info: dict[str, Any] | None = None) -> ShardIndex:
-        """Rebuild the index from the tars on disk (bucket from the folder name, counts from tar headers)."""
+        """Rebuild the index from the tars on disk or in a bucket (bucket from the folder name, counts from
+        tar headers; a remote tar is downloaded whole, one at a time)."""
+        store = Store(root)
+        if isinstance(store.root, str):
+            shards: list[ShardInfo] = []
+            for rel in store.list_tars():
+                bucket = rel.split("/", 1)[0]
+                try:
+                    parse_bucket_name(bucket)
+                except ValueError:
+                    continue
+                with local_copy(store, rel) as local:
+                    table = read_member_table(local)
+                    size = local.stat().st_size
+                shards.append(ShardInfo(rel, bucket, len(table.keys), size))
+            return cls(store.root, tuple(shards), dict(info or {}))
         root = Path(root)
-        shards: list[ShardInfo] = []
+        shards = []
         for bucket_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             try:
                 parse_bucket_name(bucket_dir.name)

@@ -14,6 +14,7 @@ from bsq_tokenizer import H_DIV_W_TEMPLATES
 from PIL import Image, ImageDraw, ImageFont
 
 from .shards import ShardIndex, read_shard
+from .storage import Store, local_copy
 
 __all__ = ["DatasetStats", "draw_aspect_histogram", "stats"]
 
@@ -58,22 +59,25 @@ def _summary(values: list[int]) -> dict[str, float]:
 def stats(
     root: str | Path, histogram_path: str | Path | None = None, progress: Callable[[int], None] | None = None
 ) -> DatasetStats:
-    """Read every sample's JSON (images are not decoded); optionally draw the aspect histogram as a PNG."""
+    """Read every sample's JSON (images are not decoded); optionally draw the aspect histogram as a PNG.
+    ``root`` may be a folder or a URL (each remote shard is downloaded once, whole)."""
     index = ShardIndex.load(root)
+    store = Store(index.root)
     chars: list[int] = []
     words: list[int] = []
     ratios: list[float] = []
     num_short = 0
     for info in index.shards:
-        for key, files in read_shard(index.root / info.path, exts=("json",)):
-            if "json" not in files:
-                raise ValueError(f"{info.path}: sample {key} has no .json; run `infinity-data verify`")
-            meta = json.loads(files["json"])
-            caption = str(meta.get("caption", ""))
-            chars.append(len(caption))
-            words.append(len(caption.split()))
-            num_short += bool(meta.get("short_caption"))
-            ratios.append(float(meta["height"]) / float(meta["width"]))
+        with local_copy(store, info.path) as path:  # a remote shard: one download, then read locally
+            for key, files in read_shard(path, exts=("json",)):
+                if "json" not in files:
+                    raise ValueError(f"{info.path}: sample {key} has no .json; run `infinity-data verify`")
+                meta = json.loads(files["json"])
+                caption = str(meta.get("caption", ""))
+                chars.append(len(caption))
+                words.append(len(caption.split()))
+                num_short += bool(meta.get("short_caption"))
+                ratios.append(float(meta["height"]) / float(meta["width"]))
         if progress is not None:
             progress(1)
     result = DatasetStats(

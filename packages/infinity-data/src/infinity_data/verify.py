@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from .buckets import bucket_name, parse_bucket_name
 from .images import SHARD_IMAGE_EXTS, ImageDecodeError, decode_rgb
 from .processes import worker_pool
 from .shards import INDEX_NAME, T5_EXT, ShardIndex, ShardInfo, read_member_table
+from .storage import READ_ONLY_SCHEMES, Store
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -93,6 +95,18 @@ def _verify_shard(root: Path, info: ShardInfo, decode: bool) -> tuple[list[str],
     return errors, list(table.keys)
 
 
+def _verify_remote_shard(store: Store, info: ShardInfo, decode: bool) -> tuple[list[str], list[str]]:
+    """Download one shard whole into a temporary folder and check it there (errors name the URL)."""
+    with tempfile.TemporaryDirectory(prefix="infinity-verify-") as tmp:
+        try:
+            store.fetch(info.path, Path(tmp) / info.path)
+        except FileNotFoundError:
+            return [f"{store.display(info.path)}: listed in the index but missing in the store"], []
+        except (OSError, ValueError) as exc:
+            return [f"{store.display(info.path)}: cannot be read ({exc})"], []
+        return _verify_shard(Path(tmp), info, decode)
+
+
 def verify(
     root: str | Path,
     decode: bool = True,
@@ -101,27 +115,31 @@ def verify(
 ) -> VerifyReport:
     """Check a converted dataset: index readable, every listed shard present and readable, sample counts
     and sizes as indexed, each sample with one image + a JSON whose template matches its bucket, keys
-    unique, no stray tars outside the index, and (``decode``) every image and T5 array decodable."""
-    root = Path(root)
+    unique, no stray tars outside the index, and (``decode``) every image and T5 array decodable.
+    ``root`` may be a URL: each shard is downloaded whole once (stray tars are not looked for over http)."""
+    store = Store(root)
     try:
         index = ShardIndex.load(root)
     except (FileNotFoundError, ValueError) as exc:
         return VerifyReport(0, 0, (str(exc),))
-    errors: list[str] = _check_summary(root, index)
+    errors: list[str] = _check_summary(store, index)
     indexed = {s.path for s in index.shards}
-    for bucket_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    listable = not (isinstance(store.root, str) and store.root.split("://", 1)[0] in READ_ONLY_SCHEMES)
+    for rel in store.list_tars() if listable else []:  # an http(s) root cannot be listed
         try:
-            parse_bucket_name(bucket_dir.name)
+            parse_bucket_name(rel.split("/", 1)[0])
         except ValueError:
             continue
-        for tar_path in sorted(bucket_dir.glob("*.tar")):
-            rel = tar_path.relative_to(root).as_posix()
-            if rel not in indexed:
-                errors.append(f"{rel}: on disk but not in index.json (rebuild it with `infinity-data index`)")
+        if rel not in indexed:
+            errors.append(f"{rel}: on disk but not in index.json (rebuild it with `infinity-data index`)")
+    check: Callable[..., tuple[list[str], list[str]]] = _verify_shard
+    where: Path | Store = Path(root)
+    if store.is_remote:
+        check, where = _verify_remote_shard, store
     seen: dict[str, str] = {}
     if workers > 0:
         with worker_pool(workers) as pool:
-            futures = [pool.submit(_verify_shard, root, info, decode) for info in index.shards]
+            futures = [pool.submit(check, where, info, decode) for info in index.shards]
             results = (f.result() for f in futures)
             outcomes = zip(index.shards, results, strict=True)
             for info, (shard_errors, keys) in outcomes:
@@ -131,7 +149,7 @@ def verify(
                     progress(1)
     else:
         for info in index.shards:
-            shard_errors, keys = _verify_shard(root, info, decode)
+            shard_errors, keys = check(where, info, decode)
             errors.extend(shard_errors)
             _check_duplicates(info, keys, seen, errors)
             if progress is not None:
@@ -139,9 +157,9 @@ def verify(
     return VerifyReport(len(index.shards), index.num_samples, tuple(errors))
 
 
-def _check_summary(root: Path, index: ShardIndex) -> list[str]:
+def _check_summary(store: Store, index: ShardIndex) -> list[str]:
     """The index's per-bucket and total counts must agree with its shard list."""
-    data = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
+    data = json.loads(store.read_bytes(INDEX_NAME).decode("utf-8"))
     errors = []
     if data.get("num_samples") != index.num_samples:
         errors.append(

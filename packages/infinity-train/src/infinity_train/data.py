@@ -18,17 +18,11 @@ def build_loader(
 ) -> TrainBatches:
     """A resumable loader of ``root`` for this rank; clear errors for a missing or empty dataset."""
     from infinity_data import BucketLoader, LoaderConfig
+    from infinity_data.storage import is_url, redact
 
-    path = Path(root)
-    if not root or not path.is_dir():
-        raise FileNotFoundError(
-            f"data path {root!r} is not a folder; set data.shards to the output folder of `infinity-data convert`"
-        )
-    if not (path / "index.json").is_file() and not any(path.rglob("*.tar")):
-        raise FileNotFoundError(
-            f"data path {path} holds no shards (no index.json, no .tar files); convert images with "
-            "`infinity-data convert <images> {path}` first"
-        )
+    path: Path | str = root  # a URL (s3://, gs://, https://) is checked by the loader: it reads index.json
+    if not is_url(root):
+        path = _check_local(root)
     dc = config.data
     loader_cfg = LoaderConfig(
         batch_size=dc.batch_size,
@@ -45,12 +39,27 @@ def build_loader(
     try:
         loader = BucketLoader(path, loader_cfg, rank=rank, world_size=world_size)
     except ValueError as exc:
-        raise ValueError(f"data path {path}: {exc}") from exc
+        raise ValueError(f"data path {redact(path) if isinstance(path, str) else path}: {exc}") from exc
     size = None
     if dc.scales:
         h, w = dc.scales[-1]
         size = (16 * h, 16 * w)
     return TrainBatches(loader, size)
+
+
+def _check_local(root: str) -> Path:
+    path = Path(root)
+    if not root or not path.is_dir():
+        raise FileNotFoundError(
+            f"data path {root!r} is not a folder; set data.shards to the output folder of `infinity-data convert` "
+            "(or its s3:// / gs:// / https:// URL)"
+        )
+    if not (path / "index.json").is_file() and not any(path.rglob("*.tar")):
+        raise FileNotFoundError(
+            f"data path {path} holds no shards (no index.json, no .tar files); convert images with "
+            "`infinity-data convert <images> {path}` first"
+        )
+    return path
 
 
 class TrainBatches:
