@@ -194,7 +194,9 @@ class ResidualSteps:
     All arithmetic is fp32 with autocast disabled.
     """
 
-    def __init__(self, scales: Sequence[Sequence[int]], latent: Tensor | None = None) -> None:
+    def __init__(
+        self, scales: Sequence[Sequence[int]], latent: Tensor | None = None, *, zero_start: bool = False
+    ) -> None:
         grid = [_as_hw(s) for s in scales]
         if not grid:
             raise ValueError("scales must contain at least one (h, w)")
@@ -211,8 +213,14 @@ class ResidualSteps:
                     f"got {tuple(latent.shape)}"
                 )
             self.residual = latent.float().unsqueeze(2)
-        # (B, d, 1, H, W); zeros under a latent, as the reference tokenizer (same autograd graph and gradients)
-        self.summed: Tensor | None = None if self.residual is None else torch.zeros_like(self.residual)
+        # (B, d, 1, H, W). ``zero_start``: a zero tensor plus the first code, as the reference tokenizer sums
+        # (the same autograd graph, so bit-identical gradients); otherwise the first code itself, as the
+        # reference sampler (its memory layout decides how the next-scale trilinear resize rounds).
+        self.summed: Tensor | None = None
+        if zero_start:
+            if self.residual is None:
+                raise ValueError("zero_start needs the latent (it gives the shape of the sum)")
+            self.summed = torch.zeros_like(self.residual)
         self.k = 0  # index of the scale the next add() fills
 
     @property
@@ -288,7 +296,7 @@ def residual_quantize(
     accumulate the code (the straight-through code, or with flips and ``requant`` the code of the flipped
     bits), subtract it from the residual. ``next_inputs`` also returns every later scale's transformer input.
     """
-    steps = ResidualSteps(scales, z)
+    steps = ResidualSteps(scales, z, zero_start=True)
     bits_all: list[Tensor] = []
     fed_all: list[Tensor] = []
     inputs: list[Tensor] = []

@@ -390,9 +390,12 @@ def sample(
         if edit is not None:
             assert lfq is not None
             held_codes, held_bits = steps.quantize(lfq)  # the encoder's step on the current accumulation
-            keep = edit.keep[k].to(device)
-            bits = torch.where(keep.unsqueeze(-1), held_bits, bits)
-            codes = torch.where(keep[:, None, None], held_codes, codes)
+            keep = edit.keep[k].to(device).unsqueeze(-1)  # (B, h, w, 1), channel-last like the bits
+            if bool(keep.all()):  # exactly the tokenizer's step (same tensors, same memory layout)
+                bits, codes = held_bits, held_codes
+            elif bool(keep.any()):  # the mask permuted like the codes, so the mix keeps their memory layout
+                bits = torch.where(keep, held_bits, bits)
+                codes = torch.where(keep.permute(0, 3, 1, 2).unsqueeze(2), held_codes, codes)
         if scored:
             log_prob += _bits_log_prob(raw, space_to_depth_bits(bits) if patchify else bits)
         all_bits.append(bits)
