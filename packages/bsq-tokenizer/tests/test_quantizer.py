@@ -11,6 +11,7 @@ import torch
 from bsq_tokenizer import (
     BSQ,
     MultiScaleBSQ,
+    ResidualSteps,
     area_resize,
     bits_to_codes,
     codebook_scale,
@@ -18,6 +19,7 @@ from bsq_tokenizer import (
     depth_to_space,
     depth_to_space_bits,
     get_schedule,
+    residual_quantize,
     space_to_depth,
     space_to_depth_bits,
     trilinear_resize,
@@ -256,3 +258,59 @@ def test_space_to_depth_channel_order_and_inverse():
     assert torch.equal(depth_to_space_bits(packed), bits)
     with pytest.raises(ValueError, match="even"):
         space_to_depth(torch.zeros(1, 1, 3, 4))
+
+
+def test_residual_quantize_without_flips_is_the_tokenizer_and_gives_next_scale_inputs():
+
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(2, 16, 8, 8, generator=gen) * 0.5
+    scales = [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)]
+    ref = MultiScaleBSQ(16).quantize(z, scales)
+    out = residual_quantize(z, scales, BSQ(16), next_inputs=True)
+    assert torch.equal(out.codes, ref.codes)
+    assert all(torch.equal(a, b) for a, b in zip(out.bits, ref.bits, strict=True))
+    assert all(a is b for a, b in zip(out.bits, out.fed_bits, strict=True))
+    # input of scale k = trilinear resize of the codes summed over scales < k
+    assert [tuple(x.shape) for x in out.next_inputs] == [(2, 16, h, w) for h, w in scales[1:]]
+    for k in range(1, len(scales)):
+        summed = codes_from_bits(ref.bits[:k], size=(8, 8)).unsqueeze(2)
+        expected = trilinear_resize(summed, scales[k]).squeeze(2)
+        torch.testing.assert_close(out.next_inputs[k - 1], expected, rtol=0, atol=1e-5)
+
+
+def test_flipped_bits_are_fed_forward_and_later_scales_correct_them():
+
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(1, 16, 8, 8, generator=gen) * 0.5
+    scales = [(1, 1), (2, 2), (4, 4), (8, 8)]
+    seen: list[int] = []
+
+    def flip_scale_one(k: int, bits: torch.Tensor) -> torch.Tensor | None:
+        seen.append(k)
+        return torch.ones_like(bits, dtype=torch.bool) if k == 1 else None
+
+    clean = residual_quantize(z, scales, BSQ(16))
+    out = residual_quantize(z, scales, BSQ(16), flip=flip_scale_one)
+    assert seen == [0, 1, 2, 3]
+    assert torch.equal(out.bits[0], clean.bits[0]) and torch.equal(out.bits[1], clean.bits[1])
+    assert torch.equal(out.fed_bits[1], 1 - clean.bits[1])
+    # the labels of scale 2 are the quantizer's answer to the corrupted accumulation, not the clean ones
+    assert not torch.equal(out.bits[2], clean.bits[2])
+    expected = codes_from_bits([out.fed_bits[0], out.fed_bits[1], out.bits[2], out.bits[3]])
+    torch.testing.assert_close(out.codes, expected, rtol=0, atol=1e-5)
+    # without requant the clean code is accumulated although the flipped bits are reported
+    kept = residual_quantize(z, scales, BSQ(16), flip=flip_scale_one, requant=False)
+    assert torch.equal(kept.codes, clean.codes) and torch.equal(kept.fed_bits[1], out.fed_bits[1])
+
+
+def test_residual_steps_refuse_misuse():
+
+    steps = ResidualSteps([(1, 1), (2, 2)])
+    with pytest.raises(RuntimeError, match="needs the continuous latent"):
+        steps.quantize(BSQ(4))
+    with pytest.raises(RuntimeError, match="at least one added scale"):
+        steps.next_input()
+    with pytest.raises(ValueError, match="needs a code on"):
+        steps.add(torch.zeros(1, 4, 1, 2, 2))
+    with pytest.raises(ValueError, match="latent must have shape"):
+        ResidualSteps([(1, 1), (2, 2)], torch.zeros(1, 4, 3, 3))

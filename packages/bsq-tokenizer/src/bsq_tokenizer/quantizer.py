@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,14 +17,18 @@ from torch import Tensor, nn
 
 __all__ = [
     "BSQ",
+    "FlipSource",
     "MultiScaleBSQ",
     "QuantizeOutput",
+    "ResidualOutput",
+    "ResidualSteps",
     "area_resize",
     "bits_to_codes",
     "codebook_scale",
     "codes_from_bits",
     "depth_to_space",
     "depth_to_space_bits",
+    "residual_quantize",
     "space_to_depth",
     "space_to_depth_bits",
     "trilinear_resize",
@@ -171,6 +175,148 @@ class BSQ(nn.Module):
         return q.permute(0, 4, 1, 2, 3), bits
 
 
+FlipSource = Callable[[int, Tensor], Tensor | None]
+"""``flip(k, bits)``: given scale k's clean bits ``(B, h, w, d)``, a bool tensor of the same shape marking the
+bits to flip before they are fed forward, or None to flip nothing (bitwise self-correction's noise)."""
+
+
+class ResidualSteps:
+    """The multi-scale residual step, one scale at a time, on the full latent grid ``scales[-1]``.
+
+    State: the summed codes (every scale's code trilinearly up-sampled to the full grid and added) and, when
+    a continuous ``latent`` is given, the residual ``latent - summed`` (kept by subtraction, in the order of
+    the reference tokenizer). One home for the step that the tokenizer (``MultiScaleBSQ.forward`` in the
+    official ``bsq_vae/multiscale_bsq.py``), the trainer's bitwise self-correction
+    (``infinity/utils/bitwise_self_correction.py``) and the sampler (``Infinity.autoregressive_infer_cfg``)
+    share: ``quantize()`` gives the BSQ code and bits of the residual area-resized to the current scale,
+    ``add(code)`` accumulates whatever code was chosen for it (the quantizer's, a flipped one, or sampled
+    bits'), and ``next_input()`` is the trilinear resize of the summed codes to the next scale's grid.
+    All arithmetic is fp32 with autocast disabled.
+    """
+
+    def __init__(
+        self, scales: Sequence[Sequence[int]], latent: Tensor | None = None, *, zero_start: bool = False
+    ) -> None:
+        grid = [_as_hw(s) for s in scales]
+        if not grid:
+            raise ValueError("scales must contain at least one (h, w)")
+        self.scales: tuple[tuple[int, int], ...] = tuple(grid)
+        self.full = grid[-1]
+        for k, (h, w) in enumerate(grid):
+            if h > self.full[0] or w > self.full[1]:
+                raise ValueError(f"scale {k} = {(h, w)} is larger than the last scale {self.full}")
+        self.residual: Tensor | None = None
+        if latent is not None:
+            if latent.dim() != 4 or (int(latent.shape[2]), int(latent.shape[3])) != self.full:
+                raise ValueError(
+                    f"latent must have shape (B, d, {self.full[0]}, {self.full[1]}) (the last scale), "
+                    f"got {tuple(latent.shape)}"
+                )
+            self.residual = latent.float().unsqueeze(2)
+        # (B, d, 1, H, W). ``zero_start``: a zero tensor plus the first code, as the reference tokenizer sums
+        # (the same autograd graph, so bit-identical gradients); otherwise the first code itself, as the
+        # reference sampler (its memory layout decides how the next-scale trilinear resize rounds).
+        self.summed: Tensor | None = None
+        if zero_start:
+            if self.residual is None:
+                raise ValueError("zero_start needs the latent (it gives the shape of the sum)")
+            self.summed = torch.zeros_like(self.residual)
+        self.k = 0  # index of the scale the next add() fills
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.scales)
+
+    @property
+    def codes(self) -> Tensor:
+        """The summed codes ``(B, d, H, W)`` of the scales added so far."""
+        if self.summed is None or self.k == 0:
+            raise RuntimeError("no scale has been added yet")
+        return self.summed.squeeze(2)
+
+    def quantize(self, lfq: BSQ) -> tuple[Tensor, Tensor]:
+        """BSQ of the residual area-resized to scale k: (straight-through code ``(B, d, 1, h, w)``, bits)."""
+        if self.residual is None:
+            raise RuntimeError("ResidualSteps.quantize needs the continuous latent; pass latent=")
+        if self.k >= self.num_scales:
+            raise RuntimeError(f"all {self.num_scales} scales have been added")
+        with torch.autocast(device_type=self.residual.device.type, enabled=False):
+            return lfq(area_resize(self.residual, self.scales[self.k]))
+
+    def add(self, code: Tensor) -> None:
+        """Accumulate scale k's code ``(B, d, 1, h_k, w_k)`` (its gradient flows into the summed codes)."""
+        if self.k >= self.num_scales:
+            raise RuntimeError(f"all {self.num_scales} scales have been added")
+        _check_5d(code, "code")
+        if (int(code.shape[3]), int(code.shape[4])) != self.scales[self.k]:
+            raise ValueError(f"scale {self.k} needs a code on {self.scales[self.k]}, got {tuple(code.shape)}")
+        with torch.autocast(device_type=code.device.type, enabled=False):
+            up = trilinear_resize(code, self.full)
+            if self.residual is not None:
+                self.residual = self.residual - up.detach()
+            self.summed = up if self.summed is None else self.summed + up
+        self.k += 1
+
+    def next_input(self) -> Tensor:
+        """The summed codes trilinearly resized to scale k's grid, ``(B, d, h_k, w_k)``: that scale's input."""
+        if self.summed is None or self.k == 0 or self.k >= self.num_scales:
+            raise RuntimeError("next_input() needs at least one added scale and one scale left")
+        with torch.autocast(device_type=self.summed.device.type, enabled=False):
+            return trilinear_resize(self.summed, self.scales[self.k]).squeeze(2)
+
+
+@dataclass
+class ResidualOutput:
+    """What :func:`residual_quantize` returns.
+
+    ``bits``: per scale the quantizer's clean bits ``(B, h_k, w_k, d)`` (the training labels); ``fed_bits``:
+    the bits that were accumulated after flipping (the same tensors when nothing was flipped); ``codes``: the
+    summed codes ``(B, d, H, W)``; ``next_inputs``: per scale k >= 1 its input ``(B, d, h_k, w_k)``, the
+    trilinear resize of the codes summed over scales < k (empty unless asked for).
+    """
+
+    bits: list[Tensor]
+    fed_bits: list[Tensor]
+    codes: Tensor
+    next_inputs: list[Tensor]
+
+
+def residual_quantize(
+    z: Tensor,
+    scales: Sequence[Sequence[int]],
+    lfq: BSQ,
+    *,
+    flip: FlipSource | None = None,
+    requant: bool = True,
+    next_inputs: bool = False,
+) -> ResidualOutput:
+    """Multi-scale residual quantization of ``z (B, d, H, W)`` over ``scales`` (last = (H, W)), fp32.
+
+    Per scale: BSQ of the area-resized residual, optionally flip bits (``flip``, e.g. bitwise self-correction),
+    accumulate the code (the straight-through code, or with flips and ``requant`` the code of the flipped
+    bits), subtract it from the residual. ``next_inputs`` also returns every later scale's transformer input.
+    """
+    steps = ResidualSteps(scales, z, zero_start=True)
+    bits_all: list[Tensor] = []
+    fed_all: list[Tensor] = []
+    inputs: list[Tensor] = []
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        for k in range(steps.num_scales):
+            code, bits = steps.quantize(lfq)
+            fed = bits
+            mask = flip(k, bits) if flip is not None else None
+            if mask is not None:
+                fed = bits ^ mask.to(device=bits.device, dtype=bits.dtype)
+                if requant:
+                    code = bits_to_codes(fed)
+            steps.add(code)
+            bits_all.append(bits)
+            fed_all.append(fed)
+            if next_inputs and k + 1 < steps.num_scales:
+                inputs.append(steps.next_input())
+    return ResidualOutput(bits=bits_all, fed_bits=fed_all, codes=steps.codes, next_inputs=inputs)
+
+
 @dataclass
 class QuantizeOutput:
     """Result of multi-scale quantization: the summed code ``(B, d, H, W)`` and per-scale bits ``(B, h_k, w_k, d)``."""
@@ -212,17 +358,8 @@ class MultiScaleBSQ(nn.Module):
         for k, (h, w) in enumerate(grid):
             if h > full[0] or w > full[1]:
                 raise ValueError(f"scale {k} = {(h, w)} is larger than the latent size {full}")
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            residual = z.float().unsqueeze(2)
-            out = torch.zeros_like(residual)
-            all_bits: list[Tensor] = []
-            for hw in grid:
-                q, bits = self.lfq(area_resize(residual, hw))
-                up = trilinear_resize(q, full)
-                residual = residual - up.detach()
-                out = out + up
-                all_bits.append(bits)
-        return QuantizeOutput(codes=out.squeeze(2), bits=all_bits)
+        out = residual_quantize(z, grid, self.lfq)
+        return QuantizeOutput(codes=out.codes, bits=out.bits)
 
     def forward(self, z: Tensor, scales: Sequence[Sequence[int]] | None = None) -> QuantizeOutput:
         return self.quantize(z, scales)

@@ -20,6 +20,8 @@ __all__ = [
     "PIXEL_BUDGETS",
     "VAE_STRIDE",
     "ScaleSchedule",
+    "cover_crop_geometry",
+    "cover_resize_crop",
     "custom_schedule",
     "default_latent_schedule",
     "get_schedule",
@@ -305,26 +307,37 @@ def target_pixel_size(h_div_w: float, pn: str) -> tuple[int, int]:
     return get_schedule(h_div_w, pn).pixel_hw
 
 
-def resize_crop_for_template(img: Image.Image, h_div_w_or_template: float, pn: str) -> Image.Image:
-    """Cover-resize ``img`` with LANCZOS (aspect kept) and centre-crop it to the template's pixel size.
+def cover_crop_geometry(size: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where an image of ``size`` = (width, height) goes when cover-resized and centre-cropped to ``target_hw``.
 
-    Same rule as the reference data pipeline: if w/h <= tgt_w/tgt_h the width becomes tgt_w and the height
-    int(tgt_w / (w/h)); otherwise the height becomes tgt_h and the width int((w/h) * tgt_h). The image mode
-    is kept; convert to RGB first if needed.
+    Returns (resized width, resized height, crop left, crop top). Same rule as the reference data pipeline:
+    if w/h <= tgt_w/tgt_h the width becomes tgt_w and the height int(tgt_w / (w/h)); otherwise the height
+    becomes tgt_h and the width int((w/h) * tgt_h); the crop is centred (floor of half the excess).
     """
-    tgt_h, tgt_w = target_pixel_size(h_div_w_or_template, pn)
-    width, height = img.size
+    tgt_h, tgt_w = target_hw
+    width, height = size
     if width < 1 or height < 1:
-        raise ValueError(f"cannot resize an empty image of size {img.size}")
+        raise ValueError(f"cannot resize an empty image of size {size}")
     aspect = width / height
     if aspect <= tgt_w / tgt_h:
         new_w, new_h = tgt_w, int(tgt_w / aspect)
     else:
         new_w, new_h = int(aspect * tgt_h), tgt_h
+    return new_w, new_h, (new_w - tgt_w) // 2, (new_h - tgt_h) // 2
+
+
+def cover_resize_crop(img: Image.Image, target_hw: tuple[int, int]) -> Image.Image:
+    """Cover-resize ``img`` with LANCZOS (aspect kept) and centre-crop it to ``target_hw`` = (height, width)
+    pixels (:func:`cover_crop_geometry`). The image mode is kept; convert to RGB first if needed."""
+    new_w, new_h, left, top = cover_crop_geometry(img.size, target_hw)
     resized = img.resize((new_w, new_h), resample=Image.Resampling.LANCZOS)
-    top = (new_h - tgt_h) // 2
-    left = (new_w - tgt_w) // 2
-    return resized.crop((left, top, left + tgt_w, top + tgt_h))
+    return resized.crop((left, top, left + target_hw[1], top + target_hw[0]))
+
+
+def resize_crop_for_template(img: Image.Image, h_div_w_or_template: float, pn: str) -> Image.Image:
+    """Cover-resize and centre-crop ``img`` to the template's pixel size (:func:`cover_resize_crop`), as the
+    reference data pipeline does. The image mode is kept; convert to RGB first if needed."""
+    return cover_resize_crop(img, target_pixel_size(h_div_w_or_template, pn))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``infinity`` command line: ``infinity generate`` (text to image files) and ``infinity info``."""
+"""The ``infinity`` command line: ``infinity generate`` (text to image files), ``infinity edit`` and ``infinity info``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bsq_tokenizer import ScaleSchedule
+
+    from .pipeline import InfinityPipeline
 
 __all__ = ["build_parser", "main"]
 
@@ -38,6 +44,71 @@ def _scales(text: str) -> tuple[tuple[int, int], ...]:
     return grids  # type: ignore[return-value]
 
 
+def _add_model_options(cmd: argparse.ArgumentParser) -> None:
+    """--model/--vae/--text-encoder and friends, shared by the subcommands that load a pipeline."""
+    cmd.add_argument("--model", type=Path,
+                     help="official .pth, sharded folder, or our safetensors folder (default: the shipped shapes "
+                     "model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
+    cmd.add_argument(
+        "--vae",
+        type=Path,
+        required=False,
+        help="BSQ-VAE: official infinity_vae_*.pth or a .safetensors from save_vae",
+    )
+    cmd.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
+    cmd.add_argument(
+        "--allow-download", action="store_true", help="let a hub id for --text-encoder be fetched"
+    )
+    cmd.add_argument(
+        "--model-preset", help="architecture preset if it cannot be inferred (e.g. 2b, 8b, layer12)"
+    )
+    cmd.add_argument(
+        "--vae-preset", help="VAE preset if it cannot be inferred (d16, d24, d32, d64, d14_patchify)"
+    )
+
+
+def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
+    """Template and sampler settings (--ratio, --pn, --scales, --cfg, --tau, ..., --seed), shared by generate and edit."""
+    cmd.add_argument("--ratio", type=float, default=None,
+                     help="height / width; the nearest template is used (default 1; edit: the source's own)")  # fmt: skip
+    cmd.add_argument("--pn", default=None,
+                     help="pixel budget: 0.06M, 0.25M, 0.60M or 1M (default 1M; the default model's own)")  # fmt: skip
+    cmd.add_argument(
+        "--scales", type=_scales, help="custom token grids instead of --ratio/--pn, e.g. 1x1,2x2,4x4,8x8"
+    )
+    cmd.add_argument(
+        "--cfg",
+        type=_float_list,
+        default=None,
+        help="guidance scale, or one per scale: 3,3,4,... (default 3)",
+    )
+    cmd.add_argument(
+        "--tau", type=_float_list, default=None, help="temperature, or one per scale (default 0.5)"
+    )
+    cmd.add_argument("--top-k", type=int, default=None, help="default 900 (0 disables)")
+    cmd.add_argument("--top-p", type=float, default=None, help="default 0.97 (0 disables)")
+    cmd.add_argument(
+        "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
+    )
+    cmd.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="draws per prompt; keep the one the model finds most likely (default 1; the default model's own)",
+    )
+    cmd.add_argument("--seed", type=int, default=0, help="image i of a run uses seed + i")
+    cmd.add_argument(
+        "--negative-prompt", help="prompt for the unconditional branch (default: learned embedding)"
+    )
+
+
+def _add_runtime_options(cmd: argparse.ArgumentParser) -> None:
+    """--device and --dtype."""
+    cmd.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    cmd.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                     help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infinity", description="Infinity bitwise autoregressive text-to-image."
@@ -50,61 +121,33 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--prompts-file", type=Path, help="text file with one prompt per line (blank lines skipped)"
     )
-    gen.add_argument("--model", type=Path,
-                     help="official .pth, sharded folder, or our safetensors folder (default: the shipped shapes "
-                     "model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
-    gen.add_argument(
-        "--vae",
-        type=Path,
-        required=False,
-        help="BSQ-VAE: official infinity_vae_*.pth or a .safetensors from save_vae",
-    )
-    gen.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
-    gen.add_argument(
-        "--allow-download", action="store_true", help="let a hub id for --text-encoder be fetched"
-    )
-    gen.add_argument(
-        "--model-preset", help="architecture preset if it cannot be inferred (e.g. 2b, 8b, layer12)"
-    )
-    gen.add_argument(
-        "--vae-preset", help="VAE preset if it cannot be inferred (d16, d24, d32, d64, d14_patchify)"
-    )
-    gen.add_argument("--ratio", type=float, default=1.0, help="height / width; the nearest template is used")
-    gen.add_argument("--pn", default=None,
-                     help="pixel budget: 0.06M, 0.25M, 0.60M or 1M (default 1M; the default model's own)")  # fmt: skip
-    gen.add_argument(
-        "--scales", type=_scales, help="custom token grids instead of --ratio/--pn, e.g. 1x1,2x2,4x4,8x8"
-    )
-    gen.add_argument(
-        "--cfg",
-        type=_float_list,
-        default=None,
-        help="guidance scale, or one per scale: 3,3,4,... (default 3)",
-    )
-    gen.add_argument(
-        "--tau", type=_float_list, default=None, help="temperature, or one per scale (default 0.5)"
-    )
-    gen.add_argument("--top-k", type=int, default=None, help="default 900 (0 disables)")
-    gen.add_argument("--top-p", type=float, default=None, help="default 0.97 (0 disables)")
-    gen.add_argument(
-        "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
-    )
-    gen.add_argument(
-        "--candidates",
-        type=int,
-        default=None,
-        help="draws per prompt; keep the one the model finds most likely (default 1; the default model's own)",
-    )
-    gen.add_argument("--seed", type=int, default=0, help="image i of a run uses seed + i")
-    gen.add_argument(
-        "--negative-prompt", help="prompt for the unconditional branch (default: learned embedding)"
-    )
+    _add_model_options(gen)
+    _add_sampling_options(gen)
     gen.add_argument("--batch-size", type=int, default=1, help="prompts sampled together")
-    gen.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    gen.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                     help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+    _add_runtime_options(gen)
     gen.add_argument("-o", "--output", type=Path, default=Path("out.png"),
                      help="output file; with several prompts NAME_000.png, NAME_001.png, ... (or a folder)")  # fmt: skip
+
+    edit = sub.add_parser(
+        "edit", help="inpaint, outpaint or vary a real image (same sampler options as generate)"
+    )
+    edit.add_argument("source", type=Path, help="the image to edit (any size: cover-resized to the template)")
+    edit.add_argument("prompt", help="what the edited image shows")
+    what = edit.add_mutually_exclusive_group()
+    what.add_argument("--mask", type=Path,
+                      help="mask image, white = regenerate (resized to the source with a notice if it differs)")  # fmt: skip
+    what.add_argument("--outpaint", type=float, metavar="RATIO",
+                      help="place the source on a canvas of this height / width and generate the rest")  # fmt: skip
+    edit.add_argument("--keep-scales", type=int, metavar="K",
+                      help="hold the source's first K scales entirely (without --mask: a variation)")  # fmt: skip
+    edit.add_argument("--dilate", type=int, default=0, metavar="N",
+                      help="grow the mask by N tokens of the finest grid (default 0)")  # fmt: skip
+    _add_model_options(edit)
+    _add_sampling_options(edit)
+    _add_runtime_options(edit)
+    edit.add_argument(
+        "-o", "--output", type=Path, default=Path("edit.png"), help="output PNG (default edit.png)"
+    )
 
     info = sub.add_parser("info", help="describe a transformer checkpoint (preset, parameters)")
     info.add_argument(
@@ -132,10 +175,9 @@ def _output_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i:03d}{output.suffix}") for i in range(count)]
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
+    """The pipeline the model options name (or the default model), with unset sampler options filled in."""
     import torch
-    from bsq_tokenizer import custom_schedule
-    from tqdm import tqdm
 
     from .pipeline import InfinityPipeline
 
@@ -150,17 +192,15 @@ def _generate(args: argparse.Namespace) -> int:
     for key, value in SAMPLING_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, settings.get(key, value))
+    name = f"infinity {args.command}"
     if args.model is None:
         raise SystemExit(
-            "infinity generate: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
+            f"{name}: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
         )
     if args.vae is None:
-        raise SystemExit("infinity generate: pass --vae (the BSQ-VAE that matches the model)")
+        raise SystemExit(f"{name}: pass --vae (the BSQ-VAE that matches the model)")
     if args.text_encoder is None:
-        raise SystemExit("infinity generate: pass --text-encoder (a local flan-t5-xl folder)")
-    if args.batch_size < 1:
-        raise SystemExit(f"infinity generate: --batch-size must be >= 1, got {args.batch_size}")
-    prompts = _read_prompts(args)
+        raise SystemExit(f"{name}: pass --text-encoder (a local flan-t5-xl folder)")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
     pipe = InfinityPipeline.from_pretrained(
@@ -173,14 +213,40 @@ def _generate(args: argparse.Namespace) -> int:
         vae_preset=args.vae_preset,
         allow_download=args.allow_download,
     )
+    return pipe
+
+
+def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float) -> ScaleSchedule:
+    from bsq_tokenizer import custom_schedule
+
+    if args.scales is not None:
+        h, w = args.scales[-1]
+        return custom_schedule(args.scales, template=h / w)
+    return pipe.schedule(ratio, args.pn)
+
+
+def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "cfg": args.cfg,
+        "tau": args.tau,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "cfg_insertion_layer": args.cfg_insertion_layer,
+        "candidates": args.candidates,
+    }
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if args.batch_size < 1:
+        raise SystemExit(f"infinity generate: --batch-size must be >= 1, got {args.batch_size}")
+    prompts = _read_prompts(args)
+    pipe = _load_pipeline(args)
     paths = _output_paths(args.output, len(prompts))
     for path in {p.parent for p in paths}:
         path.mkdir(parents=True, exist_ok=True)
-    if args.scales is not None:
-        h, w = args.scales[-1]
-        schedule = custom_schedule(args.scales, template=h / w)
-    else:
-        schedule = pipe.schedule(args.ratio, args.pn)
+    schedule = _schedule(args, pipe, 1.0 if args.ratio is None else args.ratio)
     for start in range(0, len(prompts), args.batch_size):
         chunk = prompts[start : start + args.batch_size]
         with tqdm(
@@ -190,18 +256,42 @@ def _generate(args: argparse.Namespace) -> int:
                 chunk,
                 negative_prompt=args.negative_prompt,
                 schedule=schedule,
-                cfg=args.cfg,
-                tau=args.tau,
-                top_k=args.top_k,
-                top_p=args.top_p,
-                cfg_insertion_layer=args.cfg_insertion_layer,
-                candidates=args.candidates,
+                **_sampler_options(args),
                 seed=args.seed + start,
                 callback=lambda step: bar.update(1),
             )
         for image, path in zip(images, paths[start : start + len(chunk)], strict=True):
             image.save(path)
             print(path)
+    return 0
+
+
+def _edit(args: argparse.Namespace) -> int:
+    """``infinity edit``: one edited image of the template's size (inpainting, outpainting or a variation)."""
+    from .edit import open_image
+
+    if args.mask is None and args.outpaint is None and args.keep_scales is None:
+        raise SystemExit("infinity edit: pass --mask MASK.png, --outpaint RATIO or --keep-scales K")
+    if args.outpaint is not None and args.keep_scales is not None:
+        raise SystemExit(
+            "infinity edit: --keep-scales applies to --mask edits and variations, not to --outpaint"
+        )
+    source = open_image(args.source, "source image")  # FileNotFoundError / ValueError name the file
+    mask = None if args.mask is None else open_image(args.mask, "mask", rgb=False)
+    pipe = _load_pipeline(args)
+    options = dict(_sampler_options(args), seed=args.seed, negative_prompt=args.negative_prompt)
+    if args.outpaint is not None:
+        schedule = _schedule(args, pipe, args.outpaint)
+        images = pipe.outpaint(source, args.prompt, ratio=args.outpaint, schedule=schedule, dilate=args.dilate,
+                               **options)  # fmt: skip
+    else:
+        ratio = args.ratio if args.ratio is not None else source.height / source.width
+        schedule = _schedule(args, pipe, ratio)
+        images = pipe.edit(source, mask, args.prompt, schedule=schedule, keep_scales=args.keep_scales,
+                           dilate=args.dilate, **options)  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(args.output)
+    print(args.output)
     return 0
 
 
@@ -222,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "edit":
+            return _edit(args)
         return _info(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"infinity {args.command}: error: {err}", file=sys.stderr)

@@ -20,9 +20,11 @@ from bsq_tokenizer import (
     ScaleSchedule,
     VAEConfig,
     get_schedule,
+    image_to_tensor,
     load_official_vae,
     read_state_dict,
     saved_vae_config,
+    to_rgb,
 )
 from bsq_tokenizer import infer_config as infer_vae_config
 from PIL import Image
@@ -30,7 +32,8 @@ from PIL import Image
 from .checkpoint import infer_config, load_infinity, load_official_infinity, match_preset
 from .checkpoint import read_state_dict as read_infinity_state_dict
 from .config import InfinityConfig
-from .sampler import SamplerConfig, SampleResult, ScaleStep, sample
+from .edit import fit_mask, fit_source, keep_masks, open_image, outpaint_canvas
+from .sampler import EditSource, SamplerConfig, SampleResult, ScaleStep, codes_to_uint8, sample
 from .text import TextEncoder
 from .transformer import Infinity
 
@@ -284,6 +287,7 @@ class InfinityPipeline:
         seed: int | Sequence[int] | None = 0,
         callback: Callable[[ScaleStep], None] | None = None,
         prefix_bits: Sequence[torch.Tensor] | None = None,
+        edit: EditSource | None = None,
     ) -> SampleResult:
         """Bits, codes and uint8 RGB images ``(B, H, W, 3)`` for the prompts (see :func:`sample`)."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -309,6 +313,7 @@ class InfinityPipeline:
                 vae=self.vae,
                 callback=callback,
                 prefix_bits=prefix_bits,
+                edit=edit,
             )
 
     def __call__(
@@ -332,6 +337,146 @@ class InfinityPipeline:
         sampler = SamplerConfig(cfg=cfg, tau=tau, **sampler_options)
         result = self.generate(
             prompts, negative_prompt, schedule=schedule, sampler=sampler, seed=seed, callback=callback
+        )
+        assert result.images is not None
+        return [Image.fromarray(img.cpu().numpy()) for img in result.images]
+
+    # ------------------------------------------------------------------------------------------ editing
+    def edit_source(
+        self,
+        image: Image.Image,
+        mask: torch.Tensor | None,
+        schedule: ScaleSchedule,
+        batch: int = 1,
+        *,
+        dilate: int = 0,
+        keep_scales: int | None = None,
+    ) -> EditSource:
+        """The sampler's :class:`EditSource` for a source already at the schedule's pixel size.
+
+        ``mask``: pixel mask ``(H, W)`` bool, True = regenerate (:mod:`infinity_model.edit` documents how it
+        maps to every scale's grid), None = nothing masked.
+        """
+        height, width = schedule.pixel_hw
+        if image.size != (width, height):
+            raise ValueError(
+                f"the source is {image.width}x{image.height} but the schedule needs {width}x{height}; fit it "
+                "with infinity_model.edit.fit_source first"
+            )
+        if mask is not None and tuple(mask.shape) != (height, width):
+            raise ValueError(
+                f"the pixel mask has shape {tuple(mask.shape)}; the schedule needs {(height, width)}"
+            )
+        device = self.device
+        with torch.no_grad():
+            latent = self.vae.encode(image_to_tensor(to_rgb(image)).to(device)).float()
+        grids = schedule.vae_scales(bool(self.model.config.patchify))
+        keep = keep_masks(mask, grids, dilate=dilate, keep_scales=keep_scales)
+        return EditSource(
+            latent.expand(batch, -1, -1, -1).contiguous(),
+            tuple(m.to(device).expand(batch, -1, -1).contiguous() for m in keep),
+        )
+
+    def edit(
+        self,
+        image: Image.Image | str | Path,
+        mask: Image.Image | str | Path | None,
+        prompts: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        keep_scales: int | None = None,
+        dilate: int = 0,
+        ratio: float | None = None,
+        pn: str = "1M",
+        cfg: float | Sequence[float] = 3.0,
+        tau: float | Sequence[float] = 0.5,
+        seed: int | Sequence[int] | None = 0,
+        schedule: ScaleSchedule | None = None,
+        callback: Callable[[ScaleStep], None] | None = None,
+        **sampler_options,
+    ) -> list[Image.Image]:
+        """Inpainting and variations of a real image: one PIL image of the template's size per prompt.
+
+        ``mask`` (white = regenerate, any size: resized to the source with a notice) is None for nothing
+        masked; ``keep_scales = k`` holds the source's first k scales entirely (with no mask: a variation).
+        The source is cover-resized and centre-cropped to the template of ``ratio`` (default: the source's
+        own height / width) at ``pn``, like training data; ``infinity_model.edit.paste_back`` puts the result
+        back into the original. An empty mask returns the tokenizer's reconstruction; a full one is plain
+        generation with the same seed. Other arguments as :meth:`__call__`.
+        """
+        source = open_image(image, "source image")
+        schedule = schedule or self.schedule(ratio if ratio is not None else source.height / source.width, pn)
+        pixel_mask = None
+        if mask is not None:
+            pixel_mask = fit_mask(open_image(mask, "mask", rgb=False), source.size, schedule)
+        return self._edit(
+            fit_source(source, schedule), pixel_mask, prompts, negative_prompt, schedule=schedule,
+            dilate=dilate, keep_scales=keep_scales, cfg=cfg, tau=tau, seed=seed, callback=callback,
+            **sampler_options,
+        )  # fmt: skip
+
+    def outpaint(
+        self,
+        image: Image.Image | str | Path,
+        prompts: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        *,
+        ratio: float,
+        pn: str = "1M",
+        dilate: int = 0,
+        cfg: float | Sequence[float] = 3.0,
+        tau: float | Sequence[float] = 0.5,
+        seed: int | Sequence[int] | None = 0,
+        schedule: ScaleSchedule | None = None,
+        callback: Callable[[ScaleStep], None] | None = None,
+        **sampler_options,
+    ) -> list[Image.Image]:
+        """The source placed whole (aspect kept, centred) on the canvas of the template nearest to ``ratio``
+        (height / width) at ``pn``, and the rest of the canvas generated for each prompt."""
+        schedule = schedule or self.schedule(ratio, pn)
+        canvas, pixel_mask = outpaint_canvas(open_image(image, "source image"), schedule)
+        return self._edit(
+            canvas, pixel_mask, prompts, negative_prompt, schedule=schedule, dilate=dilate, keep_scales=None,
+            cfg=cfg, tau=tau, seed=seed, callback=callback, **sampler_options,
+        )  # fmt: skip
+
+    def _edit(
+        self,
+        source: Image.Image,
+        pixel_mask: torch.Tensor | None,
+        prompts: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None,
+        *,
+        schedule: ScaleSchedule,
+        dilate: int,
+        keep_scales: int | None,
+        cfg: float | Sequence[float],
+        tau: float | Sequence[float],
+        seed: int | Sequence[int] | None,
+        callback: Callable[[ScaleStep], None] | None,
+        **sampler_options,
+    ) -> list[Image.Image]:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        edit = self.edit_source(
+            source, pixel_mask, schedule, len(prompts), dilate=dilate, keep_scales=keep_scales
+        )
+        sampler = SamplerConfig(cfg=cfg, tau=tau, **sampler_options)
+        if all(bool(m.all()) for m in edit.keep):
+            # nothing to regenerate: the sampler would return exactly the source's bits and codes, so skip the
+            # transformer and decode the tokenizer's own codes (its reconstruction, pixel for pixel)
+            with torch.no_grad():
+                grids = schedule.vae_scales(bool(self.model.config.patchify))
+                codes = self.vae.quantizer.quantize(edit.latent[:1], grids).codes
+                image = Image.fromarray(codes_to_uint8(self.vae, codes)[0].cpu().numpy())
+            return [image.copy() for _ in prompts]
+        result = self.generate(
+            prompts,
+            negative_prompt,
+            schedule=schedule,
+            sampler=sampler,
+            seed=seed,
+            callback=callback,
+            edit=edit,
         )
         assert result.images is not None
         return [Image.fromarray(img.cpu().numpy()) for img in result.images]

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 import torch
 from bsq_tokenizer import (
+    BSQ,
+    ResidualSteps,
     ScaleSchedule,
     bits_to_codes,
     depth_to_space_bits,
     space_to_depth,
     space_to_depth_bits,
-    trilinear_resize,
 )
 from torch import Tensor
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from .transformer import Infinity
 
 __all__ = [
+    "EditSource",
     "SampleResult",
     "SamplerConfig",
     "ScaleStep",
@@ -122,6 +124,51 @@ class SamplerConfig:
                 "pass one value per scale or a single number"
             )
         return value
+
+
+@dataclass(frozen=True)
+class EditSource:
+    """A real image to hold while sampling (inpainting, outpainting, variations).
+
+    ``latent``: the source's continuous latent ``(B, d_vae, H, W)`` (``BSQVAE.encode``, one row per prompt);
+    ``keep``: per scale a bool mask ``(B, h_k, w_k)`` on the VAE grid of that scale (``schedule.vae_scales``),
+    True where the source is held. A held token gets the bits the multi-scale quantizer produces from
+    ``latent`` minus the codes accumulated so far (the encoder's own residual step applied to the current
+    accumulation), not the source's stored bits: where coarser scales were regenerated, the held region still
+    converges to the source's reconstruction. With every token held this is exactly the source's bits.
+    """
+
+    latent: Tensor
+    keep: tuple[Tensor, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep", tuple(self.keep))
+
+    def check(self, batch: int, vae_scales: Sequence[tuple[int, int]], d_vae: int) -> None:
+        """Raise ValueError unless the latent and the masks fit ``batch`` rows and the schedule's VAE grids."""
+        full = vae_scales[-1]
+        if tuple(self.latent.shape) != (batch, d_vae, *full):
+            raise ValueError(
+                f"EditSource.latent has shape {tuple(self.latent.shape)}; this schedule and VAE need "
+                f"{(batch, d_vae, *full)} (one row per prompt, BSQVAE.encode of the source)"
+            )
+        if len(self.keep) != len(vae_scales):
+            raise ValueError(
+                f"EditSource.keep has {len(self.keep)} masks but the schedule has {len(vae_scales)} scales; "
+                "pass one (B, h, w) mask per scale"
+            )
+        for k, (mask, (h, w)) in enumerate(zip(self.keep, vae_scales, strict=True)):
+            if mask.dtype != torch.bool or tuple(mask.shape) != (batch, h, w):
+                raise ValueError(
+                    f"EditSource.keep[{k}] must be a bool tensor of shape {(batch, h, w)}, got "
+                    f"{mask.dtype} {tuple(mask.shape)}"
+                )
+
+    def repeat_interleave(self, n: int) -> EditSource:
+        """Each row repeated ``n`` times (for candidates)."""
+        return EditSource(
+            self.latent.repeat_interleave(n, dim=0), tuple(m.repeat_interleave(n, dim=0) for m in self.keep)
+        )
 
 
 @dataclass(frozen=True)
@@ -241,6 +288,7 @@ def sample(
     vae: BSQVAE | None = None,
     callback: Callable[[ScaleStep], None] | None = None,
     prefix_bits: Sequence[Tensor] | None = None,
+    edit: EditSource | None = None,
 ) -> SampleResult:
     """Sample one image per prompt of ``text`` with the Infinity ``model`` on ``schedule``.
 
@@ -248,6 +296,10 @@ def sample(
     ``(B, h_k, w_k, d)``, 0/1), e.g. a real image's from ``BSQVAE.encode_to_bits``. Those scales are still
     drawn (so later scales use the same random numbers as an unforced run) and then replaced; the model
     continues from the given coarse layout. It tells which scales a model gets wrong, or varies an image's details.
+
+    ``edit`` holds a real image where its masks say so (see :class:`EditSource`); every token is still drawn
+    (the random stream is the unforced run's) and held tokens are then replaced, so with nothing held the
+    result equals the plain run with that seed.
 
     ``negative_text`` (one row-set per prompt, any lengths) replaces the learned unconditional embedding
     ``cfg_uncond[:len]`` in the guidance branch. With every cfg equal to 1 the unconditional branch is not
@@ -259,7 +311,7 @@ def sample(
     """
     config = config or SamplerConfig()
     if config.candidates > 1:
-        return _best_of(model, text, schedule, config, negative_text, seed, vae, callback, prefix_bits)
+        return _best_of(model, text, schedule, config, negative_text, seed, vae, callback, prefix_bits, edit)
     mcfg = model.config
     device = _model_device(model)
     num_scales = schedule.num_scales
@@ -284,6 +336,10 @@ def sample(
 
     if prefix_bits is not None and len(prefix_bits) > num_scales:
         raise ValueError(f"prefix_bits has {len(prefix_bits)} scales but the schedule has only {num_scales}")
+    if prefix_bits is not None and edit is not None:
+        raise ValueError(
+            "pass prefix_bits or edit, not both (keeping the first k scales is EditSource masks)"
+        )
     text = text.to(device)
     if guided:
         uncond = negative_text.to(device) if negative_text is not None else model.uncond_text(text.lengths)
@@ -293,10 +349,14 @@ def sample(
 
     patchify = bool(mcfg.patchify)
     vae_scales = schedule.vae_scales(patchify)
-    full = vae_scales[-1]
+    d_vae = mcfg.d_vae // 4 if patchify else mcfg.d_vae
+    lfq: BSQ | None = None
+    if edit is not None:
+        edit.check(batch, vae_scales, d_vae)
+        lfq = BSQ(d_vae).to(device)
+    steps = ResidualSteps(vae_scales, None if edit is None else edit.latent.to(device))
     mix_after = mcfg.depth + config.cfg_insertion_layer if config.cfg_insertion_layer < 0 else None
 
-    summed: Tensor | None = None  # (B, d_vae, 1, H, W)
     inputs: list[Tensor | None] = [None]  # scale inputs (rows doubled when guided), kept for use_cache=False
     all_bits: list[Tensor] = []
     scored = mix_after is None
@@ -326,27 +386,32 @@ def sample(
             bits = depth_to_space_bits(bits)  # (B, 2h, 2w, d/4)
         if prefix_bits is not None and k < len(prefix_bits):
             bits = _given_bits(prefix_bits[k], bits, k)
+        codes = bits_to_codes(bits)  # (B, d_vae, 1, h', w')
+        if edit is not None:
+            assert lfq is not None
+            held_codes, held_bits = steps.quantize(lfq)  # the encoder's step on the current accumulation
+            keep = edit.keep[k].to(device).unsqueeze(-1)  # (B, h, w, 1), channel-last like the bits
+            if bool(keep.all()):  # exactly the tokenizer's step (same tensors, same memory layout)
+                bits, codes = held_bits, held_codes
+            elif bool(keep.any()):  # the mask permuted like the codes, so the mix keeps their memory layout
+                bits = torch.where(keep, held_bits, bits)
+                codes = torch.where(keep.permute(0, 3, 1, 2).unsqueeze(2), held_codes, codes)
         if scored:
             log_prob += _bits_log_prob(raw, space_to_depth_bits(bits) if patchify else bits)
         all_bits.append(bits)
-        codes = bits_to_codes(bits)  # (B, d_vae, 1, h', w')
+        steps.add(codes)
         if k + 1 < num_scales:
-            up = trilinear_resize(codes, full)
-            summed = up if summed is None else summed + up
-            nxt = trilinear_resize(summed, vae_scales[k + 1]).squeeze(2)
+            nxt = steps.next_input()
             if patchify:
                 nxt = space_to_depth(nxt)
             x = nxt.flatten(2).transpose(1, 2)  # (B, h*w, d)
             inputs.append(torch.cat([x, x]) if guided else x)
-        else:
-            summed = codes if summed is None else summed + codes
         if callback is not None:
-            current = summed.squeeze(2)
+            current = steps.codes
             preview = (lambda c=current: codes_to_uint8(vae, c)) if vae is not None else None
             callback(ScaleStep(k, num_scales, bits, current, logits, preview))
 
-    assert summed is not None
-    codes = summed.squeeze(2)
+    codes = steps.codes
     images = codes_to_uint8(vae, codes) if vae is not None else None
     result = SampleResult(bits=all_bits, codes=codes, images=images)
     if scored:
@@ -365,6 +430,7 @@ def _best_of(
     vae: BSQVAE | None,
     callback: Callable[[ScaleStep], None] | None,
     prefix_bits: Sequence[Tensor] | None,
+    edit: EditSource | None,
 ) -> SampleResult:
     """``config.candidates`` draws per prompt in one batch; per prompt the one of highest ``log_prob``."""
     n, batch = config.candidates, text.batch_size
@@ -380,6 +446,7 @@ def _best_of(
         vae=vae,
         callback=callback,
         prefix_bits=None if prefix_bits is None else [p.repeat_interleave(n, dim=0) for p in prefix_bits],
+        edit=None if edit is None else edit.repeat_interleave(n),
     )
     assert drawn.log_prob is not None  # candidates > 1 excludes hidden-state guidance (SamplerConfig checks)
     best = drawn.log_prob.view(batch, n).argmax(dim=1) + torch.arange(batch, device=drawn.log_prob.device) * n
