@@ -59,8 +59,11 @@ def export_checkpoint(
     run_dir, out = Path(run_dir), Path(out)
     root, tag = _resolve(run_dir, tag)
     ckpt = root / tag
+    # the run's own saved config: exported as trained, even if a value is outside today's accepted range
     config = config_from_dict(
-        json.loads((ckpt / "run_config.json").read_text()), str(ckpt / "run_config.json")
+        json.loads((ckpt / "run_config.json").read_text()),
+        str(ckpt / "run_config.json"),
+        check_ranges=False,
     )
     state = consolidated_state_dict(root, tag, config.deepspeed.zero_stage)
     if use_ema:

@@ -13,7 +13,9 @@ def train(config: RunConfig) -> dict[str, Any]:
     """Run (or resume) the training described by ``config`` in this process; returns the last logged record."""
     from .data import build_loader
     from .distributed import init_distributed, shutdown_distributed
+    from .preflight import check_run_config
 
+    check_run_config(config, f"run config (run_dir {config.run_dir})")
     dist = init_distributed()
     trainer = None
     try:
