@@ -23,7 +23,7 @@ def train(config: RunConfig) -> dict[str, Any]:
         val_loader = None
         if config.data.val_shards:
             val_loader = build_loader(
-                config, config.data.val_shards, dist.rank, dist.world_size, seed_offset=1
+                config, config.data.val_shards, dist.rank, dist.world_size, seed_offset=1, validation=True
             )
         if config.task == "transformer":
             from .transformer_trainer import TransformerTrainer
