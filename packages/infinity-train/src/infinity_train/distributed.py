@@ -65,10 +65,21 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
-def shutdown_distributed() -> None:
-    """Destroy the process group (ZeRO-3 runs abort at exit without this)."""
-    if torch.distributed.is_initialized():
+def shutdown_distributed(*, failed: bool = False) -> None:
+    """Destroy the process group (ZeRO-3 runs abort at exit without this).
+
+    After a success the ranks meet at a barrier first. After a failure (``failed``) there is no barrier: the
+    other ranks are inside some collective of the training step and would never arrive, so a barrier would
+    hold the failing rank (and its error) until the collective timeout. A gloo group is then torn down at
+    once, which closes its connections and makes the peers' pending collectives fail within moments; an
+    NCCL group is left to the process exit, and the launcher stops the other ranks when this one exits.
+    """
+    if not torch.distributed.is_initialized():
+        return
+    if not failed:
         torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    elif torch.distributed.get_backend() == "gloo":
         torch.distributed.destroy_process_group()
 
 

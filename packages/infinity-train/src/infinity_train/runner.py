@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .config import RunConfig
 
 __all__ = ["train"]
+
+log = logging.getLogger(__name__)
 
 
 def train(config: RunConfig) -> dict[str, Any]:
@@ -18,6 +21,7 @@ def train(config: RunConfig) -> dict[str, Any]:
     check_run_config(config, f"run config (run_dir {config.run_dir})")
     dist = init_distributed()
     trainer = None
+    failed = True
     try:
         loader = build_loader(config, config.data.shards, dist.rank, dist.world_size)
         val_loader = None
@@ -39,8 +43,13 @@ def train(config: RunConfig) -> dict[str, Any]:
             config.checkpoint.save_every <= 0 or trainer.step % config.checkpoint.save_every != 0
         ):
             trainer.save()
+        failed = False
         return history[-1] if history else {}
+    except BaseException as exc:
+        # said at once, with the rank: the other ranks only see their collectives fail
+        log.error("rank %d of %d failed: %s: %s", dist.rank, dist.world_size, type(exc).__name__, exc)
+        raise
     finally:
         if trainer is not None:
             trainer.close()
-        shutdown_distributed()
+        shutdown_distributed(failed=failed)
