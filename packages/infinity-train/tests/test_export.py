@@ -83,5 +83,5 @@ def test_meta_export_refuses_a_state_dict_with_a_missing_tensor(tmp_path):
     state.pop("head.weight")
     with torch.device("meta"):
         model = Infinity(config)
-    with pytest.raises(RuntimeError, match="head.weight"):
+    with pytest.raises(RuntimeError, match=r"head\.weight"):
         _adopt(model, state)
