@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,22 +47,13 @@ def run_scenario():
     return _run_scenario
 
 
-def _run_scenario(name: str, workdir: Path, assets: dict[str, str], timeout: int = 600) -> dict:
+def _run_scenario(name: str, workdir: Path, assets: dict[str, str]) -> dict:
     """Run ``train_scenarios.py name`` in a fresh interpreter (DeepSpeed keeps process-global state)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "DS_BUILD_OPS": "0"}
-    # MKL's GEMM results can depend on memory alignment, which differs between processes; its conditional
-    # numerical reproducibility mode makes a resumed process compute bit-identical losses.
-    env["MKL_CBWR"] = "COMPATIBLE"
-    # Each scenario is a fresh interpreter importing torch, DeepSpeed and transformers: cache their bytecode
-    # outside the repository so only the first one pays for compiling thousands of modules.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "infinity-train-pycache")
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    workdir.mkdir(parents=True, exist_ok=True)
+    from train_procs import child_env, run_group
+
     cmd = [sys.executable, str(SCENARIOS), name, str(workdir), json.dumps(assets)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"scenario {name} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-        )
+    code, output = run_group(cmd, child_env(), workdir / f"{name}.log")
+    if code != 0:
+        raise AssertionError(f"scenario {name} failed ({code}):\n{output[-8000:]}")
     return json.loads((workdir / f"{name}.json").read_text())

@@ -1,5 +1,6 @@
 """Bitwise self-correction against the spec (bitwise-self-correction.md §2)."""
 
+import pytest
 import torch
 from bsq_tokenizer import BSQ, MultiScaleBSQ, area_resize, codes_from_bits, trilinear_resize
 from infinity_train.bsc import bitwise_self_correction
@@ -25,6 +26,7 @@ def test_without_noise_labels_are_the_multiscale_quantizer_bits():
     assert out.flip_probs == [0.0] * len(SCALES)
 
 
+@pytest.mark.slow
 def test_flip_fraction_matches_the_drawn_probability_and_its_range():
     z = torch.randn(64, 32, 16, 16, generator=torch.Generator().manual_seed(1))
     scales = [(1, 1), (4, 4), (8, 8), (16, 16)]

@@ -7,6 +7,11 @@ second one resumes; the 2-process run goes through the ``deepspeed`` launcher an
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,29 +152,23 @@ def test_tokenizer_training_reduces_reconstruction_error_resumes_and_exports_raw
     assert out["ema_export_buffers_equal"]
 
 
-def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, assets):
-    import json
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
+def _cli_env() -> dict[str, str]:
+    from train_procs import child_env
 
+    return child_env()
+
+
+def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, assets):
+    from train_procs import run_group
     from train_scenarios import transformer_config
 
     cfg = transformer_config(tmp_path / "run", assets, max_steps=6, checkpoint={"save_every": 3})
     path = tmp_path / "run.json"
     path.write_text(json.dumps(cfg))
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPYCACHEPREFIX": str(Path(tempfile.gettempdir()) / "infinity-train-pycache"),
-    }
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd += ["-m", "infinity_train.cli", "transformer", "--config", str(path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    code, output = run_group(cmd, _cli_env(), tmp_path / "torchrun.log")
+    assert code == 0, output[-6000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if r["split"] == "train"]
     assert len(losses) == 6 and _falls(losses), losses
@@ -179,32 +178,58 @@ def test_two_process_gloo_run_through_torchrun_and_the_cli_trains(tmp_path, asse
         assert (ckpt / "step00000006" / name).is_file()
 
 
+def test_one_rank_raising_makes_every_rank_exit_with_that_error(tmp_path, assets):
+    """Rank 1 raises inside its third step while rank 0 goes on into the step's collectives (2 gloo ranks,
+    torchrun). The failing rank must not wait at a barrier for ranks that never come (that held the job until
+    the 30-minute collective timeout); the run ends with the error shown and no process left behind."""
+    from train_procs import descendants, process_group
+    from train_scenarios import transformer_config
+
+    cfg = transformer_config(tmp_path / "run", assets, max_steps=20)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(cfg))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += [str(Path(__file__).with_name("rank_fault.py")), "1", "2", "transformer", "--config", str(path)]
+    log = tmp_path / "fault.log"
+    with process_group(cmd, _cli_env(), log) as proc:
+        try:
+            # a hang guard only: the run fails after two steps, a hung one would sit here for 30 minutes
+            code = proc.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            code = None
+        left = descendants(proc.pid)
+    output = log.read_text(errors="replace")
+    assert code is not None, "the ranks hung after one of them raised:\n" + output[-4000:]
+    assert code != 0 and left == []
+    assert "rank 1 of 2 failed: InjectedFailure: injected failure on rank 1 at step 2" in output, output[
+        -4000:
+    ]
+    assert "InjectedFailure: injected failure on rank 1 at step 2" in output.split("rank 1 of 2 failed")[1]
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records if r["split"] == "train") <= 3
+
+
 def test_two_process_deepspeed_launcher_run_killed_resumes_and_exports_for_infinity_generate(
     tmp_path, assets
 ):
     """The acceptance path: deepspeed launcher (2 CPU ranks, gloo) → kill -9 mid-run → rerun resumes from the
-    last complete checkpoint and reproduces the steps the killed run had logged → export → `infinity generate`."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import tempfile
-    import time
-    from pathlib import Path
+    last complete checkpoint and reproduces the steps the killed run had logged → export → `infinity generate`.
 
+    Nothing here is timed: the first run is killed once its checkpoint of step 6 is published (an event), and
+    every run is bounded by its step count; every process tree is killed when its block ends, pass or fail."""
+    from train_procs import kill_tree, process_group, run_group
     from train_scenarios import transformer_config
 
     run_dir = tmp_path / "run"
-    cfg = transformer_config(run_dir, assets, max_steps=400, checkpoint={"save_every": 3, "keep_last": 2})
+    # far more steps than the kill needs; the test never waits for them (the bound if the kill misses)
+    cfg = transformer_config(run_dir, assets, max_steps=60, checkpoint={"save_every": 3, "keep_last": 2})
     path = tmp_path / "run.json"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE"}  # see conftest._run_scenario
-    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "infinity-train-pycache")
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = _cli_env()
     launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port"]
     launcher += [str(29500 + os.getpid() % 1000), "--module", "infinity_train.cli", "transformer", "--config"]
     metrics = run_dir / "metrics.jsonl"
+    latest_file = run_dir / "checkpoints" / "latest"
 
     def train_records() -> list[dict]:
         if not metrics.is_file():
@@ -212,28 +237,25 @@ def test_two_process_deepspeed_launcher_run_killed_resumes_and_exports_for_infin
         lines = metrics.read_text().splitlines()
         return [json.loads(x) for x in lines if x.endswith("}") and '"split": "train"' in x]
 
-    first = subprocess.Popen(
-        [*launcher, str(path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while not any(r["step"] >= 7 for r in train_records()):
-        assert first.poll() is None, first.stderr.read()[-4000:].decode()
-        assert time.monotonic() < deadline, "the first run did not reach step 7"
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # the whole launcher + both ranks, mid-run
-    first.wait()
+    def latest_step() -> int:
+        text = latest_file.read_text() if latest_file.is_file() else ""
+        return int(text.removeprefix("step")) if text.startswith("step") else 0
+
+    log = tmp_path / "first.log"
+    with process_group([*launcher, str(path)], env, log) as first:
+        while first.poll() is None and latest_step() < 6:
+            time.sleep(0.2)  # polling an event (the published checkpoint), not a deadline
+        finished = first.poll() is not None
+        kill_tree(first)  # kill -9: the launcher and both ranks, mid-run
+    assert not finished, "the first run ended before its step-6 checkpoint:\n" + log.read_text()[-4000:]
     killed = {r["step"]: r["loss"] for r in train_records()}
-    latest = int((run_dir / "checkpoints" / "latest").read_text().removeprefix("step"))
-    assert latest >= 3 and latest % 3 == 0
+    latest = latest_step()
+    assert latest >= 6 and latest % 3 == 0 and latest < 60
 
     cfg["max_steps"] = latest + 3
     path.write_text(json.dumps(cfg))
-    proc = subprocess.run([*launcher, str(path)], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    code, output = run_group([*launcher, str(path)], env, tmp_path / "second.log")
+    assert code == 0, output[-6000:]
     records = train_records()
     resumed = {r["step"]: r["loss"] for r in records[len(killed) :]}
     assert sorted(resumed) == [latest + 1, latest + 2, latest + 3]
@@ -245,30 +267,14 @@ def test_two_process_deepspeed_launcher_run_killed_resumes_and_exports_for_infin
 
     exported = tmp_path / "exported"
     cli = [sys.executable, "-m", "infinity_train.cli", "export", str(run_dir), str(exported)]
-    assert subprocess.run(cli, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    code, output = run_group(cli, env, tmp_path / "export.log")
+    assert code == 0, output[-4000:]
     image = tmp_path / "out.png"
-    gen = [
-        sys.executable,
-        "-m",
-        "infinity_model.cli",
-        "generate",
-        "a photo of a red circle",
-        "--model",
-        str(exported),
-    ]
-    gen += [
-        "--vae",
-        assets["vae"],
-        "--text-encoder",
-        assets["t5"],
-        "--scales",
-        "1x1,2x2,4x4",
-        "--device",
-        "cpu",
-    ]
-    gen += ["-o", str(image)]
-    out = subprocess.run(gen, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
+    gen = [sys.executable, "-m", "infinity_model.cli", "generate", "a photo of a red circle"]
+    gen += ["--model", str(exported), "--vae", assets["vae"], "--text-encoder", assets["t5"]]
+    gen += ["--scales", "1x1,2x2,4x4", "--device", "cpu", "-o", str(image)]
+    code, output = run_group(gen, env, tmp_path / "generate.log")
+    assert code == 0, output[-4000:]
     from PIL import Image
 
     assert Image.open(image).size == (64, 64)

@@ -87,7 +87,7 @@ def _trainer(cfg_dict: dict[str, Any], dist):
     cfg = config_from_dict(cfg_dict)
     loader = build_loader(cfg, cfg.data.shards, dist.rank, dist.world_size)
     val = (
-        build_loader(cfg, cfg.data.val_shards, dist.rank, dist.world_size, seed_offset=1)
+        build_loader(cfg, cfg.data.val_shards, dist.rank, dist.world_size, seed_offset=1, validation=True)
         if cfg.data.val_shards
         else None
     )

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import ConfigError, load_run_config
+from .config import ConfigError, load_run_config, read_config_file
 
 __all__ = ["main"]
 
@@ -36,13 +36,7 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 def _raw_keys(path: str) -> set[str]:
     """Top-level keys written in the config file (to tell an explicit ``task`` from the default)."""
-    from pathlib import Path
-
-    import tomllib
-
-    text = Path(path).read_text()
-    data = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
-    return set(data)
+    return set(read_config_file(path))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -89,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{args.config}: task = {config.task!r} but the command is '{args.command}'"
                 )
             config = config.replace(task=args.command)
+        # data, weights and overrides are checked here, in seconds, before a process group or DeepSpeed exists
+        from .preflight import check_run_config
+
+        check_run_config(config, args.config)
         from .runner import train
 
         train(config)

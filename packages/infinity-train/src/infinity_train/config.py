@@ -7,19 +7,15 @@ dotted key and the file. The resolved config is written as ``run_config.json`` b
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-import sys
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal, Union
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 
 __all__ = [
     "BSCConfig",
@@ -34,10 +30,13 @@ __all__ = [
     "TokenizerModelConfig",
     "TransformerModelConfig",
     "TransformerTrainConfig",
+    "check_value_ranges",
     "config_from_dict",
     "config_to_dict",
     "load_run_config",
+    "read_config_file",
     "save_run_config",
+    "toml_module",
 ]
 
 Task = Literal["transformer", "tokenizer"]
@@ -289,11 +288,75 @@ def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
-    """Build a :class:`RunConfig` from plain data, rejecting unknown keys and wrong types."""
+# (dotted key, lowest value, highest value, what the value means); None = unbounded on that side
+_RANGES: tuple[tuple[str, float | None, float | None, str], ...] = (
+    ("seed", 0, None, "the run's seed"),
+    ("max_steps", 1, None, "optimizer steps of the run"),
+    ("data.batch_size", 1, None, "samples per process and micro step"),
+    ("data.num_workers", 0, None, "loader worker processes (0 = in the training process)"),
+    ("data.shuffle_window", 0, None, "shards shuffled together (0 = a whole bucket)"),
+    ("data.short_caption_prob", 0, 1, "a probability"),
+    ("optim.lr", 0, None, "peak LR (0 = derived from base_lr)"),
+    ("optim.base_lr", 0, None, "LR per 256 samples"),
+    ("optim.eps", 0, None, "AdamW's epsilon"),
+    ("optim.grad_clip", 0, None, "gradient-norm clip (0 = off)"),
+    ("optim.grad_accum", 1, None, "micro steps per optimizer step"),
+    ("optim.warmup_iters", 0, None, "warm-up steps"),
+    ("optim.max_iters", 1, None, "the LR schedule's length in steps"),
+    ("checkpoint.save_every", 0, None, "steps between checkpoints (0 = only at the end)"),
+    ("checkpoint.keep_last", 0, None, "complete checkpoints kept (0 = all)"),
+    ("logging.log_every", 1, None, "steps between train records"),
+    ("logging.val_every", 0, None, "steps between validations (0 = off)"),
+    ("logging.val_batches", 1, None, "validation batches per rank"),
+    ("transformer.cond_drop_rate", 0, 1, "a probability"),
+    ("transformer.label_smoothing", 0, 1, "a fraction"),
+    ("transformer.ema_decay", 0, 1, "EMA decay (0 = off, below 1)"),
+    ("transformer.max_nonfinite_in_a_row", 1, None, "non-finite losses tolerated in a row"),
+    ("tokenizer_loss.disc_start", 0, None, "steps before the discriminator starts"),
+)
+
+
+def _lookup(config: RunConfig, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def check_value_ranges(config: RunConfig, source: str = "<dict>") -> None:
+    """Reject values out of their meaningful range (``batch_size = 0``, ``save_every = -1``, ...)."""
+    for dotted, low, high, meaning in _RANGES:
+        value = _lookup(config, dotted)
+        bad = (
+            not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+            or (dotted == "transformer.ema_decay" and value == 1)
+        )
+        if bad:
+            if dotted == "transformer.ema_decay":
+                allowed = "in [0, 1)"
+            elif high is None:
+                allowed = f">= {low}"
+            else:
+                allowed = f"in [{low}, {high}]"
+            raise ConfigError(
+                f"{source}: key '{dotted}' = {value!r} must be {allowed} ({meaning}); fix the value"
+            )
+    for i, (h, w) in enumerate(config.data.scales):
+        if h < 1 or w < 1:
+            raise ConfigError(f"{source}: key 'data.scales[{i}]' = [{h}, {w}] must hold positive grid sizes")
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>", *, check_ranges: bool = True) -> RunConfig:
+    """Build a :class:`RunConfig` from plain data, rejecting unknown keys, wrong types and (unless
+    ``check_ranges`` is false, as when reading the config saved beside an old checkpoint) out-of-range values."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a table, got {type(data).__name__}")
-    return _build(RunConfig, data, "", source)
+    config = _build(RunConfig, data, "", source)
+    if check_ranges:
+        check_value_ranges(config, source)
+    return config
 
 
 def _plain(value: Any) -> Any:
@@ -311,21 +374,37 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
     return _plain(config)
 
 
-def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a ``.toml`` or ``.json`` run config; ``overrides`` maps dotted keys to values (CLI ``--set``)."""
+def toml_module() -> ModuleType:
+    """The TOML reader: the standard library's ``tomllib`` (Python >= 3.11) or the ``tomli`` backport (3.10)."""
+    try:
+        return importlib.import_module("tomllib")
+    except ModuleNotFoundError:  # Python 3.10: the package depends on tomli there
+        return importlib.import_module("tomli")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw table of a ``.toml`` or ``.json`` run config file (no type checks yet)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"run config {path} does not exist; pass an existing .toml or .json file")
     text = path.read_text()
+    toml = toml_module()
     try:
         if path.suffix == ".toml":
-            data = tomllib.loads(text)
+            data = toml.loads(text)
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
             raise ConfigError(f"run config {path}: unknown extension '{path.suffix}'; use .toml or .json")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+    except (toml.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"run config {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+    return data
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a ``.toml`` or ``.json`` run config; ``overrides`` maps dotted keys to values (CLI ``--set``)."""
+    path = Path(path)
+    data = read_config_file(path)
     for dotted, value in (overrides or {}).items():
         node = data
         parts = dotted.split(".")

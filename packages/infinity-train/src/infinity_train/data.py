@@ -14,9 +14,19 @@ __all__ = ["TrainBatches", "build_loader"]
 
 
 def build_loader(
-    config: RunConfig, root: str, rank: int, world_size: int, *, seed_offset: int = 0
+    config: RunConfig,
+    root: str,
+    rank: int,
+    world_size: int,
+    *,
+    seed_offset: int = 0,
+    validation: bool = False,
 ) -> TrainBatches:
-    """A resumable loader of ``root`` for this rank; clear errors for a missing or empty dataset."""
+    """A resumable loader of ``root`` for this rank; clear errors for a missing or empty dataset.
+
+    ``validation``: epoch mode and the stored (long) caption of every sample, whatever the training caption
+    policy, so that validation sees the same images with the same text every time (see ``TrainLoop``).
+    """
     from infinity_data import BucketLoader, LoaderConfig
     from infinity_data.storage import is_url, redact
 
@@ -29,11 +39,11 @@ def build_loader(
         pn=dc.pn,
         seed=config.seed + seed_offset,
         num_workers=dc.num_workers,
-        mode=dc.mode,
+        mode="epoch" if validation else dc.mode,
         shuffle_window=dc.shuffle_window,
         load_t5=dc.use_precomputed_text,
-        short_caption_prob=dc.short_caption_prob,
-        dynamic_caption_length=dc.dynamic_caption_length,
+        short_caption_prob=0.0 if validation else dc.short_caption_prob,
+        dynamic_caption_length=False if validation else dc.dynamic_caption_length,
         buckets=("1.000",) if dc.scales else None,
     )
     try:
@@ -78,6 +88,10 @@ class TrainBatches:
             if self.size is not None and tuple(images.shape[-2:]) != self.size:
                 batch = {**batch, "images": F.interpolate(images, size=self.size, mode="area")}
             yield batch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch at the next iteration."""
+        self.loader.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         return self.loader.state_dict()

@@ -14,7 +14,14 @@ from torch import nn
 
 from .config import RunConfig
 
-__all__ = ["DistInfo", "build_ds_config", "create_engine", "init_distributed", "shutdown_distributed"]
+__all__ = [
+    "DistInfo",
+    "build_ds_config",
+    "create_engine",
+    "init_distributed",
+    "shutdown_distributed",
+    "skip_shm_comm_op",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,10 @@ def init_distributed() -> DistInfo:
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if not torch.distributed.is_initialized():
         accel = get_accelerator()
-        backend = "gloo" if accel.device_name() == "cpu" else accel.communication_backend_name()
+        cpu = accel.device_name() == "cpu"
+        if cpu:
+            skip_shm_comm_op()
+        backend = "gloo" if cpu else accel.communication_backend_name()
         deepspeed.init_distributed(dist_backend=backend)
     rank = torch.distributed.get_rank()
     world = torch.distributed.get_world_size()
@@ -65,10 +75,44 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank, world, local_rank, device)
 
 
-def shutdown_distributed() -> None:
-    """Destroy the process group (ZeRO-3 runs abort at exit without this)."""
-    if torch.distributed.is_initialized():
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_shm_comm_op() -> None:
+    """Keep DeepSpeed from compiling its shared-memory all-reduce op when it sets up communication on CPU.
+
+    DeepSpeed's torch backend loads ``deepspeed_shm_comm`` (C++ built at run time with ninja: 40 s and more on
+    2 cores, in every rank, on a machine without the cached build) whenever it is created on a CPU
+    accelerator. Only its inference all-reduce (``deepspeed.comm.inference_all_reduce``, tensor-parallel
+    inference) uses that op; training all-reduces go through the gloo process group. Marking it unavailable in
+    ``deepspeed.ops.__compatible_ops__`` (the table ``deepspeed.comm.torch.build_shm_op`` consults) makes that
+    loader return None: nothing is compiled at launch. See ``benchmarks/train_launch.py``.
+    """
+    import deepspeed.ops
+
+    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
+    if isinstance(compatible, dict) and compatible.get(SHM_COMM_OP, False):
+        compatible[SHM_COMM_OP] = False
+        log.debug(
+            "DeepSpeed's %s op (inference all-reduce) is not built: CPU training uses gloo", SHM_COMM_OP
+        )
+
+
+def shutdown_distributed(*, failed: bool = False) -> None:
+    """Destroy the process group (ZeRO-3 runs abort at exit without this).
+
+    After a success the ranks meet at a barrier first. After a failure (``failed``) there is no barrier: the
+    other ranks are inside some collective of the training step and would never arrive, so a barrier would
+    hold the failing rank (and its error) until the collective timeout. A gloo group is then torn down at
+    once, which closes its connections and makes the peers' pending collectives fail within moments; an
+    NCCL group is left to the process exit, and the launcher stops the other ranks when this one exits.
+    """
+    if not torch.distributed.is_initialized():
+        return
+    if not failed:
         torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    elif torch.distributed.get_backend() == "gloo":
         torch.distributed.destroy_process_group()
 
 

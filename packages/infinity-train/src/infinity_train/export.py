@@ -33,7 +33,8 @@ def consolidated_state_dict(save_dir: Path, tag: str, zero_stage: int) -> dict[s
         path = save_dir / tag / "mp_rank_00_model_states.pt"
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: not a ZeRO-0 DeepSpeed checkpoint")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped: the file also holds the optimizer state (twice the weights for AdamW), never read here
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return {k: v.float() if v.is_floating_point() else v for k, v in state["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -43,12 +44,23 @@ def consolidated_state_dict(save_dir: Path, tag: str, zero_stage: int) -> dict[s
 
 def _fill_aliases(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Add entries for tensors the model holds under two names (BSQVAE's ``quantizer``/``quantize``): DeepSpeed
-    stores a shared tensor once, the model's strict state dict lists it under every name."""
+    stores a shared tensor once, the model's strict state dict lists it under every name. Works on a meta model
+    (tensors are matched by identity, not by storage)."""
     first: dict[int, str] = {}
-    for key, value in model.state_dict().items():
-        canonical = first.setdefault(value.data_ptr(), key)
+    for key, value in model.state_dict(keep_vars=True).items():
+        canonical = first.setdefault(id(value), key)
         if key not in state and canonical in state and value.numel() > 0:
             state[key] = state[canonical]
+
+
+def _adopt(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Give a meta-device ``model`` the tensors of ``state`` (strict, no copy: ``assign=True``)."""
+    _fill_aliases(model, state)
+    model.load_state_dict(state, strict=True, assign=True)
+    left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"tensors {left[:5]} were not in the checkpoint and have no value (meta device)")
+    return model
 
 
 def export_checkpoint(
@@ -59,8 +71,11 @@ def export_checkpoint(
     run_dir, out = Path(run_dir), Path(out)
     root, tag = _resolve(run_dir, tag)
     ckpt = root / tag
+    # the run's own saved config: exported as trained, even if a value is outside today's accepted range
     config = config_from_dict(
-        json.loads((ckpt / "run_config.json").read_text()), str(ckpt / "run_config.json")
+        json.loads((ckpt / "run_config.json").read_text()),
+        str(ckpt / "run_config.json"),
+        check_ranges=False,
     )
     state = consolidated_state_dict(root, tag, config.deepspeed.zero_stage)
     if use_ema:
@@ -79,17 +94,16 @@ def export_checkpoint(
         from infinity_model import Infinity, InfinityConfig, save_infinity
 
         model_config = InfinityConfig.from_json(ckpt / "model_config.json")
-        model = Infinity(model_config)
-        _fill_aliases(model, state)
-        model.load_state_dict(state, strict=True)
-        save_infinity(model, out)
+        # built on the meta device: the exported tensors are the consolidated ones, no second random model
+        with torch.device("meta"):
+            model = Infinity(model_config)
+        save_infinity(_adopt(model, state), out)
     else:
         from bsq_tokenizer import BSQVAE, VAEConfig, save_vae
 
         vae_config = VAEConfig.from_json((ckpt / "vae_config.json").read_text())
-        model = BSQVAE(vae_config)
-        _fill_aliases(model, state)
-        model.load_state_dict(state, strict=True)
-        save_vae(model, out / "vae.safetensors")
+        with torch.device("meta"):
+            model = BSQVAE(vae_config)
+        save_vae(_adopt(model, state), out / "vae.safetensors")
     log.info("exported %s (%s%s) to %s", ckpt, config.task, ", EMA" if use_ema else "", out)
     return out

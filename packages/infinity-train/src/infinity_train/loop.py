@@ -319,16 +319,27 @@ class TrainLoop(ABC):
             )
         return None
 
-    def run_validation(self) -> dict[str, float]:
-        cfg = self.config.logging
-        batches = []
-        iterator = iter(self.val_loader)
-        for _ in range(cfg.val_batches):
-            try:
-                batches.append(next(iterator))
-            except StopIteration:
+    def validation_batches(self) -> list[dict[str, Any]]:
+        """The first ``logging.val_batches`` batches of the validation loader's epoch 0.
+
+        The same images with the same captions (the validation loader uses the stored caption) at every
+        evaluation and after a resume, so validation curves compare like with like. The loader is rewound
+        each time rather than continued, and its position is not part of the checkpoint.
+        """
+        if self.val_loader is None:
+            raise RuntimeError("no validation loader: set data.val_shards")
+        self.val_loader.set_epoch(0)
+        batches: list[dict[str, Any]] = []
+        if self.config.logging.val_batches < 1:
+            return batches
+        for batch in self.val_loader:
+            batches.append(batch)
+            if len(batches) == self.config.logging.val_batches:
                 break
-        values = self.validation_metrics(batches)
+        return batches
+
+    def run_validation(self) -> dict[str, float]:
+        values = self.validation_metrics(self.validation_batches())
         self.metrics.log(self.step, "val", values)
         return values
 

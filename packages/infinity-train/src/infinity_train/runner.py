@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .config import RunConfig
 
 __all__ = ["train"]
 
+log = logging.getLogger(__name__)
+
 
 def train(config: RunConfig) -> dict[str, Any]:
     """Run (or resume) the training described by ``config`` in this process; returns the last logged record."""
     from .data import build_loader
     from .distributed import init_distributed, shutdown_distributed
+    from .preflight import check_run_config
 
+    check_run_config(config, f"run config (run_dir {config.run_dir})")
     dist = init_distributed()
     trainer = None
+    failed = True
     try:
         loader = build_loader(config, config.data.shards, dist.rank, dist.world_size)
         val_loader = None
         if config.data.val_shards:
             val_loader = build_loader(
-                config, config.data.val_shards, dist.rank, dist.world_size, seed_offset=1
+                config, config.data.val_shards, dist.rank, dist.world_size, seed_offset=1, validation=True
             )
         if config.task == "transformer":
             from .transformer_trainer import TransformerTrainer
@@ -37,8 +43,13 @@ def train(config: RunConfig) -> dict[str, Any]:
             config.checkpoint.save_every <= 0 or trainer.step % config.checkpoint.save_every != 0
         ):
             trainer.save()
+        failed = False
         return history[-1] if history else {}
+    except BaseException as exc:
+        # said at once, with the rank: the other ranks only see their collectives fail
+        log.error("rank %d of %d failed: %s: %s", dist.rank, dist.world_size, type(exc).__name__, exc)
+        raise
     finally:
         if trainer is not None:
             trainer.close()
-        shutdown_distributed()
+        shutdown_distributed(failed=failed)
