@@ -1,4 +1,4 @@
-"""Quantizer numerics follow bsq-tokenizer.md §3 exactly (fp32 values, resize formulas, residual scheme)."""
+"""Quantizer numerics follow the official `infinity/models/bsq_vae/multiscale_bsq.py` exactly (fp32 values, resize formulas, residual scheme)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bucket assignment follows scale-schedules spec §2 (nearest template, first wins ties) and §3 (resize)."""
+"""Bucket assignment follows the official `infinity/utils/dynamic_resolution.py` (nearest template, first wins ties) and the reference's resize-crop."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fréchet distance maths and float64 statistics (spec evaluation.md §2.3, §7)."""
+"""Fréchet distance maths and float64 statistics (pytorch-fid `calculate_frechet_distance`)."""
 
 import numpy as np
 import pytest

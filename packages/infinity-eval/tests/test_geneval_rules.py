@@ -1,4 +1,4 @@
-"""GenEval rules on synthetic detections at every threshold edge (spec evaluation.md §1.4, §1.4b, §1.5)."""
+"""GenEval rules on synthetic detections at every threshold edge (official GenEval `evaluation/evaluate_images.py` and `summary_scores.py`)."""
 
 from collections import Counter
 

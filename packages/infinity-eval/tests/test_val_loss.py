@@ -114,7 +114,7 @@ def test_noise_free_bsc_matches_the_tokenizer_and_model_teacher_forcing():
     assert y.shape == (2, 21, 8) and x.shape == (2, 20, 8)
     assert torch.equal(y, ref_labels)
     # BSC without re-quantisation accumulates straight-through codes; the model path rebuilds codes from
-    # bits, which differ by an ulp (bsq-tokenizer spec §3.1)
+    # bits, which differ by an ulp (official `multiscale_bsq.py`)
     torch.testing.assert_close(x, ref_inputs, rtol=0, atol=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""Sampler (spec §8): seeding, CFG branches, KV cache exactness, batching, teacher-forcing agreement, top-p."""
+"""Sampler (official `autoregressive_infer_cfg`): seeding, CFG branches, KV cache exactness, batching, teacher-forcing agreement, top-p."""
 
 from __future__ import annotations
 

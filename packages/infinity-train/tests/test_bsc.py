@@ -1,4 +1,4 @@
-"""Bitwise self-correction against the spec (bitwise-self-correction.md §2)."""
+"""Bitwise self-correction against the reference (official `infinity/models/bitwise_self_correction.py`, `flip_requant`)."""
 
 import pytest
 import torch

@@ -145,7 +145,7 @@ def test_init_from_official_pth_is_strict(tmp_path):
     torch.manual_seed(1)
     source = _tiny_infinity()
     path = tmp_path / "official.pth"
-    torch.save(source.state_dict(), path)  # the released files are flat state dicts (architecture spec §11)
+    torch.save(source.state_dict(), path)  # the released files are flat state dicts
     torch.manual_seed(2)
     target = _tiny_infinity()
     init_from_official(target, str(path))

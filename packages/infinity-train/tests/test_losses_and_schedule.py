@@ -1,4 +1,4 @@
-"""Per-scale loss weighting (architecture spec §7) and the LR/WD schedule (training spec §2)."""
+"""Per-scale loss weighting (official `trainer.py`, `reweight_loss_by_scale`) and the LR/WD schedule (official `infinity/utils/lr_control.py`)."""
 
 import math
 

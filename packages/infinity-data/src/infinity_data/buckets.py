@@ -1,7 +1,7 @@
 """Aspect-ratio buckets: which of the 15 schedule templates an image belongs to, and its folder name.
 
 The template list, the nearest-template rule and the resize-to-cover + centre-crop rule all come from
-``bsq_tokenizer`` (scale-schedules spec §2/§3); this module only names buckets and decides when a converter
+``bsq_tokenizer`` (official `infinity/utils/dynamic_resolution.py`); this module only names buckets and decides when a converter
 should shrink an image.
 """
 

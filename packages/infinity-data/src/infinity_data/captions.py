@@ -1,4 +1,4 @@
-"""Caption choice per sample, as the reference trainer does it (training spec §6, "Caption choice").
+"""Caption choice per sample, as the reference trainer does it (official `infinity/dataset/dataset_t2i_iterable.py`).
 
 With ``dynamic_length`` (and a caption type other than "user_prompt") a random-length prefix of the long
 caption's sentences is used, or the short caption with probability ``short_prob``. Without it, the short

@@ -117,7 +117,7 @@ def encode_rgb(img: Image.Image, source_format: str, jpeg_quality: int) -> tuple
 
 
 def batch_to_tensor_pm1(images: list[Image.Image], shared: bool = False) -> torch.Tensor:
-    """Same-size RGB images -> float32 [B, 3, H, W] in [-1, 1]: x / 255 in [0, 1], then 2x - 1 (spec §3).
+    """Same-size RGB images -> float32 [B, 3, H, W] in [-1, 1]: x / 255 in [0, 1], then 2x - 1, as the reference's data pipeline.
 
     The uint8 pixels are stacked first and converted once; ``shared`` allocates the result in shared memory
     so a DataLoader worker hands it to the trainer process without another copy.

@@ -1,6 +1,6 @@
 """Image inputs: benchmark folder layouts and the generic JSONL manifest, all turned into `ImageRecord`s.
 
-Layouts (spec evaluation.md §1.2, §3, §4, §8):
+Layouts (official GenEval `generation/diffusers_generate.py`, ImageReward and HPSv2 benchmark layouts):
 * generic manifest: one JSON object per line, `image` (path relative to the manifest), `prompt`, optional
   `prompt_id`/`id`, `sample_index`, `tag`, `style`, `geneval` (the metadata object);
 * GenEval: `<root>/<index>/metadata.jsonl` (one JSON object) + `samples/<digits>.png|.jpg`;

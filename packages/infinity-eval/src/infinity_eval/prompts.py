@@ -105,7 +105,7 @@ def hps_prompts(folder: str | os.PathLike[str]) -> dict[str, list[str]]:
 def validate_geneval_metadata(
     rows: Sequence[Mapping[str, Any]], object_names: Sequence[str] | None = None
 ) -> Counter:
-    """Check the clause shapes of spec §1.1 for every row; returns the tag counts. Raises on the first problem."""
+    """Check the clause shapes of GenEval's `prompts/evaluation_metadata.jsonl` for every row; returns the tag counts. Raises on the first problem."""
     names = set(object_names or geneval_object_names())
     tags: Counter = Counter()
     for i, row in enumerate(rows):

@@ -1,4 +1,4 @@
-"""Validation loss of bitwise autoregressive models (spec evaluation.md §5, training.md §9, architecture §7).
+"""Validation loss of bitwise autoregressive models (official `evaluation/validation_loss/validation_loss.py`).
 
 Model-agnostic reductions work on logits z (B, L, d, 2), labels y (B, L, d) and the scale grid list. The
 Infinity adapter (extra `val-loss`, needs infinity-model + bsq-tokenizer, imported lazily) builds inputs and

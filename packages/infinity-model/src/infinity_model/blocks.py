@@ -49,7 +49,7 @@ class FFN(nn.Module):
 
 
 class CrossAttnBlock(nn.Module):
-    """Pre-norm block: x += SA(mod(x))*g1; x += CA(ca_norm(x)); x += FFN(mod(x))*g2 (spec §5.1)."""
+    """Pre-norm block: x += SA(mod(x))*g1; x += CA(ca_norm(x)); x += FFN(mod(x))*g2 (official `infinity/models/basic.py`, `CrossAttnBlock`)."""
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ VAE_FOR_BITS: dict[tuple[int, bool], str] = {
 
 @dataclass(frozen=True)
 class InfinityConfig:
-    """Architecture of one Infinity transformer (spec infinity-architecture.md §1).
+    """Architecture of one Infinity transformer (official `infinity/models/infinity.py`, the `infinity_2b` … model functions).
 
     Only fields that change the computation or the state-dict layout live here; the fixed settings of all
     released models (shared AdaLN, cosine attention, star RoPE, bitwise head, ...) are built in.

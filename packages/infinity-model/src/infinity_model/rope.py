@@ -1,4 +1,4 @@
-"""2D rotary position embedding with the "star" positions of the released models (spec §5.3)."""
+"""2D rotary position embedding with the "star" positions of the released models (official `infinity/models/basic.py`, `precompute_rope2d_freqs_grid`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Next-scale bitwise sampler with classifier-free guidance (spec infinity-architecture.md §8).
+"""Next-scale bitwise sampler with classifier-free guidance (official `infinity/models/infinity.py`, `autoregressive_infer_cfg`).
 
 One call generates a batch of images scale by scale: the transformer predicts two logits per bit for every
 token of scale k, the bits are drawn, turned into codes, accumulated on the VAE latent grid, and the

@@ -1,4 +1,4 @@
-"""T5 text path (spec §2.1): prompts -> packed fp32 T5 features as a :class:`TextCondition`.
+"""T5 text path (official `tools/run_infinity.py`, `encode_prompt`): prompts -> packed fp32 T5 features as a :class:`TextCondition`.
 
 The released models use the encoder of google/flan-t5-xl (width 2048). Weights and tokenizer are read from a
 local folder; nothing is downloaded unless the caller passes a hub id *and* ``allow_download=True``.

@@ -150,7 +150,7 @@ class Infinity(nn.Module):
         """Recompute each block in backward (non-reentrant activation checkpointing) while training."""
         self.gradient_checkpointing = enabled
 
-    # ------------------------------------------------------------------------------------ init (§9)
+    # ------------------------------------------------------------------------------------ init
     @torch.no_grad()
     def init_weights(
         self,
@@ -161,7 +161,7 @@ class Infinity(nn.Module):
         rescale_proj: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
-        """Training-from-scratch init of spec §9 (train.sh values as defaults; init_std None -> sqrt(1/(3C))).
+        """Training-from-scratch init of the official `train.py` / `Infinity.init_weights` (train.sh values as defaults; init_std None -> sqrt(1/(3C))).
 
         Linear/Embedding weights trunc-normal(init_std, +-2), biases 0, LayerNorm 1/0; then the special init:
         head AdaLN x aln, head x head_scale, SA/CA/FFN output projections x 1/sqrt(2 depth), ada_gss gammas
@@ -380,7 +380,7 @@ class Infinity(nn.Module):
                 "(num_levels); use a shorter schedule"
             )
 
-    # ------------------------------------------------------------------------------ inputs (§3.2)
+    # ------------------------------------------------------------------------------ inputs
     def scale_inputs_from_bits(self, bits: Sequence[Tensor], schedule: ScaleSchedule) -> Tensor:
         """Teacher-forcing input (B, L-1, d) from per-scale bits: trilinear down of the accumulated code.
 

@@ -1,4 +1,4 @@
-"""Bitwise self-correction: transformer inputs + bit labels from a raw VAE latent (bitwise-self-correction.md §2).
+"""Bitwise self-correction: transformer inputs + bit labels from a raw VAE latent (official `infinity/models/bitwise_self_correction.py`, `flip_requant`).
 
 Scales are re-quantised against the accumulation of earlier scales whose bits were randomly flipped, so the
 labels of scale k teach the model to correct the (corrupted) prediction of scales < k.

@@ -71,7 +71,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW + the reference's LR/WD schedule (training spec §2)."""
+    """AdamW + the reference's LR/WD schedule (official `infinity/utils/lr_control.py`)."""
 
     lr: float = 0.0  # peak LR; 0 → derived from base_lr * global_batch / 256
     base_lr: float = 6e-3  # "tblr"
@@ -115,7 +115,7 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class BSCConfig:
-    """Bitwise self-correction (bitwise-self-correction.md §1)."""
+    """Bitwise self-correction (official `BitwiseSelfCorrection`)."""
 
     noise_apply_layers: int = 13
     noise_apply_strength: float = 0.3
@@ -136,7 +136,7 @@ class TransformerModelConfig:
 
 @dataclass(frozen=True)
 class TransformerTrainConfig:
-    """Loss and conditioning knobs of the transformer run (architecture spec §2.2, §7)."""
+    """Loss and conditioning knobs of the transformer run (official `infinity/models/infinity.py`, `trainer.py`)."""
 
     cond_drop_rate: float = 0.1
     reweight_loss_by_scale: bool = True
@@ -165,7 +165,7 @@ class TokenizerModelConfig:
 
 @dataclass(frozen=True)
 class TokenizerLossConfig:
-    """BSQ-VAE training losses (bsq-tokenizer.md §3.2 values)."""
+    """BSQ-VAE training losses."""
 
     l1_weight: float = 4.0
     l2_weight: float = 0.0

@@ -141,7 +141,7 @@ def build_ds_config(config: RunConfig, *, grad_clip: float | None = None) -> dic
         # "bf16" is the reference recipe: fp32 parameters and optimizer, bf16 autocast in the forward (the
         # trainers open the autocast region), so DeepSpeed's own bf16 mode (bf16 parameters) stays off.
         "bf16": {"enabled": False},
-        # Reference fp16 scaler: init 2^11, growth interval 1000 (training spec §3).
+        # Reference fp16 scaler: init 2^11, growth interval 1000 (official `infinity/utils/amp_opt.py`).
         "fp16": {"enabled": prec == "fp16", "initial_scale_power": 11, "loss_scale_window": 1000},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,

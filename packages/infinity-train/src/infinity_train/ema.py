@@ -1,4 +1,4 @@
-"""Exponential moving average of the trained weights (training spec §5: ``ema = β·ema + (1−β)·param``).
+"""Exponential moving average of the trained weights (official `trainer.py`: ``ema = β·ema + (1−β)·param``).
 
 The EMA is an fp32 copy of the full parameters on each rank. Under ZeRO-3 each parameter is gathered one at a
 time to update it (documented cost: one extra all-gather of the model per update).

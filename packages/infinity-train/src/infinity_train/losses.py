@@ -1,4 +1,4 @@
-"""Bit-label cross entropy with the reference's per-scale token weights (architecture spec §7)."""
+"""Bit-label cross entropy with the reference's per-scale token weights (official `trainer.py`, `reweight_loss_by_scale`)."""
 
 from __future__ import annotations
 

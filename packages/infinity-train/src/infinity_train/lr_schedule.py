@@ -1,4 +1,4 @@
-"""The reference LR / weight-decay schedule (training spec §2, ``lr_wd_annealing``)."""
+"""The reference LR / weight-decay schedule (official `infinity/utils/lr_control.py`, ``lr_wd_annealing``)."""
 
 from __future__ import annotations
 

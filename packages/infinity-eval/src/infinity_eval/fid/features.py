@@ -1,9 +1,9 @@
-"""FID input protocols and batched pool3 feature extraction (spec evaluation.md §2.2).
+"""FID input protocols and batched pool3 feature extraction (pytorch-fid `fid_score.py`, clean-fid `resize.py`).
 
 * `pytorch-fid` (default): PIL -> RGB -> float [0, 1]; bilinear resize to 299² inside the net (align_corners
   False, no antialias); network input 2p − 1.
 * `clean` (clean-fid): PIL -> RGB uint8; per channel PIL bicubic resize on float32 ("F" mode), clipped to
-  [0, 255] as clean-fid's resizer does (spec §2.2 says "no clipping"; clean-fid clips — see the README), no
+  [0, 255] as clean-fid's resizer does (clean-fid clips — see the README), no
   re-quantisation; network input (v − 128)/128.
 Each image is preprocessed on its own, so folders of mixed sizes work and batching never changes a feature.
 """

@@ -2,7 +2,7 @@
 
 Module names equal torchvision's `Inception3` (no AuxLogits, 1008-way `fc`), so pytorch-fid's
 `pt_inception-2015-12-05-6726825d.pth` loads strictly. The FID variants differ from torchvision's ImageNet net
-(spec evaluation.md §2.1): the pool branch of Mixed_5b-5d, Mixed_6b-6e and Mixed_7b averages with
+(pytorch-fid `inception.py`, `FIDInceptionA/C/E`): the pool branch of Mixed_5b-5d, Mixed_6b-6e and Mixed_7b averages with
 `count_include_pad=False`, Mixed_7c's pool branch is a 3x3/1/1 max pool. Input: (B, 3, 299, 299) in [-1, 1];
 `forward` returns pool3 features (B, 2048).
 """
