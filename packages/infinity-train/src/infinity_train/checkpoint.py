@@ -47,7 +47,11 @@ def step_tag(step: int) -> str:
 
 def capture_rng(generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every RNG that can influence training (global torch/CUDA, numpy, python, and the trainer's own)."""
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # the legacy 5-tuple: the global RandomState is always MT19937
+    if not isinstance(np_state, tuple):
+        raise TypeError(
+            f"np.random.get_state() returned {type(np_state).__name__}, expected the legacy tuple"
+        )
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {

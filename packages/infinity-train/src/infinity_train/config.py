@@ -219,7 +219,7 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
 
     if tp is Any:
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise fail(f"a table of {tp.__name__} fields")
         return _build(tp, value, key, source)

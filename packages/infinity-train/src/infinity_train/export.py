@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -14,6 +15,8 @@ from .config import config_from_dict
 __all__ = ["consolidated_state_dict", "export_checkpoint"]
 
 log = logging.getLogger(__name__)
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def _resolve(run_dir: Path, tag: str | None) -> tuple[Path, str]:
@@ -53,7 +56,7 @@ def _fill_aliases(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Non
             state[key] = state[canonical]
 
 
-def _adopt(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+def _adopt(model: ModuleT, state: dict[str, torch.Tensor]) -> ModuleT:
     """Give a meta-device ``model`` the tensors of ``state`` (strict, no copy: ``assign=True``)."""
     _fill_aliases(model, state)
     model.load_state_dict(state, strict=True, assign=True)
@@ -103,7 +106,7 @@ def export_checkpoint(
 
         vae_config = VAEConfig.from_json((ckpt / "vae_config.json").read_text())
         with torch.device("meta"):
-            model = BSQVAE(vae_config)
-        save_vae(_adopt(model, state), out / "vae.safetensors")
+            vae = BSQVAE(vae_config)
+        save_vae(_adopt(vae, state), out / "vae.safetensors")
     log.info("exported %s (%s%s) to %s", ckpt, config.task, ", EMA" if use_ema else "", out)
     return out

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .config import LoggingConfig
 
@@ -26,7 +26,7 @@ class MetricLogger:
         self.enabled = enabled
         self._tb = None
         self._wandb = None
-        self._file = None
+        self._file: IO[str] | None = None
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ class MetricLogger:
             )
 
     def log(self, step: int, split: str, values: dict[str, Any]) -> None:
-        if not self.enabled:
+        if not self.enabled or self._file is None:
             return
         record = {"step": step, "split": split, "time": round(time.time(), 3), **values}
         self._file.write(json.dumps(record) + "\n")

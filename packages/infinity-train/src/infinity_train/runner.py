@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
+
+if TYPE_CHECKING:
+    from .loop import TrainLoop
 
 __all__ = ["train"]
 
@@ -20,7 +23,7 @@ def train(config: RunConfig) -> dict[str, Any]:
 
     check_run_config(config, f"run config (run_dir {config.run_dir})")
     dist = init_distributed()
-    trainer = None
+    trainer: TrainLoop | None = None
     failed = True
     try:
         loader = build_loader(config, config.data.shards, dist.rank, dist.world_size)

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,6 +18,10 @@ from .ema import EMA
 from .loop import TrainLoop
 from .losses import bit_cross_entropy
 from .lr_schedule import apply_lr_wd, peak_lr
+
+if TYPE_CHECKING:
+    from bsq_tokenizer import BSQVAE
+    from infinity_model import Infinity
 
 __all__ = [
     "TransformerTrainer",
@@ -102,7 +106,7 @@ def build_infinity_config(config: RunConfig):
         raise ValueError(f"transformer_model.overrides {mc.overrides}: {exc}") from exc
 
 
-def load_frozen_vae(path: str, preset: str, overrides: dict[str, Any], device: torch.device):
+def load_frozen_vae(path: str, preset: str, overrides: dict[str, Any], device: torch.device) -> BSQVAE:
     """The frozen tokenizer: an official ``.pth`` (strict, with ``vae_preset``) or a ``save_vae`` output."""
     from bsq_tokenizer import VAEConfig, load_official_vae, load_vae
 
@@ -118,7 +122,7 @@ def load_frozen_vae(path: str, preset: str, overrides: dict[str, Any], device: t
     return vae.to(device).eval().requires_grad_(False)
 
 
-def init_from_official(model: nn.Module, path: str) -> None:
+def init_from_official(model: Infinity, path: str) -> None:
     """Fine-tuning start: copy an official checkpoint into ``model`` strictly (same architecture required)."""
     from infinity_model import load_official_infinity
 
@@ -157,7 +161,7 @@ class TransformerTrainer(TrainLoop):
         loader: Any,
         val_loader: Any | None = None,
         *,
-        vae: nn.Module | None = None,
+        vae: BSQVAE | None = None,
         text_encoder: Any | None = None,
     ) -> None:
         super().__init__(config, dist, loader, val_loader)

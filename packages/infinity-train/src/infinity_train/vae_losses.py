@@ -93,6 +93,8 @@ class LaplacianPyramidLoss(nn.Module):
     feature network (``perceptual_path``) for LPIPS-like behaviour.
     """
 
+    kernel: torch.Tensor  # registered buffer: the 5x5 binomial filter, one copy per RGB channel
+
     def __init__(self, levels: int = 5) -> None:
         super().__init__()
         self.levels = levels
