@@ -56,7 +56,7 @@ def fit_mask(mask: Image.Image, source_size: tuple[int, int], schedule: ScaleSch
             *grey.size,
             *source_size,
         )
-        grey = grey.resize(tuple(source_size), resample=Image.Resampling.NEAREST)
+        grey = grey.resize((int(source_size[0]), int(source_size[1])), resample=Image.Resampling.NEAREST)
     fitted = cover_resize_crop(grey, schedule.pixel_hw)
     return torch.from_numpy(np.asarray(fitted) >= MASK_THRESHOLD)
 

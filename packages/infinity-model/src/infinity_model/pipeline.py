@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from bsq_tokenizer import (
+    BSQVAE,
     ScaleSchedule,
     VAEConfig,
     get_schedule,
@@ -193,14 +194,19 @@ def _t5_width(text_encoder: str | Path) -> int | None:
     return int(json.loads(config.read_text()).get("d_model", 0)) or None
 
 
+def _per_scale_value(value: float | Sequence[float]) -> float | tuple[float, ...]:
+    """One number for every scale, or one per scale (as a tuple, the form :class:`SamplerConfig` keeps)."""
+    return float(value) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+
+
 # ---------------------------------------------------------------------------------------- pipeline
 class InfinityPipeline:
     """Prompts in, PIL images out: ``pipe(["a red fox"], ratio=1.0, pn="1M", cfg=3, tau=0.5, seed=0)``."""
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        vae: torch.nn.Module,
+        model: Infinity,
+        vae: BSQVAE,
         text_encoder: TextEncoder,
         *,
         dtype: torch.dtype = torch.float32,
@@ -334,7 +340,7 @@ class InfinityPipeline:
         ``sampler_options`` go to :class:`SamplerConfig` (top_k, top_p, cfg_insertion_layer, use_cache,
         candidates)."""
         schedule = schedule or self.schedule(ratio, pn)
-        sampler = SamplerConfig(cfg=cfg, tau=tau, **sampler_options)
+        sampler = SamplerConfig(cfg=_per_scale_value(cfg), tau=_per_scale_value(tau), **sampler_options)
         result = self.generate(
             prompts, negative_prompt, schedule=schedule, sampler=sampler, seed=seed, callback=callback
         )
@@ -460,7 +466,7 @@ class InfinityPipeline:
         edit = self.edit_source(
             source, pixel_mask, schedule, len(prompts), dilate=dilate, keep_scales=keep_scales
         )
-        sampler = SamplerConfig(cfg=cfg, tau=tau, **sampler_options)
+        sampler = SamplerConfig(cfg=_per_scale_value(cfg), tau=_per_scale_value(tau), **sampler_options)
         if all(bool(m.all()) for m in edit.keep):
             # nothing to regenerate: the sampler would return exactly the source's bits and codes, so skip the
             # transformer and decode the tokenizer's own codes (its reconstruction, pixel for pixel)
