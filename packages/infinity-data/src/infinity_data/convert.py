@@ -522,7 +522,7 @@ def convert_items(
     out_dir: str | Path,
     config: ConvertConfig,
     description: dict[str, Any],
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> ConvertResult:
     """Convert any stream of :class:`SourceItem` (the public ``convert_*`` functions build the stream).
 
@@ -542,7 +542,7 @@ def _convert_locked(
     remote: RemoteOutput | None,
     config: ConvertConfig,
     description: dict[str, Any],
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], object] | None,
 ) -> ConvertResult:
     description = {**description, "options": config.fingerprint()}
     journal = _Journal.open(out, description)
@@ -640,7 +640,7 @@ def convert_folder(
     input_dir: str | Path,
     out_dir: str | Path,
     config: ConvertConfig = ConvertConfig(),
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> ConvertResult:
     """Images under ``input_dir`` (recursive) with captions in ``<stem>.txt`` or ``<stem>.json`` sidecars."""
     source = Path(input_dir).resolve()
@@ -653,7 +653,7 @@ def convert_jsonl(
     out_dir: str | Path,
     config: ConvertConfig = ConvertConfig(),
     image_root: str | Path | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> ConvertResult:
     """The reference's JSONL lists (a file or a folder of ``*.jsonl``); see :func:`sources.jsonl_items`."""
     source = Path(input_path).resolve()
@@ -670,7 +670,7 @@ def convert_img2dataset(
     config: ConvertConfig = ConvertConfig(),
     path_column: str | None = None,
     caption_column: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> ConvertResult:
     """img2dataset output: a folder of ``*.tar`` (+ parquet) shards, one .tar, or a parquet/CSV table with
     image paths and captions (columns found by name or given explicitly)."""

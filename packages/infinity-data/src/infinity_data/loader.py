@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -386,7 +386,11 @@ class _BatchStream(IterableDataset):
         return batch
 
 
-def _identity(batch: dict[str, Any]) -> dict[str, Any]:
+_T = TypeVar("_T")
+
+
+def _identity(batch: _T) -> _T:
+    """The collate function: the stream yields whole batches (``batch_size=None``), so there is nothing to merge."""
     return batch
 
 

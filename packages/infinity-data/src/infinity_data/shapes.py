@@ -150,8 +150,8 @@ def _place(
     if not xs or not ys:
         return None
     for _ in range(200):
-        box = (rng.choice(xs), rng.choice(ys))
-        box = (box[0], box[1], box[0] + size, box[1] + size)
+        x, y = rng.choice(xs), rng.choice(ys)
+        box = (x, y, x + size, y + size)
         if not _overlaps(box, taken, gap):
             return box
     return None
@@ -159,7 +159,7 @@ def _place(
 
 def _object_list(spec: dict, rng: random.Random) -> list[tuple[str, str]]:
     """(shape, colour) of every object to draw: the included ones, colours drawn where unspecified."""
-    objects = []
+    objects: list[tuple[str, str]] = []
     for clause in spec["include"]:
         color = clause.get("color") or rng.choice(list(COLORS))
         objects.extend((clause["class"], color) for _ in range(clause["count"]))

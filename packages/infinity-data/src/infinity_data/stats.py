@@ -57,7 +57,9 @@ def _summary(values: list[int]) -> dict[str, float]:
 
 
 def stats(
-    root: str | Path, histogram_path: str | Path | None = None, progress: Callable[[int], None] | None = None
+    root: str | Path,
+    histogram_path: str | Path | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> DatasetStats:
     """Read every sample's JSON (images are not decoded); optionally draw the aspect histogram as a PNG.
     ``root`` may be a folder or a URL (each remote shard is downloaded once, whole)."""

@@ -167,7 +167,7 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 
         types.append(aiohttp.ClientError)
     with contextlib.suppress(ImportError):
-        import botocore.exceptions
+        import botocore.exceptions  # type: ignore[import-untyped]  # botocore ships no type information
 
         types.append(botocore.exceptions.BotoCoreError)
     return tuple(types)
@@ -209,7 +209,7 @@ class Store:
     @property
     def fs(self) -> Any:
         if self._fs is None:
-            import fsspec
+            import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
 
             # a private instance: tests and long jobs may see the environment (endpoint) change
             self._fs, _ = fsspec.core.url_to_fs(str(self.root), skip_instance_cache=True)

@@ -111,7 +111,7 @@ def verify(
     root: str | Path,
     decode: bool = True,
     workers: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> VerifyReport:
     """Check a converted dataset: index readable, every listed shard present and readable, sample counts
     and sizes as indexed, each sample with one image + a JSON whose template matches its bucket, keys

@@ -12,6 +12,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,8 @@ __all__ = [
     "load_state_dict_into_meta_model",
     "load_torchscript_state_dict",
 ]
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def is_torchscript(path: str | os.PathLike[str]) -> bool:
@@ -71,7 +74,7 @@ def load_official_state_dict(
     return dict(state)
 
 
-def load_state_dict_into_meta_model(model: nn.Module, state: Mapping[str, Tensor], source: str) -> nn.Module:
+def load_state_dict_into_meta_model(model: ModuleT, state: Mapping[str, Tensor], source: str) -> ModuleT:
     """Materialise a model built on the meta device on the CPU and load `state` strictly, in float32.
 
     Keys must match exactly (missing and unexpected keys are listed, with `source` naming the file); shapes too.

@@ -225,6 +225,14 @@ def build_clip_model(config: OpenCLIPConfig, state: Mapping[str, Tensor], source
     return load_state_dict_into_meta_model(model, open_clip_to_transformers(state, source), source).eval()
 
 
+def clip_to_device(model: CLIPModel, device: torch.device) -> CLIPModel:
+    """`model.to(device).eval()`, in place. transformers decorates `PreTrainedModel.to` with `functools.wraps`,
+    which type checkers read as an unbound function; calling it through `nn.Module` still runs that override."""
+    module: torch.nn.Module = model
+    module.to(device).eval()
+    return model
+
+
 def _pooled(output: Any) -> Tensor:
     return output if isinstance(output, Tensor) else output.pooler_output
 
@@ -247,8 +255,10 @@ def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character table, in its order (transformers 5 / 4 locations)."""
     try:
         from transformers.convert_slow_tokenizer import bytes_to_unicode
-    except ImportError:
-        from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    except ImportError:  # transformers 4 keeps it here; transformers 5 (which the type checker sees) does not
+        from transformers.models.gpt2.tokenization_gpt2 import (  # type: ignore[attr-defined,no-redef]
+            bytes_to_unicode,
+        )
     return bytes_to_unicode()
 
 
@@ -291,7 +301,9 @@ class OpenCLIPTokenizer:
     def __init__(
         self, merges: Sequence[tuple[str, str]], *, context_length: int = 77, fix_text: bool = True
     ) -> None:
-        from transformers import CLIPTokenizerFast
+        # transformers 4 names the Rust-backed class CLIPTokenizerFast; transformers 5 keeps that name only as an
+        # undeclared runtime alias of CLIPTokenizer, so its type information lacks it.
+        from transformers import CLIPTokenizerFast  # type: ignore[attr-defined]
 
         symbols = list(_bytes_to_unicode().values())
         tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), _START, _END]

@@ -38,12 +38,21 @@ def _add_common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
 
 
+def _describe_scorer_file(path: Path | None) -> dict[str, object]:
+    """Provenance of a weight file a scorer was loaded from (`from_pretrained` always records both files)."""
+    if path is None:
+        raise ValueError("the scorer does not record its weight files; build it with from_pretrained")
+    from .weights import describe_weight_file
+
+    return describe_weight_file(path)
+
+
 def _cmd_prompts(args: argparse.Namespace) -> int:
     from .prompts import benchmark_prompts, validate_geneval_metadata, write_prompts
 
     items = benchmark_prompts(args.benchmark, args.images_per_prompt, args.hps_prompts)
     if args.benchmark == "geneval":
-        validate_geneval_metadata([dict(i.meta) for i in items])
+        validate_geneval_metadata([dict(i.meta or {}) for i in items])
     write_prompts(items, args.out, args.format)
     print(f"wrote {len(items)} {args.benchmark} prompts to {args.out}")
     return 0
@@ -75,10 +84,9 @@ def _cmd_fid(args: argparse.Namespace) -> int:
 
     options = FIDOptions(protocol=args.protocol, batch_size=args.batch_size)
     if args.merge_stats:
-        merged = None
-        for path in args.merge_stats:
-            part = FeatureStatistics.load(path)
-            merged = part if merged is None else merged.merge(part)
+        merged = FeatureStatistics.load(args.merge_stats[0])
+        for path in args.merge_stats[1:]:
+            merged = merged.merge(FeatureStatistics.load(path))
         if args.save_stats is None:
             raise ValueError("--merge-stats needs --save-stats PATH")
         merged.save(args.save_stats)
@@ -206,7 +214,6 @@ def _cmd_imagereward(args: argparse.Namespace) -> int:
     from .io import read_imagereward_folder, read_manifest
     from .prompts import imagereward_prompts
     from .scoring import run_image_scorer
-    from .weights import describe_weight_file
 
     missing: list[str] = []
     if args.input.is_file():
@@ -217,7 +224,7 @@ def _cmd_imagereward(args: argparse.Namespace) -> int:
     scorer = ImageRewardScorer.from_pretrained(
         args.weights, vocab=args.vocab, device=args.device, batch_size=args.batch_size
     )
-    weights = [describe_weight_file(scorer.weights_file), describe_weight_file(scorer.vocab_file)]
+    weights = [_describe_scorer_file(scorer.weights_file), _describe_scorer_file(scorer.vocab_file)]
 
     def summarize(rows):
         by_prompt: dict[str, list[float]] = {}
@@ -249,7 +256,6 @@ def _cmd_hps(args: argparse.Namespace) -> int:
     from .io import read_hps_folder, read_manifest
     from .prompts import hps_prompts
     from .scoring import run_image_scorer
-    from .weights import describe_weight_file
 
     missing: list[str] = []
     if args.input.is_file():
@@ -268,7 +274,7 @@ def _cmd_hps(args: argparse.Namespace) -> int:
     scorer = HPSv21Scorer.from_pretrained(
         args.weights, vocab=args.vocab, version=args.version, device=args.device, **kwargs
     )
-    weights = [describe_weight_file(scorer.weights_file), describe_weight_file(scorer.vocab_file)]
+    weights = [_describe_scorer_file(scorer.weights_file), _describe_scorer_file(scorer.vocab_file)]
 
     def summarize(rows):
         by_style: dict[str, list[tuple[str, float]]] = {}

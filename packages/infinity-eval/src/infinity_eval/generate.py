@@ -129,7 +129,7 @@ def infinity_generator(
 ) -> Generator:
     """Our Infinity pipeline as a generator (extra `infinity`); defaults follow Infinity's `scripts/eval.sh`."""
     try:
-        from infinity_model.pipeline import InfinityPipeline
+        from infinity_model import InfinityPipeline
     except ImportError as err:
         raise ImportError("the Infinity generator needs `pip install 'infinity-eval[infinity]'`") from err
     pipe = InfinityPipeline.from_pretrained(model, vae, text_encoder, device=device)

@@ -32,6 +32,7 @@ from ._clip import (
     OpenCLIPConfig,
     OpenCLIPTokenizer,
     build_clip_model,
+    clip_to_device,
     encode_image,
     encode_text,
     open_clip_to_transformers,
@@ -162,7 +163,7 @@ class HPSv21Scorer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = clip_to_device(model, self.device)
         self.tokenizer = tokenizer
         self.config = config
         self.batch_size = batch_size

@@ -331,7 +331,9 @@ class ImageRewardModel(nn.Module):
 def imagereward_tokenizer(vocab_file: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
     """BLIP's tokenizer (`init_tokenizer` in BLIP's `blip.py`): uncased `BertTokenizerFast` from a WordPiece
     `vocab.txt`, plus [DEC] as beginning-of-sequence and [ENC] as an extra special token (next two ids)."""
-    from transformers import BertTokenizerFast
+    # transformers 4 names the Rust-backed class BertTokenizerFast; transformers 5 keeps that name only as an
+    # undeclared runtime alias of BertTokenizer, so its type information lacks it.
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
     path = Path(vocab_file)
     if not path.is_file():

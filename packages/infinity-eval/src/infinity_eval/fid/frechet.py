@@ -166,7 +166,7 @@ class FeatureStatistics:
         arrays["meta"] = np.asarray(json.dumps(self.meta, sort_keys=True))
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)
         os.replace(tmp, path)
 
     @classmethod

@@ -35,6 +35,7 @@ from .._clip import (
     OpenCLIPTokenizer,
     build_clip_model,
     clip_preprocess,
+    clip_to_device,
     encode_image,
     encode_text,
     require_transformers,
@@ -226,7 +227,7 @@ def clip_color_classifier(
     """Colour classifier on a `transformers.CLIPModel` and open_clip's tokenization (fp16 autocast on CUDA, as
     clip-benchmark's default)."""
     dev = torch.device(device)
-    model = model.to(dev).eval()
+    model = clip_to_device(model, dev)
     return ZeroShotColorClassifier(
         lambda px: encode_image(model, px),
         lambda texts: encode_text(model, tokenizer(texts).to(dev)),

@@ -85,7 +85,8 @@ def _rows_to_detections(
             mask_path = Path(masks[i]) if Path(masks[i]).is_absolute() else base / masks[i]
             with Image.open(mask_path) as m:
                 mask = np.asarray(m.convert("L")) > 127
-        out.append(Detection(tuple(float(v) for v in row[:4]), float(np.float32(row[4])), mask))
+        box = (float(row[0]), float(row[1]), float(row[2]), float(row[3]))
+        out.append(Detection(box, float(np.float32(row[4])), mask))
     return out
 
 
@@ -133,7 +134,7 @@ def detections_from_mmdet(result: Any, class_names: Sequence[str]) -> dict[str, 
         masks = segm_results[idx] if segm_results is not None else [None] * len(rows)
         out[class_names[idx]] = [
             Detection(
-                tuple(float(v) for v in row[:4]),
+                (float(row[0]), float(row[1]), float(row[2]), float(row[3])),
                 float(np.float32(row[4])),
                 None if m is None else np.asarray(m, bool),
             )

@@ -174,7 +174,7 @@ def color_crops(
             composed = Image.composite(rgb, blank, Image.fromarray(mask))
         else:
             composed = rgb
-        crops.append(composed.crop(tuple(obj.box)) if options.crop else composed)
+        crops.append(composed.crop(obj.box) if options.crop else composed)
     return crops
 
 
@@ -226,12 +226,13 @@ def evaluate_detections(
                     )
             if "position" in clause and matched:
                 relation, target = clause["position"][0], int(clause["position"][1])
-                if target >= len(matched_groups) or matched_groups[target] is None:
+                targets = matched_groups[target] if target < len(matched_groups) else None
+                if targets is None:
                     correct = matched = False
                     reasons.append(f"no target for {name} to be {relation}")
                 else:
                     for obj in found:
-                        for other in matched_groups[target]:
+                        for other in targets:
                             rels = relative_position(obj, other, options.position_threshold)
                             if relation not in rels:
                                 correct = matched = False

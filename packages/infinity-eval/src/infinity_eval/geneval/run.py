@@ -64,7 +64,7 @@ def run_geneval(
             raise ValueError(
                 f"image {rec.image} has no GenEval metadata (use the GenEval layout or a manifest 'geneval' field)"
             )
-    needs_color = any("color" in c for r in records for c in r.meta.get("include", []))
+    needs_color = any("color" in c for r in records if r.meta is not None for c in r.meta.get("include", []))
     if needs_color and color_classifier is None:
         raise ValueError(
             "these prompts have colour clauses but no colour classifier was given: install "
