@@ -1,4 +1,5 @@
-"""The ``infinity`` command line: ``infinity generate`` (text to image files) and ``infinity info``."""
+"""The ``infinity`` command line: ``infinity generate`` (text to image files), ``infinity serve`` (a web page
+and an HTTP API) and ``infinity info``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .pipeline import InfinityPipeline
 
 __all__ = ["build_parser", "main"]
 
@@ -38,6 +43,29 @@ def _scales(text: str) -> tuple[tuple[int, int], ...]:
     return grids  # type: ignore[return-value]
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model/--vae/--text-encoder and how to load them (shared by ``generate`` and ``serve``)."""
+    parser.add_argument("--model", type=Path,
+                        help="official .pth, sharded folder, or our safetensors folder (default: the shipped shapes "
+                        "model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
+    parser.add_argument(
+        "--vae", type=Path, help="BSQ-VAE: official infinity_vae_*.pth or a .safetensors from save_vae"
+    )
+    parser.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
+    parser.add_argument(
+        "--allow-download", action="store_true", help="let a hub id for --text-encoder be fetched"
+    )
+    parser.add_argument(
+        "--model-preset", help="architecture preset if it cannot be inferred (e.g. 2b, 8b, layer12)"
+    )
+    parser.add_argument(
+        "--vae-preset", help="VAE preset if it cannot be inferred (d16, d24, d32, d64, d14_patchify)"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infinity", description="Infinity bitwise autoregressive text-to-image."
@@ -50,25 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--prompts-file", type=Path, help="text file with one prompt per line (blank lines skipped)"
     )
-    gen.add_argument("--model", type=Path,
-                     help="official .pth, sharded folder, or our safetensors folder (default: the shipped shapes "
-                     "model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
-    gen.add_argument(
-        "--vae",
-        type=Path,
-        required=False,
-        help="BSQ-VAE: official infinity_vae_*.pth or a .safetensors from save_vae",
-    )
-    gen.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
-    gen.add_argument(
-        "--allow-download", action="store_true", help="let a hub id for --text-encoder be fetched"
-    )
-    gen.add_argument(
-        "--model-preset", help="architecture preset if it cannot be inferred (e.g. 2b, 8b, layer12)"
-    )
-    gen.add_argument(
-        "--vae-preset", help="VAE preset if it cannot be inferred (d16, d24, d32, d64, d14_patchify)"
-    )
+    _add_model_options(gen)
     gen.add_argument("--ratio", type=float, default=1.0, help="height / width; the nearest template is used")
     gen.add_argument("--pn", default=None,
                      help="pixel budget: 0.06M, 0.25M, 0.60M or 1M (default 1M; the default model's own)")  # fmt: skip
@@ -100,11 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--negative-prompt", help="prompt for the unconditional branch (default: learned embedding)"
     )
     gen.add_argument("--batch-size", type=int, default=1, help="prompts sampled together")
-    gen.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    gen.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                     help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
     gen.add_argument("-o", "--output", type=Path, default=Path("out.png"),
                      help="output file; with several prompts NAME_000.png, NAME_001.png, ... (or a folder)")  # fmt: skip
+
+    from .serve.cli import add_serve_parser
+
+    add_serve_parser(sub, _add_model_options)
 
     info = sub.add_parser("info", help="describe a transformer checkpoint (preset, parameters)")
     info.add_argument(
@@ -132,14 +143,12 @@ def _output_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i:03d}{output.suffix}") for i in range(count)]
 
 
-def _generate(args: argparse.Namespace) -> int:
-    import torch
-    from bsq_tokenizer import custom_schedule
-    from tqdm import tqdm
+def resolve_model(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill --model/--vae/--text-encoder with the default model's when none is given; check that all are set.
 
-    from .pipeline import InfinityPipeline
-
-    settings: dict = {}
+    Returns the sampling defaults: ``SAMPLING_DEFAULTS`` overridden by the default model's own settings.
+    """
+    settings: dict[str, Any] = {}
     if args.model is None and args.vae is None and args.text_encoder is None:
         from .default_model import load_default_model
 
@@ -147,23 +156,27 @@ def _generate(args: argparse.Namespace) -> int:
         args.model, args.vae, args.text_encoder = default.model, default.vae, default.text_encoder
         settings = default.generation
         logger.info("no --model: using the default model in %s", default.root)
-    for key, value in SAMPLING_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, settings.get(key, value))
+    command = f"infinity {args.command}"
     if args.model is None:
         raise SystemExit(
-            "infinity generate: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
+            f"{command}: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
         )
     if args.vae is None:
-        raise SystemExit("infinity generate: pass --vae (the BSQ-VAE that matches the model)")
+        raise SystemExit(f"{command}: pass --vae (the BSQ-VAE that matches the model)")
     if args.text_encoder is None:
-        raise SystemExit("infinity generate: pass --text-encoder (a local flan-t5-xl folder)")
-    if args.batch_size < 1:
-        raise SystemExit(f"infinity generate: --batch-size must be >= 1, got {args.batch_size}")
-    prompts = _read_prompts(args)
+        raise SystemExit(f"{command}: pass --text-encoder (a local flan-t5-xl folder)")
+    return {**SAMPLING_DEFAULTS, **settings}
+
+
+def load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
+    """Load the pipeline named by the model options (after :func:`resolve_model`) on --device/--dtype."""
+    import torch
+
+    from .pipeline import InfinityPipeline
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
-    pipe = InfinityPipeline.from_pretrained(
+    return InfinityPipeline.from_pretrained(
         model=args.model,
         vae=args.vae,
         text_encoder=args.text_encoder,
@@ -173,6 +186,20 @@ def _generate(args: argparse.Namespace) -> int:
         vae_preset=args.vae_preset,
         allow_download=args.allow_download,
     )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from bsq_tokenizer import custom_schedule
+    from tqdm import tqdm
+
+    settings = resolve_model(args)
+    for key in SAMPLING_DEFAULTS:
+        if getattr(args, key) is None:
+            setattr(args, key, settings[key])
+    if args.batch_size < 1:
+        raise SystemExit(f"infinity generate: --batch-size must be >= 1, got {args.batch_size}")
+    prompts = _read_prompts(args)
+    pipe = load_pipeline(args)
     paths = _output_paths(args.output, len(prompts))
     for path in {p.parent for p in paths}:
         path.mkdir(parents=True, exist_ok=True)
@@ -222,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "serve":
+            from .serve.cli import serve
+
+            return serve(args)
         return _info(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"infinity {args.command}: error: {err}", file=sys.stderr)
