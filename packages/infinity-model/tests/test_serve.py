@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -340,6 +341,7 @@ def test_a_client_that_goes_away_while_queued_is_dropped_from_the_queue(loaded: 
         _wait_for(lambda: _health(base)["queued"] == 1, "one request queued")
         leaving.close()
         _wait_for(lambda: _health(base)["queued"] == 0, "the queued request dropped")
+        _wait_for(lambda: _health(base)["open_requests"] == 1, "its handler returned")
         assert _health(base)["cancelled_requests"] == 1
         gated.gate.set()
         response = holder.getresponse()
@@ -357,10 +359,11 @@ def test_a_client_that_goes_away_stops_its_running_batch(loaded: Any, path: str)
         assert gated.inside.wait(120)
         leaving.close()
         _wait_for(lambda: _health(base)["cancelled_requests"] == 1, "the request cancelled")
+        _wait_for(lambda: _health(base)["open_requests"] == 0, "its handler returned")
         gated.gate.set()
         _wait_for(lambda: _health(base)["aborted_batches"] == 1, "the batch aborted")
         health = _health(base)
-        assert health["images"] == 0 and health["running"] == 0
+        assert health["images"] == 0 and health["running"] == 0 and health["open_requests"] == 0
         status, body, _ = _request(base, "POST", "/v1/images", {"prompt": "a dog", **FAST})
         assert status == 200 and len(body["images"]) == 1
 
@@ -404,3 +407,107 @@ def test_infinity_serve_command_serves_the_default_model(tmp_path: Path) -> None
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
         log.close()
+
+
+# ------------------------------------------------------------------------------------- the page
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+class HeldAfterPreview(GatedPipe):
+    """Holds every sampler call right after the preview of scale ``k = 1`` went out, until ``gate`` is set."""
+
+    def generate(
+        self, prompts: Any, negative_prompt: Any = None, *, callback: Any = None, **kwargs: Any
+    ) -> Any:
+        self.calls.append(len(prompts))
+
+        def held(step: ScaleStep) -> None:
+            if callback is not None:
+                callback(step)
+            if step.k == 1:
+                self.inside.set()
+                assert self.gate.wait(120), "the test never opened the gate"
+
+        return self._pipe.generate(prompts, negative_prompt, callback=held, **kwargs)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_in_chromium_shows_previews_then_the_final_images_and_cancels(
+    loaded: Any, tmp_path: Path
+) -> None:
+    """Debian's chromium driven by Playwright: type, Generate, previews, final PNGs, settings, Cancel.
+
+    ``INFINITY_SERVE_SCREENSHOT=packages/infinity-model/docs/serve.png`` also writes the README's screenshot.
+    """
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (root dev group)")
+    held = HeldAfterPreview(loaded[0])
+    with _server(loaded, held) as base, sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(base)
+            page.wait_for_selector("#pn option[value='0.016M']", state="attached")
+            assert page.input_value("#candidates") == "8" and page.input_value("#cfg") == "2"
+            page.fill("#prompt", "a photo of a red circle above a blue square")
+            page.fill("#seed", "3")
+            page.fill("#num_images", "4")
+            page.click("#generate")
+            # the sampler is held after scale 2: every card shows a preview and none is final yet
+            assert held.inside.wait(120)
+            page.wait_for_function(
+                'document.querySelectorAll(\'.card[data-state="preview"][data-previews="2"]\').length === 4'
+            )
+            assert page.locator(".card[data-state='final']").count() == 0
+            assert page.get_attribute(".card .frame img", "src").startswith("data:image/png;base64,")
+            assert page.is_enabled("#cancel") and not page.is_enabled("#generate")
+            page.screenshot(path=str(tmp_path / "preview.png"))
+            held.gate.set()
+            page.wait_for_function(
+                "document.querySelectorAll('.card[data-state=\"final\"]').length === 4", timeout=120_000
+            )
+            cards = page.locator(".card")
+            for i in range(4):
+                card = cards.nth(i)
+                assert card.get_attribute("data-previews") == "5"
+                assert card.locator(".strip img").count() == 5
+                assert card.locator(".download").get_attribute("download") == f"infinity-{3 + i}.png"
+                assert card.locator(".download").get_attribute("href").startswith("data:image/png;base64,")
+                command = card.locator(".command code").text_content()
+                assert command.startswith("infinity generate 'a photo of a red circle above a blue square'")
+                assert f"--seed {3 + i}" in command
+            assert page.text_content("#message").startswith("Done: 4 images")
+            cards.nth(0).locator("summary").click()
+            screenshot = os.environ.get("INFINITY_SERVE_SCREENSHOT")
+            if screenshot:
+                page.screenshot(path=screenshot)
+
+            # a bad field is marked and explained; nothing reaches the sampler
+            calls = len(held.calls)
+            page.fill("#cfg", "-2")
+            page.click("#generate")
+            page.wait_for_selector("#cfg.invalid")
+            assert "cfg must be in" in page.text_content("#message")
+            assert len(held.calls) == calls
+            page.fill("#cfg", "2")
+
+            # Cancel: the fetch is aborted, the server drops the batch
+            held.gate.clear()
+            held.inside.clear()
+            page.fill("#num_images", "2")
+            page.click("#generate")
+            assert held.inside.wait(120)
+            page.click("#cancel")
+            page.wait_for_function(
+                "document.querySelectorAll('.card[data-state=\"cancelled\"]').length === 2"
+            )
+            _wait_for(lambda: _health(base)["cancelled_requests"] == 1, "the server saw the cancel")
+            held.gate.set()
+            _wait_for(lambda: _health(base)["aborted_batches"] == 1, "the batch aborted")
+            assert page.text_content("#message") == "Cancelled."
+            assert page.is_enabled("#generate")
+        finally:
+            held.gate.set()
+            browser.close()

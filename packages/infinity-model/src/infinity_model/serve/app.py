@@ -87,12 +87,14 @@ class _Server:
         self.limits = limits
         self.pixel_budgets = tuple(pixel_budgets)
         self.model_info = dict(model_info)
+        self.open_requests = 0  # submitted requests whose handler has not returned (event-loop thread only)
 
     async def _submit(self, request: Request, previews: bool) -> tuple[Job, ImageRequest]:
         body = await _read_json(request, self.limits.max_body_bytes)
         parsed = parse_request(body, self.defaults, self.limits, self.pixel_budgets)
         job = Job(parsed, asyncio.get_running_loop(), previews=previews)
         self.batcher.submit(job)
+        self.open_requests += 1
         return job, parsed
 
     async def page(self, request: Request) -> Response:
@@ -104,6 +106,7 @@ class _Server:
                 "status": "ok",
                 "queued": self.batcher.queued,
                 "running": self.batcher.running,
+                "open_requests": self.open_requests,
                 **self.batcher.stats.to_json(),
             }
         )
@@ -138,6 +141,7 @@ class _Server:
                     break
         finally:
             watcher.cancel()
+            self.open_requests -= 1
             if event["type"] != "done":
                 self.batcher.cancel(job)
         if event["type"] == "error":
@@ -170,6 +174,7 @@ class _Server:
                         return
             finally:
                 watcher.cancel()
+                self.open_requests -= 1
                 if not finished:
                     self.batcher.cancel(job)
 

@@ -194,7 +194,10 @@ class Batcher:
             self._cond.notify()
 
     def cancel(self, job: Job) -> None:
-        """Cancel ``job``: dropped from the queue, or its images discarded (the batch stops if all are gone)."""
+        """Cancel ``job``: dropped from the queue, or its images discarded (the batch stops if all are gone).
+
+        The job gets its final ``cancelled`` event at once, so whoever waits on it is released.
+        """
         with self._cond:
             if job.cancelled:
                 return
@@ -202,6 +205,7 @@ class Batcher:
             self.stats.cancelled_requests += 1
             if job in self._jobs:
                 self._jobs.remove(job)
+        job.emit({"type": "cancelled"})
 
     # ------------------------------------------------------------------------------- sampler thread
     def _serve(self) -> None:

@@ -24,13 +24,11 @@ async function loadModel() {
   model = await response.json();
   const m = model.model;
   const params = (n) => (n >= 1e9 ? (n / 1e9).toFixed(2) + "B" : (n / 1e6).toFixed(1) + "M");
-  $("model").textContent = `${m.source} · ${m.preset || "custom"} · ${params(m.parameters)} parameters · ` +
+  const preset = m.preset ? ` (${m.preset})` : "";
+  $("model").textContent = `${m.source}${preset} · ${params(m.parameters)} parameters · ` +
     `${model.vae.codebook_dim}-bit VAE · ${model.device}`;
   for (const r of [...model.ratios].sort((a, b) => a - b)) option($("ratio"), r, RATIO_NAMES[r] || String(r));
-  for (const pn of model.pixel_budgets) {
-    const [h, w] = model.sizes[pn]["1.0"];
-    option($("pn"), pn, `${pn} · ${w}×${h} · ${model.scales[pn]} scales`);
-  }
+  for (const pn of model.pixel_budgets) option($("pn"), pn, pn);
   const d = model.defaults;
   $("ratio").value = String(d.ratio);
   if ($("ratio").value === "") $("ratio").value = "1";
@@ -40,6 +38,16 @@ async function loadModel() {
   $("candidates").value = d.candidates;
   $("candidates").max = model.limits.max_candidates;
   $("num_images").max = model.limits.max_images;
+  showSize();
+}
+
+function showSize() {
+  // the size of the template nearest to the chosen ratio (the server picks it the same way)
+  const ratio = Number($("ratio").value);
+  const nearest = model.ratios.reduce((a, b) => (Math.abs(b - ratio) < Math.abs(a - ratio) ? b : a));
+  const key = Number.isInteger(nearest) ? nearest.toFixed(1) : String(nearest);
+  const [h, w] = model.sizes[$("pn").value][key];
+  $("size").textContent = `${w} × ${h} pixels, drawn in ${model.scales[$("pn").value]} scales`;
 }
 
 function readForm() {
@@ -104,13 +112,15 @@ function showImage(card, event) {
   card.querySelector(".frame img").alt = s.prompt;
   card.querySelector(".bar div").style.width = "100%";
   setState(card, "final");
-  card.querySelector(".seed").textContent = `seed ${s.seed} · ${s.width}×${s.height}`;
+  card.querySelector(".seed").textContent = `seed ${s.seed}`;
+  card.querySelector(".seed").title = `${s.width} × ${s.height} pixels`;
   const link = card.querySelector(".download");
   link.href = src;
   link.download = `infinity-${s.seed}.png`;
   link.hidden = false;
   const dl = card.querySelector(".settings");
-  const rows = { prompt: s.prompt, negative: s.negative_prompt ?? "—", ratio: s.ratio, "pixel budget": s.pn,
+  const rows = { prompt: s.prompt, negative: s.negative_prompt ?? "—", size: `${s.width} × ${s.height}`,
+    ratio: s.ratio, "pixel budget": s.pn,
     cfg: s.cfg, tau: s.tau, "top-k": s.top_k, "top-p": s.top_p, candidates: s.candidates, seed: s.seed };
   for (const [key, value] of Object.entries(rows)) {
     const dt = document.createElement("dt");
@@ -214,6 +224,8 @@ async function generate(e) {
 document.addEventListener("DOMContentLoaded", () => {
   $("form").addEventListener("submit", generate);
   $("cancel").addEventListener("click", () => controller?.abort());
+  $("ratio").addEventListener("change", showSize);
+  $("pn").addEventListener("change", showSize);
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.metaKey || e.ctrlKey)) $("form").requestSubmit();
   });
