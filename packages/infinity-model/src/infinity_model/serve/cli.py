@@ -34,6 +34,10 @@ def add_serve_parser(
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images per sampler call; queued requests with equal settings are merged "
                         "(default 16; 1 turns micro-batching off)")  # fmt: skip
+    parser.add_argument("--batch-rows", type=int, default=64,
+                        help="images x candidates per sampler call (default 64)")  # fmt: skip
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
+                        help="under load, how long a call waits for more requests to share it (default 10)")  # fmt: skip
     parser.add_argument("--max-queue", type=int, default=64,
                         help="requests that may wait; one more is answered 503 with Retry-After (default 64)")  # fmt: skip
     parser.add_argument("--max-images", type=int, default=16, help="images per request (default 16)")
@@ -119,6 +123,8 @@ def serve(args: argparse.Namespace) -> int:
         max_tau=args.max_tau,
         max_queue=args.max_queue,
         batch_size=args.batch_size,
+        batch_rows=args.batch_rows,
+        batch_wait=args.batch_wait_ms / 1000,
     )
     model_args: list[str] = []
     for flag, value in (("--model", args.model), ("--vae", args.vae), ("--text-encoder", args.text_encoder)):

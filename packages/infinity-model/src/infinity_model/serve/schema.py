@@ -68,15 +68,24 @@ class ServeLimits:
     max_tau: float = 10.0
     max_queue: int = 64  # requests waiting for the sampler; one more is answered 503
     batch_size: int = 16  # images per sampler call; 1 turns micro-batching off
+    batch_rows: int = 64  # images x candidates per sampler call (one request is never held back by it)
+    batch_wait: float = 0.01  # seconds a shared call waits for more requests while the last one was shared
     max_body_bytes: int = 1 << 16
 
     def __post_init__(self) -> None:
-        for name in ("max_images", "max_prompt_chars", "max_candidates", "max_queue", "batch_size"):
+        for name in (
+            "max_images",
+            "max_prompt_chars",
+            "max_candidates",
+            "max_queue",
+            "batch_size",
+            "batch_rows",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeLimits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_cfg <= 0 or self.max_tau <= 0 or self.max_body_bytes < 1024:
+        if self.max_cfg <= 0 or self.max_tau <= 0 or self.max_body_bytes < 1024 or self.batch_wait < 0:
             raise ValueError(
-                f"ServeLimits: max_cfg and max_tau must be > 0 and max_body_bytes >= 1024, got {self}"
+                f"ServeLimits: max_cfg and max_tau must be > 0, max_body_bytes >= 1024, batch_wait >= 0; got {self}"
             )
 
     def to_json(self) -> dict[str, Any]:

@@ -151,6 +151,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._running: list[Job] = []
         self._seconds_per_batch = 1.0
+        self._last_shared = False  # the last call drew more than one request (requests arrive together)
 
     # ------------------------------------------------------------------------------- event-loop side
     def start(self) -> None:
@@ -215,7 +216,10 @@ class Batcher:
                     self._cond.wait()
                 if self._stopping:
                     return
+                if self._last_shared:
+                    self._gather()
                 work = self._take()
+                self._last_shared = len({id(job) for job, _ in work}) > 1
                 self._running = list(dict.fromkeys(job for job, _ in work))
             try:
                 self._run(work)
@@ -223,10 +227,28 @@ class Batcher:
                 with self._cond:
                     self._running = []
 
+    def _room(self, head: Job) -> int:
+        """Images the next call may hold: ``batch_size``, and ``batch_rows`` rows of candidates."""
+        return max(1, min(self.limits.batch_size, self.limits.batch_rows // head.request.sampler.candidates))
+
+    def _waiting_images(self) -> int:
+        key = self._jobs[0].request.batch_key
+        return sum(j.request.num_images - j.taken for j in self._jobs if j.request.batch_key == key)
+
+    def _gather(self) -> None:
+        """Under load (the last call was shared) wait up to ``batch_wait`` for the next call to fill up:
+        the clients just answered are sending their next requests. A lone client never waits."""
+        deadline = time.monotonic() + self.limits.batch_wait
+        while self._jobs and not self._stopping and self._waiting_images() < self._room(self._jobs[0]):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
     def _take(self) -> list[tuple[Job, int]]:
         """(job, image index) pairs of the next call: the oldest request and those that match its settings."""
         key = self._jobs[0].request.batch_key
-        room = self.limits.batch_size
+        room = self._room(self._jobs[0])
         work: list[tuple[Job, int]] = []
         for job in list(self._jobs):
             if job.request.batch_key != key:
