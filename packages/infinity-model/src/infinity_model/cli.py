@@ -1,4 +1,5 @@
-"""The ``infinity`` command line: ``infinity generate`` (text to image files), ``infinity edit`` and ``infinity info``."""
+"""The ``infinity`` command line: ``infinity generate`` (text to image files), ``infinity edit``, ``infinity serve``
+(a web page and an HTTP API) and ``infinity info``."""
 
 from __future__ import annotations
 
@@ -109,6 +110,12 @@ def _add_runtime_options(cmd: argparse.ArgumentParser) -> None:
                      help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
 
 
+def _add_loading_options(cmd: argparse.ArgumentParser) -> None:
+    """The model options and --device/--dtype: what a command that only loads a pipeline needs (serve)."""
+    _add_model_options(cmd)
+    _add_runtime_options(cmd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="infinity", description="Infinity bitwise autoregressive text-to-image."
@@ -149,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, default=Path("edit.png"), help="output PNG (default edit.png)"
     )
 
+    from .serve.cli import add_serve_parser
+
+    add_serve_parser(sub, _add_loading_options)
+
     info = sub.add_parser("info", help="describe a transformer checkpoint (preset, parameters)")
     info.add_argument(
         "checkpoint", type=Path, help="official .pth, sharded folder, or our safetensors folder"
@@ -175,13 +186,12 @@ def _output_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i:03d}{output.suffix}") for i in range(count)]
 
 
-def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
-    """The pipeline the model options name (or the default model), with unset sampler options filled in."""
-    import torch
+def resolve_model(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill --model/--vae/--text-encoder with the default model's when none is given; check that all are set.
 
-    from .pipeline import InfinityPipeline
-
-    settings: dict = {}
+    Returns the sampling defaults: ``SAMPLING_DEFAULTS`` overridden by the default model's own settings.
+    """
+    settings: dict[str, Any] = {}
     if args.model is None and args.vae is None and args.text_encoder is None:
         from .default_model import load_default_model
 
@@ -189,9 +199,6 @@ def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
         args.model, args.vae, args.text_encoder = default.model, default.vae, default.text_encoder
         settings = default.generation
         logger.info("no --model: using the default model in %s", default.root)
-    for key, value in SAMPLING_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, settings.get(key, value))
     name = f"infinity {args.command}"
     if args.model is None:
         raise SystemExit(
@@ -201,9 +208,18 @@ def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
         raise SystemExit(f"{name}: pass --vae (the BSQ-VAE that matches the model)")
     if args.text_encoder is None:
         raise SystemExit(f"{name}: pass --text-encoder (a local flan-t5-xl folder)")
+    return {**SAMPLING_DEFAULTS, **settings}
+
+
+def load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
+    """Load the pipeline named by the model options (after :func:`resolve_model`) on --device/--dtype."""
+    import torch
+
+    from .pipeline import InfinityPipeline
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
-    pipe = InfinityPipeline.from_pretrained(
+    return InfinityPipeline.from_pretrained(
         model=args.model,
         vae=args.vae,
         text_encoder=args.text_encoder,
@@ -213,7 +229,15 @@ def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
         vae_preset=args.vae_preset,
         allow_download=args.allow_download,
     )
-    return pipe
+
+
+def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
+    """The pipeline the model options name (or the default model), with unset sampler options filled in."""
+    settings = resolve_model(args)
+    for key in SAMPLING_DEFAULTS:
+        if getattr(args, key) is None:
+            setattr(args, key, settings[key])
+    return load_pipeline(args)
 
 
 def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float) -> ScaleSchedule:
@@ -314,6 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if args.command == "edit":
             return _edit(args)
+        if args.command == "serve":
+            from .serve.cli import serve
+
+            return serve(args)
         return _info(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"infinity {args.command}: error: {err}", file=sys.stderr)

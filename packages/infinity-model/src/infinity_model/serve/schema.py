@@ -1,0 +1,312 @@
+"""What a client may ask of ``infinity serve``: the JSON request, its checks, and the settings reported back.
+
+Every field is checked here, before anything reaches the sampler: a bad value becomes a :class:`RequestError`
+that names the field (the server answers it with a 4xx JSON error and keeps serving). No field names a file.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bsq_tokenizer import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS, ScaleSchedule, get_schedule
+
+from ..sampler import SamplerConfig
+
+__all__ = [
+    "MAX_SEED",
+    "ImageRequest",
+    "RequestError",
+    "SamplingDefaults",
+    "ServeLimits",
+    "available_pixel_budgets",
+    "generate_command",
+    "parse_request",
+]
+
+MAX_SEED = 2**53 - 1  # the largest integer a browser's JSON numbers hold exactly
+_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "num_images",
+    "ratio",
+    "pn",
+    "cfg",
+    "tau",
+    "top_k",
+    "top_p",
+    "candidates",
+    "seed",
+)
+
+
+class RequestError(ValueError):
+    """A request the server refuses; ``field`` names the JSON field at fault (None for the body itself)."""
+
+    def __init__(self, field: str | None, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"field": self.field, "message": self.message}}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may ask and how much the server holds; ``infinity serve`` flags set each one."""
+
+    max_images: int = 16  # images per request (prompts x num_images)
+    max_prompt_chars: int = 1000
+    max_candidates: int = 16
+    max_cfg: float = 30.0
+    max_tau: float = 10.0
+    max_queue: int = 64  # requests waiting for the sampler; one more is answered 503
+    batch_size: int = 16  # images per sampler call; 1 turns micro-batching off
+    batch_rows: int = 64  # images x candidates per sampler call (one request is never held back by it)
+    batch_wait: float = 0.01  # seconds a shared call waits for more requests while the last one was shared
+    max_body_bytes: int = 1 << 16
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_images",
+            "max_prompt_chars",
+            "max_candidates",
+            "max_queue",
+            "batch_size",
+            "batch_rows",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ServeLimits.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_cfg <= 0 or self.max_tau <= 0 or self.max_body_bytes < 1024 or self.batch_wait < 0:
+            raise ValueError(
+                f"ServeLimits: max_cfg and max_tau must be > 0, max_body_bytes >= 1024, batch_wait >= 0; got {self}"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The settings a request gets for the fields it leaves out (the model's own, as ``infinity generate``)."""
+
+    pn: str = "1M"
+    ratio: float = 1.0
+    cfg: float = 3.0
+    tau: float = 0.5
+    top_k: int = 900
+    top_p: float = 0.97
+    candidates: int = 1
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SamplingDefaults:
+        known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
+        return cls(**known)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def available_pixel_budgets(num_levels: int) -> tuple[str, ...]:
+    """Pixel budgets whose schedules fit a model with ``num_levels`` level embeddings, smallest first."""
+    budgets = EXTRA_PIXEL_BUDGETS + PIXEL_BUDGETS
+    return tuple(pn for pn in budgets if get_schedule(1.0, pn).num_scales <= num_levels)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A checked request: one prompt and one seed per image, shared sampler settings."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    negative_prompt: str | None
+    ratio: float
+    schedule: ScaleSchedule
+    sampler: SamplerConfig
+
+    @property
+    def num_images(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys can share one sampler call (same scales, same settings, same guidance)."""
+        s = self.schedule
+        return (s.template, s.pn, s.scales, s.rope_grid, self.sampler, self.negative_prompt is None)
+
+    def settings(self, index: int) -> dict[str, Any]:
+        """The settings of image ``index``: enough to draw it again with ``infinity generate``."""
+        height, width = self.schedule.pixel_hw
+        cfg, tau = self.sampler.cfg, self.sampler.tau
+        return {
+            "prompt": self.prompts[index],
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seeds[index],
+            "ratio": self.ratio,
+            "pn": self.schedule.pn,
+            "cfg": list(cfg) if isinstance(cfg, tuple) else cfg,
+            "tau": list(tau) if isinstance(tau, tuple) else tau,
+            "top_k": self.sampler.top_k,
+            "top_p": self.sampler.top_p,
+            "candidates": self.sampler.candidates,
+            "width": width,
+            "height": height,
+        }
+
+
+def _number_text(value: float | Sequence[float]) -> str:
+    if isinstance(value, (int, float)):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return ",".join(_number_text(v) for v in value)
+
+
+def generate_command(settings: Mapping[str, Any], model_args: Sequence[str] = ()) -> str:
+    """The ``infinity generate`` command line that draws the image described by ``settings`` again."""
+    args = ["infinity", "generate", str(settings["prompt"]), *model_args]
+    if settings.get("negative_prompt") is not None:
+        args += ["--negative-prompt", str(settings["negative_prompt"])]
+    args += ["--ratio", _number_text(settings["ratio"]), "--pn", str(settings["pn"])]
+    args += ["--cfg", _number_text(settings["cfg"]), "--tau", _number_text(settings["tau"])]
+    args += ["--top-k", str(settings["top_k"]), "--top-p", _number_text(settings["top_p"])]
+    args += ["--candidates", str(settings["candidates"]), "--seed", str(settings["seed"]), "-o", "out.png"]
+    return shlex.join(args)
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(body: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RequestError(name, f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise RequestError(name, f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _real(body: Mapping[str, Any], name: str, default: float) -> float:
+    value = body.get(name, default)
+    if value is None:
+        value = default
+    if not _is_number(value):
+        raise RequestError(name, f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _per_scale(
+    body: Mapping[str, Any], name: str, default: float, num_scales: int
+) -> float | tuple[float, ...]:
+    """A number, or a list of one number per scale (as ``--cfg 3,3,4`` on the command line)."""
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, list):
+        if len(value) != num_scales or not all(_is_number(v) for v in value):
+            raise RequestError(
+                name,
+                f"{name} must be a number or a list of {num_scales} numbers (one per scale), got {value!r}",
+            )
+        return tuple(float(v) for v in value)
+    if not _is_number(value):
+        raise RequestError(name, f"{name} must be a finite number or a list of numbers, got {value!r}")
+    return float(value)
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise RequestError(name, f"{name} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise RequestError(name, f"{name} is empty; write what the image should show")
+    if len(value) > limit:
+        raise RequestError(name, f"{name} has {len(value)} characters; at most {limit} are allowed")
+    return value
+
+
+def parse_request(
+    body: Any,
+    defaults: SamplingDefaults,
+    limits: ServeLimits,
+    pixel_budgets: Sequence[str],
+    rng: random.Random | None = None,
+) -> ImageRequest:
+    """Check a decoded JSON body and turn it into an :class:`ImageRequest`; raises :class:`RequestError`.
+
+    ``prompt`` is a string or a list of strings; every prompt is drawn ``num_images`` times. Image ``i`` of
+    the request uses ``seed + i`` (as ``infinity generate``); without ``seed`` the server draws one.
+    """
+    if not isinstance(body, dict):
+        raise RequestError(None, f"the body must be a JSON object, got {type(body).__name__}", status=400)
+    unknown = sorted(set(body) - set(_FIELDS))
+    if unknown:
+        raise RequestError(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(_FIELDS)}")
+    if "prompt" not in body:
+        raise RequestError("prompt", "prompt is missing; pass a string or a list of strings")
+    raw = body["prompt"]
+    prompts = raw if isinstance(raw, list) else [raw]
+    if not prompts:
+        raise RequestError("prompt", "prompt is an empty list; pass at least one prompt")
+    prompts = [_text(p, "prompt", limits.max_prompt_chars) for p in prompts]
+    negative = body.get("negative_prompt")
+    if negative is not None:
+        negative = _text(negative, "negative_prompt", limits.max_prompt_chars)
+    num_images = _integer(body, "num_images", 1, 1, limits.max_images)
+    if len(prompts) * num_images > limits.max_images:
+        raise RequestError(
+            "num_images",
+            f"{len(prompts)} prompts x {num_images} images = {len(prompts) * num_images} images; at most "
+            f"{limits.max_images} per request",
+        )
+
+    ratio = _real(body, "ratio", defaults.ratio)
+    if ratio <= 0:
+        raise RequestError("ratio", f"ratio (height / width) must be > 0, got {ratio}")
+    pn = body.get("pn", defaults.pn)
+    if pn is None:
+        pn = defaults.pn
+    if not isinstance(pn, str) or pn not in pixel_budgets:
+        raise RequestError(
+            "pn", f"unknown pixel budget {pn!r}; this model draws at {', '.join(pixel_budgets)}"
+        )
+    schedule = get_schedule(ratio, pn)
+
+    cfg = _per_scale(body, "cfg", defaults.cfg, schedule.num_scales)
+    for value in cfg if isinstance(cfg, tuple) else (cfg,):
+        if not 0 <= value <= limits.max_cfg:
+            raise RequestError("cfg", f"cfg must be in [0, {limits.max_cfg}], got {value}")
+    tau = _per_scale(body, "tau", defaults.tau, schedule.num_scales)
+    for value in tau if isinstance(tau, tuple) else (tau,):
+        if not 0 < value <= limits.max_tau:
+            raise RequestError("tau", f"tau must be in (0, {limits.max_tau}], got {value}")
+    top_k = _integer(body, "top_k", defaults.top_k, 0, 1 << 30)
+    top_p = _real(body, "top_p", defaults.top_p)
+    if not 0 <= top_p <= 1:
+        raise RequestError("top_p", f"top_p must be in [0, 1] (0 disables it), got {top_p}")
+    candidates = _integer(body, "candidates", defaults.candidates, 1, limits.max_candidates)
+    seed = body.get("seed")
+    if seed is None:
+        seed = (rng or random.SystemRandom()).randrange(0, 2**31)
+    elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - limits.max_images:
+        raise RequestError(
+            "seed", f"seed must be an integer in [0, {MAX_SEED - limits.max_images}], got {seed!r}"
+        )
+
+    sampler = SamplerConfig(cfg=cfg, tau=tau, top_k=top_k, top_p=top_p, candidates=candidates)
+    per_image = [p for p in prompts for _ in range(num_images)]
+    return ImageRequest(
+        prompts=tuple(per_image),
+        seeds=tuple(seed + i for i in range(len(per_image))),
+        negative_prompt=negative,
+        ratio=ratio,
+        schedule=schedule,
+        sampler=sampler,
+    )
