@@ -135,17 +135,17 @@ def single(port: int, repeats: int, candidates: int) -> float:
 
 def in_process(repeats: int, counts: tuple[int, ...]) -> dict[int, float]:
     """Median seconds of the same sampler call made directly on a pipeline in this process, per candidates."""
-    from infinity_model.default_model import load_default_model
-    from infinity_model.pipeline import InfinityPipeline
-    from infinity_model.sampler import SamplerConfig
+    from dataclasses import replace
 
-    default = load_default_model()
-    pipe = InfinityPipeline.from_pretrained(default.model, default.vae, default.text_encoder, device="cpu")
-    g = default.generation
-    schedule = pipe.schedule(g["ratio"], g["pn"])
+    from infinity_model import InfinityPipeline, SamplerConfig
+    from infinity_model.default_model import default_model_dir
+
+    pipe = InfinityPipeline.from_pretrained(default_model_dir(), device="cpu")
+    g = pipe.generation
+    schedule = pipe.schedule(g.ratio, g.pn)
     medians = {}
     for n in counts:
-        sampler = SamplerConfig(cfg=g["cfg"], tau=g["tau"], top_k=g["top_k"], top_p=g["top_p"], candidates=n)
+        sampler = SamplerConfig(**replace(g, candidates=n).sampler_options())
         times = []
         for r in range(repeats + 1):
             start = time.perf_counter()

@@ -31,7 +31,7 @@ from infinity_data.shapes import COLORS, SHAPES, image_size, random_spec, render
 from infinity_eval.geneval.rules import evaluate_detections
 from infinity_eval.geneval.shapes import SHAPES_PALETTE, PaletteColorClassifier, ShapesDetector
 from infinity_model import InfinityPipeline
-from infinity_model.default_model import load_default_model
+from infinity_model.default_model import default_model_dir
 from PIL import Image, ImageDraw
 
 log = logging.getLogger("edit_check")
@@ -126,16 +126,13 @@ def _pixel_mask(box: tuple[int, ...], size: tuple[int, int]) -> Image.Image:
 
 
 def run(args: argparse.Namespace) -> dict:
-    dm = load_default_model(args.model_dir)
-    pipe = InfinityPipeline.from_pretrained(dm.model, dm.vae, dm.text_encoder, device="cpu")
-    g = dm.generation
+    pipe = InfinityPipeline.from_pretrained(default_model_dir(args.model_dir), device="cpu")
+    g = pipe.generation
     schedule = pipe.schedule(1.0, PN)
     sampling = {
-        "cfg": g["cfg"] if args.cfg is None else args.cfg,
-        "tau": g["tau"],
-        "top_k": g["top_k"],
-        "top_p": g["top_p"],
-        "candidates": g.get("candidates", 1) if args.candidates is None else args.candidates,
+        **g.sampler_options(),
+        "cfg": g.cfg if args.cfg is None else args.cfg,
+        "candidates": g.candidates if args.candidates is None else args.candidates,
     }
     cases = make_cases(args.edits, args.seed)
     detector, colours = ShapesDetector(), PaletteColorClassifier()

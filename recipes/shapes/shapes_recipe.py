@@ -19,7 +19,10 @@ import logging
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+
+from infinity_model import GenerationConfig
 
 log = logging.getLogger("shapes_recipe")
 
@@ -36,7 +39,7 @@ PN = "0.016M"
 # Sampling settings the shipped model is evaluated with (and `infinity generate` uses by default); the `tune`
 # step replaces cfg and tau with the best pair of TUNE_GRID on the validation prompts (one draw per image), then
 # chooses how many candidates to draw per image (keeping the one the model finds most likely) at that pair.
-GENERATION = {"pn": PN, "ratio": 1.0, "cfg": 3.0, "tau": 0.5, "top_k": 0, "top_p": 0.0, "candidates": 1}
+GENERATION = GenerationConfig(pn=PN, ratio=1.0, cfg=3.0, tau=0.5, top_k=0, top_p=0.0, candidates=1)
 TUNE_GRID = {"cfg": (1.0, 2.0, 3.0, 5.0), "tau": (0.1, 0.5, 1.0)}
 CANDIDATE_GRID = (1, 4, 8)
 # The steps of reproduce.sh that make the model (data to the packaged folder); the rest scores it.
@@ -149,10 +152,10 @@ def cmd_package(args: argparse.Namespace) -> None:
     provenance = {"recipe": "recipes/shapes", "trained_on": "synthetic shapes world (infinity_data.shapes)"}
     if args.report and Path(args.report).is_file():
         provenance.update(json.loads(Path(args.report).read_text()))
-    generation = dict(GENERATION)
+    generation = GENERATION
     if args.tune and Path(args.tune).is_file():
         tuned = json.loads(Path(args.tune).read_text())
-        generation.update(tuned["best"])
+        generation = replace(GENERATION, **tuned["best"])
         provenance["tuning"] = tuned
     root = write_default_model(args.out, args.model, args.vae, args.text_encoder, generation, provenance)
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
@@ -160,23 +163,12 @@ def cmd_package(args: argparse.Namespace) -> None:
 
 
 def _pipeline(model_dir: str | None):
+    """The default model (or the model folder ``model_dir``) and its generation settings."""
     from infinity_model import InfinityPipeline
-    from infinity_model.default_model import load_default_model
+    from infinity_model.default_model import default_model_dir
 
-    dm = load_default_model(model_dir)
-    pipe = InfinityPipeline.from_pretrained(dm.model, dm.vae, dm.text_encoder, device="cpu")
-    return pipe, dm
-
-
-def _sampling(g: dict) -> dict:
-    """The pipeline's sampling keywords from a model folder's generation settings."""
-    return {
-        "cfg": g["cfg"],
-        "tau": g["tau"],
-        "top_k": g["top_k"],
-        "top_p": g["top_p"],
-        "candidates": g.get("candidates", 1),
-    }
+    pipe = InfinityPipeline.from_pretrained(default_model_dir(model_dir), device="cpu")
+    return pipe, pipe.generation
 
 
 def _read_specs(path: str) -> list[dict]:
@@ -186,15 +178,14 @@ def _read_specs(path: str) -> list[dict]:
 def cmd_sample(args: argparse.Namespace) -> None:
     from infinity_eval import PromptItem, generate_benchmark
 
-    pipe, dm = _pipeline(args.model_dir)
-    g = dm.generation
-    schedule = pipe.schedule(g["ratio"], g["pn"])
+    pipe, g = _pipeline(args.model_dir)
+    schedule = pipe.schedule(g.ratio, g.pn)
     specs = _read_specs(args.prompts)
     # The held-out prompts are draws of the world's generator and repeat (about 110 distinct of 300): every
     # draw gets its own seeds, or the repeats of a prompt would be copies of one image scored many times.
     n = args.images_per_prompt
     items = [PromptItem(f"{i:05d}", s["prompt"], n, s["tag"], s, seed=i * n) for i, s in enumerate(specs)]
-    sampling = _sampling(g)
+    sampling = g.sampler_options()
     if args.candidates is not None:
         sampling["candidates"] = args.candidates
 
@@ -232,16 +223,15 @@ def cmd_tune(args: argparse.Namespace) -> None:
     score CANDIDATE_GRID at that pair and keep the best count (the first of equals: the fewest draws)."""
     from infinity_data.shapes import heldout_specs
 
-    pipe, dm = _pipeline(args.model_dir)
-    g = dm.generation
-    schedule = pipe.schedule(g["ratio"], g["pn"])
+    pipe, g = _pipeline(args.model_dir)
+    schedule = pipe.schedule(g.ratio, g.pn)
     specs = [
         s for s in heldout_specs(args.prompts, VALIDATION_PROMPT_SEED) for _ in range(args.images_per_prompt)
     ]
     prompts = [s["prompt"] for s in specs]
 
     def score(cfg: float, tau: float, candidates: int) -> dict:
-        settings = _sampling({**g, "cfg": cfg, "tau": tau, "candidates": candidates})
+        settings = replace(g, cfg=cfg, tau=tau, candidates=candidates).sampler_options()
         images = []
         for i in range(0, len(prompts), args.batch_size):
             chunk = prompts[i : i + args.batch_size]
@@ -299,16 +289,15 @@ def cmd_prefix_check(args: argparse.Namespace) -> None:
     from infinity_model import SamplerConfig
     from PIL import Image
 
-    pipe, dm = _pipeline(args.model_dir)
-    g = dm.generation
-    schedule = pipe.schedule(g["ratio"], g["pn"])
+    pipe, g = _pipeline(args.model_dir)
+    schedule = pipe.schedule(g.ratio, g.pn)
     specs = _read_specs(args.prompts)
     real = _heldout_renders(specs)
     with torch.no_grad():
         x = torch.cat([image_to_tensor(img) for img in real])
         given = pipe.vae.encode_to_bits(x, schedule.vae_scales(pipe.vae.config.patchify)).bits
     # one draw per image (no candidates): the check is about the model's scales, not the choice among draws
-    sampler = SamplerConfig(**{**_sampling(g), "candidates": 1})
+    sampler = SamplerConfig(**replace(g, candidates=1).sampler_options())
     rows = []
     for k in range(schedule.num_scales + 1):
         images = []
@@ -325,7 +314,12 @@ def cmd_prefix_check(args: argparse.Namespace) -> None:
         summary = score_specs(images, specs)
         rows.append({"given_scales": k, "overall": summary["overall"], "tags": summary["tags"]})
         log.info("first %d scales given: shapes check %.3f", k, summary["overall"])
-    out = {"scales": [list(hw) for hw in schedule.scales], "images": len(specs), "sampling": g, "rows": rows}
+    out = {
+        "scales": [list(hw) for hw in schedule.scales],
+        "images": len(specs),
+        "sampling": g.to_dict(),
+        "rows": rows,
+    }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
@@ -363,8 +357,7 @@ def cmd_vae_check(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from PIL import Image, ImageDraw
 
-    pipe, dm = _pipeline(args.model_dir)
-    g = dm.generation
+    pipe, g = _pipeline(args.model_dir)
     prompts = [
         "a photo of a red circle above a blue square",
         "a photo of a yellow triangle",
@@ -376,7 +369,7 @@ def cmd_grid(args: argparse.Namespace) -> None:
         "a photo of a square below a triangle",
     ]
     images = pipe(
-        prompts, schedule=pipe.schedule(g["ratio"], g["pn"]), seed=list(range(len(prompts))), **_sampling(g)
+        prompts, schedule=pipe.schedule(g.ratio, g.pn), seed=list(range(len(prompts))), **g.sampler_options()
     )
     cols, size, caption_h = 4, images[0].width, 30
     rows = (len(images) + cols - 1) // cols

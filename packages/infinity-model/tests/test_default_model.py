@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from infinity_model import TextEncoder
+from infinity_model import GenerationConfig, TextEncoder
 from infinity_model.default_model import (
     DEFAULT_MODEL_FILE,
     DefaultModelNotFoundError,
@@ -16,6 +16,7 @@ from infinity_model.default_model import (
     write_default_model,
 )
 from infinity_model.local_t5 import write_neighbour_t5
+from infinity_model.model_folder import MODEL_INDEX_FILE
 
 WORDS = ("a", "photo", "of", "and", "circle", "square", "red", "blue", "above", "below")
 
@@ -67,12 +68,54 @@ def test_write_and_load_default_model(neighbour_t5: Path, tmp_path: Path) -> Non
     dm = load_default_model(root)
     assert dm.model == root / "transformer" and dm.vae == root / "vae.safetensors"
     assert (dm.text_encoder / "config.json").is_file() and (root / "vae.json").is_file()
-    assert dm.generation == {"pn": "0.016M", "cfg": 3.0} and dm.provenance == {"score": 1}
-    spec = json.loads((root / DEFAULT_MODEL_FILE).read_text())
-    spec["generation"]["steps"] = 3
-    (root / DEFAULT_MODEL_FILE).write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match="unknown generation key 'steps'"):
+    # the settings not given take GenerationConfig's defaults
+    assert dm.generation == GenerationConfig(pn="0.016M", cfg=3.0) and dm.provenance == {"score": 1}
+    assert GenerationConfig.from_json(root / "generation_config.json") == dm.generation
+    settings = json.loads((root / "generation_config.json").read_text())
+    settings["steps"] = 3
+    (root / "generation_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match=r"generation_config\.json: unknown generation key 'steps'"):
         load_default_model(root)
+
+
+def test_folder_in_the_older_layout_still_loads(neighbour_t5: Path, tmp_path: Path) -> None:
+    """A folder with one default_model.json (generation settings inline) is read as before."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    vae = tmp_path / "vae.safetensors"
+    vae.write_bytes(b"x")
+    root = write_default_model(tmp_path / "dm", model, vae, neighbour_t5, {}, {"score": 2})
+    (root / MODEL_INDEX_FILE).unlink()
+    (root / "generation_config.json").unlink()
+    older = {"model": "transformer", "vae": "vae.safetensors", "text_encoder": "text_encoder",
+             "generation": {"pn": "0.016M", "cfg": 2.0, "candidates": 8}, "provenance": {"score": 2}}  # fmt: skip
+    (root / DEFAULT_MODEL_FILE).write_text(json.dumps(older))
+    dm = load_default_model(root)
+    assert dm.generation == GenerationConfig(pn="0.016M", cfg=2.0, candidates=8)
+    assert dm.provenance == {"score": 2} and dm.vae == root / "vae.safetensors"
+    older["generation"]["cfg"] = "high"
+    (root / DEFAULT_MODEL_FILE).write_text(json.dumps(older))
+    with pytest.raises(ValueError, match=r"default_model\.json: GenerationConfig\.cfg must be a number"):
+        load_default_model(root)
+
+
+def test_generation_config_round_trips_through_json(tmp_path: Path) -> None:
+    config = GenerationConfig(
+        pn="0.25M", ratio=0.5, cfg=(1.0, 2.0, 3.0), tau=1, top_k=0, top_p=0.0, candidates=4
+    )
+    assert config.tau == 1.0 and isinstance(config.tau, float)
+    assert GenerationConfig.from_json(config.to_json(tmp_path / "g.json")) == config
+    assert GenerationConfig.from_dict(config.to_dict()) == config
+    assert config.sampler_options() == {
+        "cfg": (1.0, 2.0, 3.0),
+        "tau": 1.0,
+        "top_k": 0,
+        "top_p": 0.0,
+        "candidates": 4,
+    }
+    with pytest.raises(ValueError, match="ratio"):
+        GenerationConfig(ratio=0)
 
 
 def test_provenance_records_commands_relative_to_the_repository(neighbour_t5: Path, tmp_path: Path) -> None:
@@ -87,7 +130,7 @@ def test_provenance_records_commands_relative_to_the_repository(neighbour_t5: Pa
         "command_line": ["/opt/build/.venv/bin/infinity-eval", "geneval", f"{repo}/eval/images", "/data/x"]
     }
     root = write_default_model(repo / "dm", model, vae, neighbour_t5, {}, {"geneval": {"header": header}})
-    text = (root / DEFAULT_MODEL_FILE).read_text()
+    text = (root / MODEL_INDEX_FILE).read_text()
     assert str(tmp_path) not in text and "/opt/build" not in text
     command = json.loads(text)["provenance"]["geneval"]["header"]["command_line"]
     assert command == ["infinity-eval", "geneval", "eval/images", "/data/x"]
@@ -114,7 +157,7 @@ def test_packaged_default_model_is_complete_when_shipped() -> None:
         dm = load_default_model()
     except DefaultModelNotFoundError:
         pytest.skip("this checkout ships no default model yet (recipes/shapes/reproduce.sh writes it)")
-    assert {"pn", "cfg", "tau"} <= set(dm.generation)
+    assert dm.generation.pn == "0.016M" and dm.generation != GenerationConfig()  # the folder's own settings
     assert (dm.model / "model.safetensors").is_file() and (dm.text_encoder / "tokenizer.json").is_file()
 
 
@@ -149,6 +192,8 @@ def test_cli_generate_without_model_uses_the_default_model(
     # the default model's sampling settings, candidates included, are the CLI's defaults
     dm = dm_module.load_default_model()
     pipe = InfinityPipeline.from_pretrained(dm.model, dm.vae, dm.text_encoder, device="cpu")
+    # the folder opened as one: its parts and its generation settings
+    assert InfinityPipeline.from_pretrained(root, device="cpu").generation == GenerationConfig(**generation)
     settings = {k: v for k, v in generation.items() if k != "pn"}
     best = pipe([prompt], pn="0.016M", seed=0, **settings)[0]
     assert Image.open(out).tobytes() == best.tobytes()

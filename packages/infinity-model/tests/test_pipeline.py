@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from bsq_tokenizer import BSQVAE, VAEConfig, custom_schedule, save_vae
-from infinity_model.checkpoint import infer_config, match_preset, save_infinity
+from infinity_model import GenerationConfig
+from infinity_model.checkpoint import CheckpointError, infer_config, match_preset, save_infinity
 from infinity_model.cli import main
 from infinity_model.config import InfinityConfig
+from infinity_model.model_folder import ModelFolderNotFoundError, write_model_folder
 from infinity_model.pipeline import InfinityPipeline, describe_checkpoint, inspect_checkpoint
 from infinity_model.tiny import write_tiny_t5
 from infinity_model.transformer import Infinity
@@ -141,6 +143,59 @@ def test_callback_previews_decode_the_coarse_scales(files):
     assert not torch.equal(previews[0], result.images)
 
 
+def test_from_pretrained_opens_a_model_folder_building_and_checking_the_model_once(
+    files, tmp_path, monkeypatch
+):
+    import infinity_model.checkpoint as checkpoint
+    import infinity_model.transformer as transformer
+
+    generation = GenerationConfig(pn="0.06M", cfg=2.0, tau=1.0, top_k=0, top_p=0.0, candidates=2)
+    root = write_model_folder(tmp_path / "folder", files["ours"], files["vae_st"], files["t5"], generation)
+    checks, builds = [], []
+    check_state_dict, init = checkpoint.check_state_dict, transformer.Infinity.__init__
+
+    def counted_check(*args, **kwargs):
+        checks.append(1)
+        return check_state_dict(*args, **kwargs)
+
+    def counted_init(self, *args, **kwargs):
+        builds.append(1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "check_state_dict", counted_check)
+    monkeypatch.setattr(transformer.Infinity, "__init__", counted_init)
+    pipe = InfinityPipeline.from_pretrained(root)
+    assert (len(checks), len(builds)) == (1, 1)  # one model built, its keys and shapes checked once
+    assert pipe.generation == generation
+    # the three parts as keywords (and positionally, the older form) load the same weights, default settings
+    for other in (
+        InfinityPipeline.from_pretrained(model=files["ours"], vae=files["vae_st"], text_encoder=files["t5"]),
+        InfinityPipeline.from_pretrained(files["ours"], files["vae_st"], files["t5"]),
+    ):
+        assert other.generation == GenerationConfig()
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(pipe.model.state_dict().values(), other.model.state_dict().values(), strict=True)
+        )
+    with pytest.raises(ModelFolderNotFoundError, match=r"model_index\.json.*model=, vae=, text_encoder="):
+        InfinityPipeline.from_pretrained(files["ours"])  # a transformer folder is not a model folder
+    with pytest.raises(ValueError, match="text_encoder missing"):
+        InfinityPipeline.from_pretrained(model=files["ours"], vae=files["vae_st"])
+
+
+def test_cli_takes_a_model_folder_and_its_settings(files, tmp_path):
+    generation = GenerationConfig(pn="0.06M", cfg=2.0, tau=1.0, top_k=0, top_p=0.0, candidates=2)
+    root = write_model_folder(tmp_path / "folder", files["ours"], files["vae_st"], files["t5"], generation)
+    out = tmp_path / "out.png"
+    assert (
+        main(["generate", "a cat", "--model", str(root), "--scales", "1x1,2x2,3x3,4x4", "-o", str(out)]) == 0
+    )
+    pipe = InfinityPipeline.from_pretrained(root)
+    expected = pipe(["a cat"], schedule=SCHEDULE, seed=0, **generation.sampler_options())[0]
+    plain = pipe(["a cat"], schedule=SCHEDULE, seed=0)[0]  # GenerationConfig's defaults
+    assert Image.open(out).tobytes() == expected.tobytes() != plain.tobytes()
+
+
 def pipe_sampler():
     from infinity_model.sampler import SamplerConfig
 
@@ -153,7 +208,7 @@ def test_8b_weights_with_a_32_bit_vae_fail_before_loading_weights(files, monkeyp
     def forbidden(*args, **kwargs):
         raise AssertionError("weights were loaded before the compatibility check")
 
-    monkeypatch.setattr(pipeline, "load_official_infinity", forbidden)
+    monkeypatch.setattr(pipeline, "_adopt_state_dict", forbidden)
     monkeypatch.setattr(pipeline, "load_official_vae", forbidden)
     with pytest.raises(
         ValueError, match=r"56 bits per token.*d14_patchify.*8 bits at stride 16; pass the matching VAE"
@@ -175,7 +230,7 @@ def test_missing_files_and_wrong_text_encoder_are_named(files, tmp_path):
     wide = write_tiny_t5(tmp_path / "t5wide", d_model=48)
     with pytest.raises(ValueError, match="width 48"):
         InfinityPipeline.from_pretrained(model=files["pth"], vae=files["vae_pth"], text_encoder=wide)
-    with pytest.raises(ValueError, match="does not fit the architecture"):
+    with pytest.raises(CheckpointError, match=r"does not fit the model.*layer12"):
         InfinityPipeline.from_pretrained(
             model=files["pth"], vae=files["vae_pth"], text_encoder=files["t5"], model_preset="layer12"
         )

@@ -2,7 +2,10 @@
 
 from .checkpoint import (
     CheckpointError,
+    CheckpointInfo,
+    describe_checkpoint,
     infer_config,
+    inspect_checkpoint,
     load_infinity,
     load_official_infinity,
     read_state_dict,
@@ -10,7 +13,8 @@ from .checkpoint import (
 )
 from .condition import TextCondition
 from .config import PRESETS, InfinityConfig
-from .pipeline import CheckpointInfo, InfinityPipeline, describe_checkpoint, inspect_checkpoint
+from .generation import GenerationConfig
+from .pipeline import InfinityPipeline
 from .sampler import SamplerConfig, SampleResult, ScaleStep, codes_to_uint8, filter_bit_logits, sample
 from .text import TextEncoder
 from .transformer import Conditioning, Infinity, KVCache
@@ -20,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "Conditioning",
+    "GenerationConfig",
     "Infinity",
     "InfinityConfig",
     "InfinityPipeline",

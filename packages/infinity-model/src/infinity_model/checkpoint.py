@@ -1,4 +1,5 @@
-"""Checkpoint I/O: the official `.pth` / sharded folders (strict, meta-device + mmap + assign) and our own format.
+"""Checkpoint I/O: the official `.pth` / sharded folders (strict, meta-device + mmap + assign) and our own format;
+inspection (`inspect_checkpoint`, `infinity info`) and the transformer/VAE compatibility check.
 
 Loading never holds two copies of the weights: the model is built on the meta device, the file is memory-mapped
 (`torch.load(weights_only=True, mmap=True)` or safetensors' mmap), tensors are cast one by one when a different
@@ -9,16 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from bsq_tokenizer import load_safetensors, save_safetensors
-from safetensors import safe_open
+from bsq_tokenizer import VAEConfig, load_safetensors, save_safetensors
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from infinity_model.config import PRESETS, InfinityConfig
@@ -26,8 +28,12 @@ from infinity_model.transformer import AttnBackend, Infinity, default_cfg_uncond
 
 __all__ = [
     "CheckpointError",
+    "CheckpointInfo",
+    "check_compatible",
     "check_state_dict",
+    "describe_checkpoint",
     "infer_config",
+    "inspect_checkpoint",
     "load_infinity",
     "load_official_infinity",
     "load_state_dict_into_meta_model",
@@ -352,10 +358,30 @@ def load_state_dict_into_meta_model(
 
     dtype None keeps the stored dtypes; otherwise every floating tensor is cast (one at a time).
     """
+    model = _checked_meta_model(config, state, source, attn_backend)
+    return _adopt_state_dict(model, state, dtype=dtype, device=device, source=source)
+
+
+def _checked_meta_model(
+    config: InfinityConfig, state: dict[str, Tensor], source: str, attn_backend: AttnBackend = "auto"
+) -> Infinity:
+    """`Infinity(config)` on the meta device, `state`'s keys and shapes checked against it (no data is read)."""
     with torch.device("meta"):
         model = Infinity(config, attn_backend=attn_backend)
     _fit_cfg_uncond(state, config, source)
     check_state_dict(model, state, source)
+    return model
+
+
+def _adopt_state_dict(
+    model: Infinity,
+    state: dict[str, Tensor],
+    *,
+    dtype: torch.dtype | None,
+    device: torch.device | str,
+    source: str,
+) -> Infinity:
+    """Cast `state` (checked by :func:`_checked_meta_model`) tensor by tensor and assign it as the weights."""
     device = torch.device(device)
     for key in list(state):
         value = state[key]
@@ -442,3 +468,105 @@ def load_infinity(
     return load_state_dict_into_meta_model(
         config, state, dtype=dtype, device=device, source=str(weights_path), attn_backend=attn_backend
     )
+
+
+# ------------------------------------------------------------------------------------------ inspection
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a transformer checkpoint is, read without loading its weights (files are memory-mapped)."""
+
+    path: Path
+    format: str  # "official .pth", "sharded folder", "safetensors folder", "safetensors file"
+    config: InfinityConfig
+    preset: str | None  # name in PRESETS whose architecture matches, if any
+    shapes: Mapping[str, tuple[int, ...]]
+    dtypes: tuple[str, ...]
+
+    @property
+    def num_params(self) -> int:
+        """Parameters (state-dict entries except the all-zero ``zero_k_bias`` buffers)."""
+        return sum(math.prod(shape) for key, shape in self.shapes.items() if not key.endswith("zero_k_bias"))
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes from a safetensors header, read by the safetensors library; reads no tensor data."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
+    except SafetensorError as err:
+        raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
+
+
+def _format(path: Path) -> str:
+    if path.is_file():
+        return "safetensors file" if path.suffix == ".safetensors" else "official .pth"
+    if any(path.glob("*.index.json")):
+        return "sharded folder"
+    return "safetensors folder" if (path / "config.json").is_file() else "folder"
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Format, architecture (from config.json or the shapes) and shapes of a transformer checkpoint.
+
+    The weights are memory-mapped, not read: this is cheap even for the 8B.
+    """
+    return _open_checkpoint(path)[0]
+
+
+def _open_checkpoint(path: str | Path) -> tuple[CheckpointInfo, dict[str, Tensor]]:
+    """:func:`inspect_checkpoint` and the memory-mapped state dict it read, so a loader reads the file once."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"transformer checkpoint {path} does not exist; pass an official .pth, a sharded folder or a "
+            "folder written by save_infinity"
+        )
+    state = read_state_dict(path)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()}))
+    fmt = _format(path)
+    config = InfinityConfig.from_json(path / CONFIG_FILE) if fmt == "safetensors folder" else None
+    config = config or infer_config(shapes)
+    return CheckpointInfo(path, fmt, config, match_preset(config), shapes, dtypes), state
+
+
+def describe_checkpoint(path: str | Path) -> dict[str, str]:
+    """Human-readable summary of a checkpoint (``infinity info``)."""
+    info = inspect_checkpoint(path)
+    cfg = info.config
+    n = info.num_params
+    return {
+        "path": str(info.path),
+        "format": info.format,
+        "preset": info.preset or "custom (no released preset has these shapes)",
+        "depth": str(cfg.depth),
+        "embed_dim": str(cfg.embed_dim),
+        "num_heads": str(cfg.num_heads),
+        "ffn_dim": str(cfg.ffn_dim),
+        "block_chunks": str(cfg.block_chunks),
+        "bits_per_token": f"{cfg.d_vae} ({'2x2 patchified ' if cfg.patchify else ''}{cfg.vae_channels}-bit VAE)",
+        "vae": cfg.vae_name,
+        "text_channels": str(cfg.text_channels),
+        "parameters": f"{n:,} ({n / 1e9:.2f}B)",
+        "stored_dtypes": ", ".join(info.dtypes),
+        "size_bf16": f"{2 * n / 2**30:.2f} GiB",
+    }
+
+
+def check_compatible(
+    model_config: InfinityConfig, vae_config: VAEConfig, model_src: str, vae_src: str
+) -> None:
+    """Raise ValueError unless the VAE gives the transformer its bits per token at 16 pixels per token.
+
+    A plain model needs a stride-16 VAE with d_vae bits; a patchified one (8B) a stride-8 VAE with d_vae / 4
+    bits (the patchify flag itself is not visible in VAE weights, so stride and width decide).
+    """
+    factor = 4 if model_config.patchify else 1
+    stride = 8 if model_config.patchify else 16
+    if vae_config.codebook_dim * factor != model_config.d_vae or vae_config.patch_size != stride:
+        raise ValueError(
+            f"transformer {model_src} predicts {model_config.d_vae} bits per token"
+            f"{' (2x2 patchified)' if model_config.patchify else ''} and needs {model_config.vae_name} "
+            f"({model_config.vae_channels} bits, stride {stride}), but VAE {vae_src} has "
+            f"{vae_config.codebook_dim} bits at stride {vae_config.patch_size}; pass the matching VAE"
+        )

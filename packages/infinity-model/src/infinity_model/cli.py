@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .generation import GenerationConfig
+
 if TYPE_CHECKING:
     from bsq_tokenizer import ScaleSchedule
 
@@ -19,8 +21,8 @@ __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("infinity_model.cli")
 
-# Sampling settings when neither the command line nor the default model's default_model.json gives them.
-SAMPLING_DEFAULTS = {"pn": "1M", "cfg": 3.0, "tau": 0.5, "top_k": 900, "top_p": 0.97, "candidates": 1}
+# Sampling settings when neither the command line nor the model folder gives them (shown in --help).
+_DEFAULTS = GenerationConfig()
 
 
 def _float_list(text: str) -> float | tuple[float, ...]:
@@ -48,8 +50,9 @@ def _scales(text: str) -> tuple[tuple[int, int], ...]:
 def _add_model_options(cmd: argparse.ArgumentParser) -> None:
     """--model/--vae/--text-encoder and friends, shared by the subcommands that load a pipeline."""
     cmd.add_argument("--model", type=Path,
-                     help="official .pth, sharded folder, or our safetensors folder (default: the shipped shapes "
-                     "model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
+                     help="a model folder (with model_index.json: the three parts and their generation settings), "
+                     "or the transformer alone: official .pth, sharded folder, or our safetensors folder (default: "
+                     "the shipped shapes model, used when none of --model/--vae/--text-encoder is given)")  # fmt: skip
     cmd.add_argument(
         "--vae",
         type=Path,
@@ -71,9 +74,10 @@ def _add_model_options(cmd: argparse.ArgumentParser) -> None:
 def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
     """Template and sampler settings (--ratio, --pn, --scales, --cfg, --tau, ..., --seed), shared by generate and edit."""
     cmd.add_argument("--ratio", type=float, default=None,
-                     help="height / width; the nearest template is used (default 1; edit: the source's own)")  # fmt: skip
+                     help=f"height / width; the nearest template is used (default {_DEFAULTS.ratio:g} or the model folder's; "
+                     "edit: the source's own)")  # fmt: skip
     cmd.add_argument("--pn", default=None,
-                     help="pixel budget: 0.06M, 0.25M, 0.60M or 1M (default 1M; the default model's own)")  # fmt: skip
+                     help=f"pixel budget: 0.06M, 0.25M, 0.60M or 1M (default {_DEFAULTS.pn} or the model folder's)")  # fmt: skip
     cmd.add_argument(
         "--scales", type=_scales, help="custom token grids instead of --ratio/--pn, e.g. 1x1,2x2,4x4,8x8"
     )
@@ -81,13 +85,16 @@ def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
         "--cfg",
         type=_float_list,
         default=None,
-        help="guidance scale, or one per scale: 3,3,4,... (default 3)",
+        help=f"guidance scale, or one per scale: 3,3,4,... (default {_DEFAULTS.cfg:g} or the model folder's)",
     )
     cmd.add_argument(
-        "--tau", type=_float_list, default=None, help="temperature, or one per scale (default 0.5)"
+        "--tau",
+        type=_float_list,
+        default=None,
+        help=f"temperature, or one per scale (default {_DEFAULTS.tau:g})",
     )
-    cmd.add_argument("--top-k", type=int, default=None, help="default 900 (0 disables)")
-    cmd.add_argument("--top-p", type=float, default=None, help="default 0.97 (0 disables)")
+    cmd.add_argument("--top-k", type=int, default=None, help=f"default {_DEFAULTS.top_k} (0 disables)")
+    cmd.add_argument("--top-p", type=float, default=None, help=f"default {_DEFAULTS.top_p:g} (0 disables)")
     cmd.add_argument(
         "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
     )
@@ -95,7 +102,8 @@ def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
         "--candidates",
         type=int,
         default=None,
-        help="draws per prompt; keep the one the model finds most likely (default 1; the default model's own)",
+        help=f"draws per prompt; keep the one the model finds most likely (default {_DEFAULTS.candidates} or "
+        "the model folder's)",
     )
     cmd.add_argument("--seed", type=int, default=0, help="image i of a run uses seed + i")
     cmd.add_argument(
@@ -186,33 +194,48 @@ def _output_paths(output: Path, count: int) -> list[Path]:
     return [output.with_name(f"{output.stem}_{i:03d}{output.suffix}") for i in range(count)]
 
 
-def resolve_model(args: argparse.Namespace) -> dict[str, Any]:
-    """Fill --model/--vae/--text-encoder with the default model's when none is given; check that all are set.
-
-    Returns the sampling defaults: ``SAMPLING_DEFAULTS`` overridden by the default model's own settings.
+def resolve_model(args: argparse.Namespace) -> GenerationConfig:
+    """Fill --model/--vae/--text-encoder from a model folder (``--model FOLDER`` alone, or the default model when
+    none is given); check that all three are set. Returns the folder's generation settings (else the defaults).
     """
-    settings: dict[str, Any] = {}
-    if args.model is None and args.vae is None and args.text_encoder is None:
-        from .default_model import load_default_model
+    from .model_folder import LEGACY_INDEX_FILE, MODEL_INDEX_FILE, read_model_folder
 
-        default = load_default_model()
-        args.model, args.vae, args.text_encoder = default.model, default.vae, default.text_encoder
-        settings = default.generation
-        logger.info("no --model: using the default model in %s", default.root)
+    settings = GenerationConfig()
+    folder: Path | None = None
+    if args.model is None and args.vae is None and args.text_encoder is None:
+        from .default_model import default_model_dir
+
+        folder = default_model_dir()
+        logger.info("no --model: using the default model in %s", folder)
+    elif (
+        args.vae is None
+        and args.text_encoder is None
+        and any((Path(args.model) / name).is_file() for name in (MODEL_INDEX_FILE, LEGACY_INDEX_FILE))
+    ):
+        folder = Path(args.model)  # a model folder: its index names the three parts
+    if folder is not None:
+        index = read_model_folder(folder)
+        args.model, args.vae, args.text_encoder = index.model, index.vae, index.text_encoder
+        settings = index.generation
     name = f"infinity {args.command}"
     if args.model is None:
         raise SystemExit(
             f"{name}: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
         )
     if args.vae is None:
-        raise SystemExit(f"{name}: pass --vae (the BSQ-VAE that matches the model)")
+        raise SystemExit(
+            f"{name}: pass --vae (the BSQ-VAE that matches the model), or a model folder as --model"
+        )
     if args.text_encoder is None:
-        raise SystemExit(f"{name}: pass --text-encoder (a local flan-t5-xl folder)")
-    return {**SAMPLING_DEFAULTS, **settings}
+        raise SystemExit(
+            f"{name}: pass --text-encoder (a local flan-t5-xl folder), or a model folder as --model"
+        )
+    return settings
 
 
-def load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
-    """Load the pipeline named by the model options (after :func:`resolve_model`) on --device/--dtype."""
+def load_pipeline(args: argparse.Namespace, generation: GenerationConfig | None = None) -> InfinityPipeline:
+    """Load the pipeline named by the model options (after :func:`resolve_model`) on --device/--dtype;
+    ``generation`` (the settings :func:`resolve_model` returned) becomes ``pipe.generation``."""
     import torch
 
     from .pipeline import InfinityPipeline
@@ -223,6 +246,7 @@ def load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
         model=args.model,
         vae=args.vae,
         text_encoder=args.text_encoder,
+        generation=generation,
         device=device,
         dtype=dtype,
         model_preset=args.model_preset,
@@ -232,12 +256,15 @@ def load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
 
 
 def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
-    """The pipeline the model options name (or the default model), with unset sampler options filled in."""
+    """The pipeline the model options name (or the default model), with unset sampler options filled in from
+    the model folder's generation settings (``--ratio`` is left to the command: edit defaults to the source's)."""
     settings = resolve_model(args)
-    for key in SAMPLING_DEFAULTS:
+    for key, value in settings.sampler_options().items():
         if getattr(args, key) is None:
-            setattr(args, key, settings[key])
-    return load_pipeline(args)
+            setattr(args, key, value)
+    if args.pn is None:
+        args.pn = settings.pn
+    return load_pipeline(args, settings)
 
 
 def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float) -> ScaleSchedule:
@@ -270,7 +297,7 @@ def _generate(args: argparse.Namespace) -> int:
     paths = _output_paths(args.output, len(prompts))
     for path in {p.parent for p in paths}:
         path.mkdir(parents=True, exist_ok=True)
-    schedule = _schedule(args, pipe, 1.0 if args.ratio is None else args.ratio)
+    schedule = _schedule(args, pipe, pipe.generation.ratio if args.ratio is None else args.ratio)
     for start in range(0, len(prompts), args.batch_size):
         chunk = prompts[start : start + args.batch_size]
         with tqdm(
@@ -320,7 +347,7 @@ def _edit(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .pipeline import describe_checkpoint
+    from .checkpoint import describe_checkpoint
 
     for key, value in describe_checkpoint(args.checkpoint).items():
         print(f"{key}: {value}")

@@ -1,18 +1,17 @@
 """Text-to-image pipeline: T5 text encoder + Infinity transformer + BSQ-VAE, loaded from local files.
 
-``InfinityPipeline.from_pretrained`` reads only tensor *shapes* first (memory-mapped ``.pth``, safetensors
-headers, JSON configs) and checks that the transformer, the VAE and the text encoder fit together before
-any weights are loaded.
+``InfinityPipeline.from_pretrained(folder)`` opens a model folder (its ``model_index.json`` names the three
+parts, see :mod:`infinity_model.model_folder`); the parts can also be named one by one. It reads only tensor
+*shapes* first (memory-mapped ``.pth``, safetensors headers, JSON configs) and checks that the transformer, the
+VAE and the text encoder fit together before any weights are loaded.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,122 +29,35 @@ from bsq_tokenizer import (
 from bsq_tokenizer import infer_config as infer_vae_config
 from PIL import Image
 
-from .checkpoint import infer_config, load_infinity, load_official_infinity, match_preset
-from .checkpoint import read_state_dict as read_infinity_state_dict
+from .checkpoint import (
+    CheckpointInfo,
+    _adopt_state_dict,
+    _checked_meta_model,
+    _open_checkpoint,
+    _safetensors_shapes,
+    check_compatible,
+    describe_checkpoint,
+    inspect_checkpoint,
+)
 from .config import InfinityConfig
 from .edit import fit_mask, fit_source, keep_masks, open_image, outpaint_canvas
+from .generation import GenerationConfig
+from .model_folder import ModelFolder, read_model_folder
 from .sampler import EditSource, SamplerConfig, SampleResult, ScaleStep, codes_to_uint8, sample
 from .text import TextEncoder
 from .transformer import Infinity
 
 __all__ = [
-    "CheckpointInfo",
+    "CheckpointInfo",  # re-exported from .checkpoint, their home
     "InfinityPipeline",
     "check_compatible",
     "describe_checkpoint",
     "inspect_checkpoint",
 ]
 
+_DEFAULTS = GenerationConfig()
+
 logger = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------ checkpoint shapes
-@dataclass(frozen=True)
-class CheckpointInfo:
-    """What a transformer checkpoint is, read without loading its weights (files are memory-mapped)."""
-
-    path: Path
-    format: str  # "official .pth", "sharded folder", "safetensors folder", "safetensors file"
-    config: InfinityConfig
-    preset: str | None  # name in PRESETS whose architecture matches, if any
-    shapes: Mapping[str, tuple[int, ...]]
-    dtypes: tuple[str, ...]
-
-    @property
-    def num_params(self) -> int:
-        """Parameters (state-dict entries except the all-zero ``zero_k_bias`` buffers)."""
-        return sum(math.prod(shape) for key, shape in self.shapes.items() if not key.endswith("zero_k_bias"))
-
-
-def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Shapes from a safetensors header, read by the safetensors library; reads no tensor data."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(path, framework="pt") as f:
-            return {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118
-    except SafetensorError as err:
-        raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
-
-
-def _format(path: Path) -> str:
-    if path.is_file():
-        return "safetensors file" if path.suffix == ".safetensors" else "official .pth"
-    if any(path.glob("*.index.json")):
-        return "sharded folder"
-    return "safetensors folder" if (path / "config.json").is_file() else "folder"
-
-
-def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
-    """Format, architecture (from config.json or the shapes) and shapes of a transformer checkpoint.
-
-    The weights are memory-mapped, not read: this is cheap even for the 8B.
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"transformer checkpoint {path} does not exist; pass an official .pth, a sharded folder or a "
-            "folder written by save_infinity"
-        )
-    state = read_infinity_state_dict(path)
-    shapes = {k: tuple(v.shape) for k, v in state.items()}
-    dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()}))
-    del state
-    fmt = _format(path)
-    config = InfinityConfig.from_json(path / "config.json") if fmt == "safetensors folder" else None
-    config = config or infer_config(shapes)
-    return CheckpointInfo(path, fmt, config, match_preset(config), shapes, dtypes)
-
-
-def _check_shapes(config: InfinityConfig, shapes: Mapping[str, tuple[int, ...]], source: Path) -> None:
-    """Compare a checkpoint's keys/shapes with those of ``Infinity(config)`` (built on the meta device)."""
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Infinity(config).state_dict().items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(shapes) if expected[k] != shapes[k])
-    if missing or unexpected or wrong:
-        details = "; ".join(
-            f"{title}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for title, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
-        raise ValueError(
-            f"{source} does not fit the architecture {config}: {details}; pass the right --model-preset"
-        )
-
-
-def describe_checkpoint(path: str | Path) -> dict[str, str]:
-    """Human-readable summary of a checkpoint (``infinity info``)."""
-    info = inspect_checkpoint(path)
-    cfg = info.config
-    n = info.num_params
-    return {
-        "path": str(info.path),
-        "format": info.format,
-        "preset": info.preset or "custom (no released preset has these shapes)",
-        "depth": str(cfg.depth),
-        "embed_dim": str(cfg.embed_dim),
-        "num_heads": str(cfg.num_heads),
-        "ffn_dim": str(cfg.ffn_dim),
-        "block_chunks": str(cfg.block_chunks),
-        "bits_per_token": f"{cfg.d_vae} ({'2x2 patchified ' if cfg.patchify else ''}{cfg.vae_channels}-bit VAE)",
-        "vae": cfg.vae_name,
-        "text_channels": str(cfg.text_channels),
-        "parameters": f"{n:,} ({n / 1e9:.2f}B)",
-        "stored_dtypes": ", ".join(info.dtypes),
-        "size_bf16": f"{2 * n / 2**30:.2f} GiB",
-    }
 
 
 # ---------------------------------------------------------------------------------------- VAE side
@@ -166,25 +78,6 @@ def _vae_config(path: Path, preset: str | None) -> VAEConfig:
     else:
         state, _ = read_state_dict(path)
     return infer_vae_config(state)
-
-
-def check_compatible(
-    model_config: InfinityConfig, vae_config: VAEConfig, model_src: str, vae_src: str
-) -> None:
-    """Raise ValueError unless the VAE gives the transformer its bits per token at 16 pixels per token.
-
-    A plain model needs a stride-16 VAE with d_vae bits; a patchified one (8B) a stride-8 VAE with d_vae / 4
-    bits (the patchify flag itself is not visible in VAE weights, so stride and width decide).
-    """
-    factor = 4 if model_config.patchify else 1
-    stride = 8 if model_config.patchify else 16
-    if vae_config.codebook_dim * factor != model_config.d_vae or vae_config.patch_size != stride:
-        raise ValueError(
-            f"transformer {model_src} predicts {model_config.d_vae} bits per token"
-            f"{' (2x2 patchified)' if model_config.patchify else ''} and needs {model_config.vae_name} "
-            f"({model_config.vae_channels} bits, stride {stride}), but VAE {vae_src} has "
-            f"{vae_config.codebook_dim} bits at stride {vae_config.patch_size}; pass the matching VAE"
-        )
 
 
 def _t5_width(text_encoder: str | Path) -> int | None:
@@ -210,6 +103,7 @@ class InfinityPipeline:
         text_encoder: TextEncoder,
         *,
         dtype: torch.dtype = torch.float32,
+        generation: GenerationConfig | None = None,
     ) -> None:
         check_compatible(model.config, vae.config, "model", "vae")
         if text_encoder.hidden_size != model.config.text_channels:
@@ -221,34 +115,59 @@ class InfinityPipeline:
         self.vae = vae.eval()
         self.text_encoder = text_encoder
         self.dtype = dtype
+        self.generation = generation or GenerationConfig()  # the model folder's settings (the CLI's defaults)
 
     @classmethod
     def from_pretrained(
         cls,
-        model: str | Path,
-        vae: str | Path,
-        text_encoder: str | Path,
+        folder: str | Path | None = None,
+        vae: str | Path | None = None,
+        text_encoder: str | Path | None = None,
         *,
+        model: str | Path | None = None,
+        generation: GenerationConfig | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
         model_preset: str | None = None,
         vae_preset: str | None = None,
         allow_download: bool = False,
     ) -> InfinityPipeline:
-        """Load the three parts from local files after checking that they fit together.
+        """Load a model folder, or the three parts named one by one, after checking that they fit together.
 
-        ``model``: official ``.pth`` (flat or training checkpoint), official sharded folder, or a folder from
-        ``save_infinity``; ``vae``: official ``infinity_vae_*.pth`` or our ``.safetensors``; ``text_encoder``:
-        a local flan-t5-xl folder (a hub id only with ``allow_download``). ``dtype``: transformer compute
+        ``from_pretrained("path/to/folder")`` reads the folder's ``model_index.json`` (the parts' paths and its
+        ``generation_config.json``, kept as :attr:`generation`); ``from_pretrained(model=..., vae=...,
+        text_encoder=...)`` (or those three positionally) names the parts: ``model`` an official ``.pth`` (flat or
+        training checkpoint), an official sharded folder, or a folder from ``save_infinity``; ``vae`` an official
+        ``infinity_vae_*.pth`` or our ``.safetensors``; ``text_encoder`` a local flan-t5-xl folder (a hub id only
+        with ``allow_download``). ``generation`` replaces the folder's settings. ``dtype``: transformer compute
         precision (default bf16 autocast on CUDA like the reference, fp32 elsewhere).
         """
+        if folder is not None and model is None and vae is None and text_encoder is None:
+            index: ModelFolder | None = read_model_folder(folder)
+            assert index is not None
+            model, vae, text_encoder = index.model, index.vae, index.text_encoder
+            generation = generation or index.generation
+        elif folder is not None:
+            if model is not None:
+                raise ValueError(
+                    f"the transformer is given twice ({folder} and model={model}); pass one of them"
+                )
+            model = folder  # the older positional form from_pretrained(model, vae, text_encoder)
+        if model is None or vae is None or text_encoder is None:
+            missing = [name for name, value in (("model", model), ("vae", vae), ("text_encoder", text_encoder))
+                       if value is None]  # fmt: skip
+            raise ValueError(
+                f"InfinityPipeline.from_pretrained: pass a model folder, or all of model=, vae=, text_encoder= "
+                f"({', '.join(missing)} missing)"
+            )
         device = torch.device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         model_path, vae_path = Path(model).expanduser(), Path(vae).expanduser()
-        info = inspect_checkpoint(model_path)
+        info, state = _open_checkpoint(model_path)  # memory-mapped: shapes now, weights read once below
         config = info.config if model_preset is None else InfinityConfig.preset(model_preset)
-        _check_shapes(config, info.shapes, model_path)
+        # built once on the meta device, its keys and shapes checked once (check_state_dict); no data read yet
+        transformer = _checked_meta_model(config, state, str(model_path))
         width = _t5_width(text_encoder)
         if width is not None and width != config.text_channels:
             raise ValueError(
@@ -257,22 +176,23 @@ class InfinityPipeline:
             )
         vae_config = _vae_config(vae_path, vae_preset)
         check_compatible(config, vae_config, str(model_path), str(vae_path))
-        vae_model = load_official_vae(vae_path, vae_config, device=device)
         logger.info("loading %s transformer (%s) from %s", info.preset or "custom", info.format, model_path)
-        # fp32 weights; `dtype` is the autocast precision of the blocks (the head/AdaLN stay fp32 as in the reference)
-        if info.format == "safetensors folder" and model_preset is None:
-            transformer = load_infinity(model_path, dtype=torch.float32, device=device)
-        else:
-            transformer = load_official_infinity(model_path, config, dtype=torch.float32, device=device)
+        # the mapped tensors adopted as fp32 weights; `dtype` is the autocast precision of the blocks (the
+        # head/AdaLN stay fp32 as in the reference)
+        transformer = _adopt_state_dict(
+            transformer, state, dtype=torch.float32, device=device, source=str(model_path)
+        )
+        del state
+        vae_model = load_official_vae(vae_path, vae_config, device=device)
         encoder = TextEncoder.from_pretrained(text_encoder, device=device, allow_download=allow_download)
-        return cls(transformer, vae_model, encoder, dtype=dtype)
+        return cls(transformer, vae_model, encoder, dtype=dtype, generation=generation)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     @staticmethod
-    def schedule(ratio: float = 1.0, pn: str = "1M") -> ScaleSchedule:
+    def schedule(ratio: float = _DEFAULTS.ratio, pn: str = _DEFAULTS.pn) -> ScaleSchedule:
         """Scale schedule of the template nearest to ``ratio`` = height / width at pixel budget ``pn``."""
         if ratio <= 0:
             raise ValueError(f"ratio (height / width) must be > 0, got {ratio}")
@@ -327,10 +247,10 @@ class InfinityPipeline:
         prompts: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None = None,
         *,
-        ratio: float = 1.0,
-        pn: str = "1M",
-        cfg: float | Sequence[float] = 3.0,
-        tau: float | Sequence[float] = 0.5,
+        ratio: float = _DEFAULTS.ratio,
+        pn: str = _DEFAULTS.pn,
+        cfg: float | Sequence[float] = _DEFAULTS.cfg,
+        tau: float | Sequence[float] = _DEFAULTS.tau,
         seed: int | Sequence[int] | None = 0,
         schedule: ScaleSchedule | None = None,
         callback: Callable[[ScaleStep], None] | None = None,
@@ -393,9 +313,9 @@ class InfinityPipeline:
         keep_scales: int | None = None,
         dilate: int = 0,
         ratio: float | None = None,
-        pn: str = "1M",
-        cfg: float | Sequence[float] = 3.0,
-        tau: float | Sequence[float] = 0.5,
+        pn: str = _DEFAULTS.pn,
+        cfg: float | Sequence[float] = _DEFAULTS.cfg,
+        tau: float | Sequence[float] = _DEFAULTS.tau,
         seed: int | Sequence[int] | None = 0,
         schedule: ScaleSchedule | None = None,
         callback: Callable[[ScaleStep], None] | None = None,
@@ -428,10 +348,10 @@ class InfinityPipeline:
         negative_prompt: str | Sequence[str] | None = None,
         *,
         ratio: float,
-        pn: str = "1M",
+        pn: str = _DEFAULTS.pn,
         dilate: int = 0,
-        cfg: float | Sequence[float] = 3.0,
-        tau: float | Sequence[float] = 0.5,
+        cfg: float | Sequence[float] = _DEFAULTS.cfg,
+        tau: float | Sequence[float] = _DEFAULTS.tau,
         seed: int | Sequence[int] | None = 0,
         schedule: ScaleSchedule | None = None,
         callback: Callable[[ScaleStep], None] | None = None,

@@ -31,6 +31,7 @@ from bsq_tokenizer import (
 from torch import Tensor
 
 from .condition import TextCondition
+from .generation import GenerationConfig
 
 if TYPE_CHECKING:
     from bsq_tokenizer import BSQVAE
@@ -75,13 +76,13 @@ class SamplerConfig:
     the model's own conditional logits (``SampleResult.log_prob``); 1 is the reference's single draw.
     """
 
-    cfg: float | tuple[float, ...] = 3.0
-    tau: float | tuple[float, ...] = 0.5
-    top_k: int = 900
-    top_p: float = 0.97
+    cfg: float | tuple[float, ...] = GenerationConfig.cfg  # the defaults' one home: GenerationConfig
+    tau: float | tuple[float, ...] = GenerationConfig.tau
+    top_k: int = GenerationConfig.top_k
+    top_p: float = GenerationConfig.top_p
     cfg_insertion_layer: int = 0
     use_cache: bool = True
-    candidates: int = 1
+    candidates: int = GenerationConfig.candidates
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cfg", _per_scale(self.cfg, "cfg"))

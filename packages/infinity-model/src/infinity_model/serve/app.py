@@ -116,7 +116,7 @@ class _Server:
             {
                 **self.model_info,
                 "pixel_budgets": list(self.pixel_budgets),
-                "defaults": self.defaults.to_json(),
+                "defaults": self.defaults.to_dict(),
                 "limits": self.limits.to_json(),
             }
         )

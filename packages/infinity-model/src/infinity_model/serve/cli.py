@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from ..generation import GenerationConfig
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -78,16 +80,17 @@ def describe_pipeline(pipe: InfinityPipeline, source: str) -> dict[str, Any]:
 
 def build_app(
     pipe: InfinityPipeline,
-    settings: dict[str, Any],
+    settings: GenerationConfig | Mapping[str, Any],
     limits: Any,
     model_args: list[str],
     source: str,
 ) -> Starlette:
-    """The app for a loaded pipeline: sampling defaults from ``settings``, budgets that fit the model."""
+    """The app for a loaded pipeline: sampling defaults from ``settings`` (the model folder's generation
+    settings, or a mapping of some of them), budgets that fit the model."""
     from bsq_tokenizer import H_DIV_W_TEMPLATES, get_schedule
 
     from .app import create_app
-    from .schema import SamplingDefaults, available_pixel_budgets
+    from .schema import available_pixel_budgets
 
     budgets = available_pixel_budgets(pipe.model.config.num_levels)
     info = describe_pipeline(pipe, source)
@@ -96,7 +99,7 @@ def build_app(
     }
     info["scales"] = {pn: get_schedule(1.0, pn).num_scales for pn in budgets}
     info["ratios"] = list(H_DIV_W_TEMPLATES)
-    defaults = SamplingDefaults.from_mapping(settings)
+    defaults = settings if isinstance(settings, GenerationConfig) else GenerationConfig.from_dict(settings)
     if defaults.pn not in budgets:
         raise ValueError(f"default pixel budget {defaults.pn!r} does not fit the model; it draws {budgets}")
     return create_app(
@@ -132,7 +135,7 @@ def serve(args: argparse.Namespace) -> int:
             model_args += [flag, str(value)]
     settings = resolve_model(args)
     source = "default model" if not model_args else str(args.model.name)
-    pipe = load_pipeline(args)
+    pipe = load_pipeline(args, settings)
     app = build_app(pipe, settings, limits, model_args, source)
     print(f"infinity serve: http://{args.host}:{args.port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")

@@ -15,6 +15,7 @@ from typing import Any
 
 from bsq_tokenizer import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS, ScaleSchedule, get_schedule
 
+from ..generation import GenerationConfig
 from ..sampler import SamplerConfig
 
 __all__ = [
@@ -92,25 +93,8 @@ class ServeLimits:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """The settings a request gets for the fields it leaves out (the model's own, as ``infinity generate``)."""
-
-    pn: str = "1M"
-    ratio: float = 1.0
-    cfg: float = 3.0
-    tau: float = 0.5
-    top_k: int = 900
-    top_p: float = 0.97
-    candidates: int = 1
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> SamplingDefaults:
-        known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
-        return cls(**known)
-
-    def to_json(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+# The settings a request gets for the fields it leaves out: the model folder's (as ``infinity generate``).
+SamplingDefaults = GenerationConfig
 
 
 def available_pixel_budgets(num_levels: int) -> tuple[str, ...]:
@@ -204,7 +188,7 @@ def _real(body: Mapping[str, Any], name: str, default: float) -> float:
 
 
 def _per_scale(
-    body: Mapping[str, Any], name: str, default: float, num_scales: int
+    body: Mapping[str, Any], name: str, default: float | tuple[float, ...], num_scales: int
 ) -> float | tuple[float, ...]:
     """A number, or a list of one number per scale (as ``--cfg 3,3,4`` on the command line)."""
     value = body.get(name, default)
