@@ -44,7 +44,7 @@ def write_geneval_folder(root: Path) -> Path:
     return root
 
 
-def test_evaluate_folder_example_scores_matching_images_correct_and_empty_ones_wrong(tmp_path):
+def test_evaluate_folder_example_scores_matching_images_correct_and_empty_ones_wrong(tmp_path: Path) -> None:
     folder = write_geneval_folder(tmp_path / "images")
     out = tmp_path / "results"
     cmd = [sys.executable, str(EXAMPLES / "evaluate_folder.py"), str(folder), "-o", str(out)]

@@ -36,7 +36,7 @@ def run_example(script: str, *args: str, timeout: float = 300) -> str:
 
 
 @pytest.mark.slow
-def test_generate_example_writes_a_png_from_the_default_model_and_the_seed_fixes_it(tmp_path):
+def test_generate_example_writes_a_png_from_the_default_model_and_the_seed_fixes_it(tmp_path: Path) -> None:
     first, again = tmp_path / "a.png", tmp_path / "b.png"
     out = run_example("generate.py", "a photo of a red circle", "-o", str(first), "--seed", "3")
     run_example("generate.py", "a photo of a red circle", "--output", str(again), "--seed", "3")
@@ -47,7 +47,7 @@ def test_generate_example_writes_a_png_from_the_default_model_and_the_seed_fixes
 
 
 @pytest.mark.slow
-def test_load_released_2b_example_runs_on_tiny_official_layout_files(tmp_path):
+def test_load_released_2b_example_runs_on_tiny_official_layout_files(tmp_path: Path) -> None:
     # Same file layouts as the release: a flat transformer state dict, {"vae": state dict}, a T5 folder.
     torch.manual_seed(0)
     config = InfinityConfig(

@@ -14,7 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 @pytest.mark.slow
-def test_train_tiny_example_trains_the_asked_steps_and_saves_a_checkpoint(tmp_path):
+def test_train_tiny_example_trains_the_asked_steps_and_saves_a_checkpoint(tmp_path: Path) -> None:
     work = tmp_path / "tiny"
     cmd = [
         sys.executable,
