@@ -1,6 +1,7 @@
 """bsq_tokenizer: Infinity's BSQ-VAE visual tokenizer, multi-scale bitwise quantizer and scale schedules."""
 
 from .config import VAE_PRESETS, VAEConfig
+from .errors import BSQTokenizerError
 from .image import (
     center_crop_to_multiple,
     check_multiple,
@@ -67,6 +68,7 @@ __all__ = [
     "PIXEL_BUDGETS",
     "VAE_PRESETS",
     "VAE_STRIDE",
+    "BSQTokenizerError",
     "CheckpointError",
     "FlipSource",
     "MultiScaleBSQ",

@@ -4,6 +4,7 @@ GenEval (official rules on a pluggable detector), FID (TF-graph InceptionV3, pyt
 ImageReward-v1.0, HPSv2.1, and the bitwise validation loss of Infinity models (extra `val-loss`).
 """
 
+from .errors import InfinityEvalError
 from .fid import (
     FeatureStatistics,
     FIDInceptionV3,
@@ -75,6 +76,7 @@ __all__ = [
     "ImageRecord",
     "ImageRewardConfig",
     "ImageRewardScorer",
+    "InfinityEvalError",
     "OpenCLIPConfig",
     "PrecomputedDetector",
     "PromptItem",

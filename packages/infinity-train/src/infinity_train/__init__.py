@@ -25,6 +25,7 @@ from .config import (
 from .data import build_loader
 from .distributed import DistInfo, build_ds_config, init_distributed, shutdown_distributed
 from .ema import EMA
+from .errors import InfinityTrainError
 from .export import consolidated_state_dict, export_checkpoint
 from .loop import NonFiniteGradientError, NonFiniteLossError, TrainLoop
 from .losses import BitLoss, bit_cross_entropy, scale_token_weights
@@ -44,6 +45,7 @@ __all__ = [
     "DataConfig",
     "DeepSpeedConfig",
     "DistInfo",
+    "InfinityTrainError",
     "LaplacianPyramidLoss",
     "LoggingConfig",
     "NonFiniteGradientError",
