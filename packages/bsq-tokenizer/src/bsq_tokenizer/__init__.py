@@ -26,6 +26,8 @@ from .quantizer import (
     FlipSource,
     MultiScaleBSQ,
     QuantizeOutput,
+    RandomBitFlips,
+    ResidualMode,
     ResidualOutput,
     ResidualSteps,
     area_resize,
@@ -53,6 +55,7 @@ from .schedules import (
     get_schedule,
     nearest_template,
     resize_crop_for_template,
+    scale_token_weights,
     target_pixel_size,
 )
 from .vae import BSQVAE
@@ -71,6 +74,8 @@ __all__ = [
     "FlipSource",
     "MultiScaleBSQ",
     "QuantizeOutput",
+    "RandomBitFlips",
+    "ResidualMode",
     "ResidualOutput",
     "ResidualSteps",
     "ScaleSchedule",
@@ -105,6 +110,7 @@ __all__ = [
     "save_safetensors",
     "save_vae",
     "saved_vae_config",
+    "scale_token_weights",
     "space_to_depth",
     "space_to_depth_bits",
     "target_pixel_size",
