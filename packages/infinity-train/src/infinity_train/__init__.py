@@ -27,7 +27,7 @@ from .distributed import DistInfo, build_ds_config, init_distributed, shutdown_d
 from .ema import EMA
 from .export import consolidated_state_dict, export_checkpoint
 from .loop import NonFiniteGradientError, NonFiniteLossError, TrainLoop
-from .losses import BitLoss, bit_cross_entropy, scale_token_weights
+from .losses import BitLoss, bit_cross_entropy
 from .lr_schedule import apply_lr_wd, lr_factor, peak_lr, weight_decay_at
 from .runner import train
 from .tokenizer_trainer import TokenizerTrainer
@@ -74,7 +74,6 @@ __all__ = [
     "param_groups",
     "peak_lr",
     "save_run_config",
-    "scale_token_weights",
     "shutdown_distributed",
     "train",
     "weight_decay_at",
