@@ -27,6 +27,8 @@ from .quantizer import (
     FlipSource,
     MultiScaleBSQ,
     QuantizeOutput,
+    RandomBitFlips,
+    ResidualMode,
     ResidualOutput,
     ResidualSteps,
     area_resize,
@@ -54,6 +56,7 @@ from .schedules import (
     get_schedule,
     nearest_template,
     resize_crop_for_template,
+    scale_token_weights,
     target_pixel_size,
 )
 from .vae import BSQVAE
@@ -73,6 +76,8 @@ __all__ = [
     "FlipSource",
     "MultiScaleBSQ",
     "QuantizeOutput",
+    "RandomBitFlips",
+    "ResidualMode",
     "ResidualOutput",
     "ResidualSteps",
     "ScaleSchedule",
@@ -107,6 +112,7 @@ __all__ = [
     "save_safetensors",
     "save_vae",
     "saved_vae_config",
+    "scale_token_weights",
     "space_to_depth",
     "space_to_depth_bits",
     "target_pixel_size",

@@ -56,7 +56,6 @@ from .val_loss import (
     bsc_inputs_and_labels,
     infinity_val_loss,
     run_infinity_val_loss,
-    scale_token_weights,
 )
 from .weights import WEIGHTS_ENV_VAR, WeightFile, WeightsNotFoundError, resolve_weight_file
 
@@ -115,7 +114,6 @@ __all__ = [
     "run_geneval",
     "run_image_scorer",
     "run_infinity_val_loss",
-    "scale_token_weights",
     "validate_geneval_metadata",
     "write_manifest",
     "write_prompts",
