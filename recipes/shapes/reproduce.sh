@@ -68,7 +68,7 @@ echo "== shapes recipe $(date -u '+%F %T') UTC; git $(git rev-parse --short HEAD
 step data "$WORK/data/heldout_prompts.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py data --out "$WORK/data" --train $N_TRAIN --heldout-images $N_HELD --prompts $N_PROMPTS
 step convert "$WORK/shards/index.json" \
-  $RUN infinity-data convert "$WORK/data/train" "$WORK/shards" --pn 0.016M --workers "$THREADS"
+  $RUN infinity-data convert "$WORK/data/train" -o "$WORK/shards" --pn 0.016M --num-workers "$THREADS"
 step text_encoder "$WORK/text_encoder/config.json" \
   $RUN python $RECIPE/shapes_recipe.py text-encoder --out "$WORK/text_encoder"
 step t5_features "$WORK/shards_t5/index.json" \
@@ -82,7 +82,7 @@ if [[ -n ${VAE:-} && ! -f $WORK/export/vae/vae.safetensors ]]; then
   echo "== tokenizer: reusing $VAE"
 fi
 step tokenizer "$WORK/export/vae/vae.safetensors" \
-  bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer $WORK/export/vae --ema"
+  bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer -o $WORK/export/vae --ema"
 step vae_check "$WORK/vae_check.json" \
   $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae/vae.safetensors" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/vae_check.json"
@@ -91,7 +91,7 @@ step vae_check "$WORK/vae_check.json" \
 step transformer "$WORK/runs/transformer/first_cycle.done" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && touch $WORK/runs/transformer/first_cycle.done"
 step transformer_cycle2 "$WORK/export/transformer/config.json" \
-  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer $WORK/export/transformer"
+  bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer -o $WORK/export/transformer"
 step package "$WORK/default_model/default_model.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
@@ -106,7 +106,7 @@ step sample "$WORK/eval/images/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images"
 step geneval "$WORK/eval/geneval/summary.json" \
-  $RUN infinity-eval geneval "$WORK/eval/images" --out "$WORK/eval/geneval" --no-progress \
+  $RUN infinity-eval geneval "$WORK/eval/images" -o "$WORK/eval/geneval" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
     --color-classifier infinity_eval.geneval.shapes:PaletteColorClassifier
 # the same check with one draw per image (no candidates): what the choice among draws adds
@@ -114,7 +114,7 @@ step sample_single "$WORK/eval/images-single/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" --candidates 1 \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/eval/images-single"
 step geneval_single "$WORK/eval/geneval-single/summary.json" \
-  $RUN infinity-eval geneval "$WORK/eval/images-single" --out "$WORK/eval/geneval-single" --no-progress \
+  $RUN infinity-eval geneval "$WORK/eval/images-single" -o "$WORK/eval/geneval-single" --no-progress \
     --detector infinity_eval.geneval.shapes:ShapesDetector \
     --color-classifier infinity_eval.geneval.shapes:PaletteColorClassifier
 # where the model goes wrong: the check again with the first k scales taken from real renders (k = 0 ... all)
@@ -128,7 +128,7 @@ fi
 if [[ -f $FID_WEIGHTS ]]; then
   # the generated set against the held-out real set (both 128x128, 1:1), TF-Inception features
   step fid "$WORK/eval/fid.txt" bash -c "$RUN infinity-eval fid $WORK/eval/images/manifest.jsonl $WORK/data/heldout_images \
-    --weights $FID_WEIGHTS --no-cache --out $WORK/eval/fid --no-progress | tee $WORK/eval/fid.txt.part && mv $WORK/eval/fid.txt.part $WORK/eval/fid.txt"
+    --weights $FID_WEIGHTS --no-cache -o $WORK/eval/fid --no-progress | tee $WORK/eval/fid.txt.part && mv $WORK/eval/fid.txt.part $WORK/eval/fid.txt"
 else
   echo "== fid: skipped (no FID Inception weights; set FID_WEIGHTS)"
 fi

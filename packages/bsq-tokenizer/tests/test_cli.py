@@ -136,3 +136,22 @@ def test_pixel_budget_resizes_to_the_template(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "1x1 2x2 2x4 3x6 5x10 8x16 11x22" in text  # template 0.5
     assert Image.open(out).size == (352, 176)
+
+
+def test_every_subcommand_has_a_function_in_the_commands_table():
+    import argparse
+
+    from bsq_tokenizer.cli import COMMANDS, build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(COMMANDS)
+
+
+def test_checkpoint_errors_are_package_errors_and_still_value_errors(tmp_path, capsys):
+    from bsq_tokenizer import BSQTokenizerError, CheckpointError
+
+    assert issubclass(CheckpointError, BSQTokenizerError) and issubclass(CheckpointError, ValueError)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    assert main(["info", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("bsq-tokenizer info: error: ")

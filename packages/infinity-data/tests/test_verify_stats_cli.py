@@ -3,6 +3,7 @@ converts a few hundred generated images into shards that verify accepts and the 
 
 from __future__ import annotations
 
+import argparse
 import json
 import tarfile
 from pathlib import Path
@@ -110,10 +111,10 @@ def test_cli_converts_a_few_hundred_images_that_verify_accepts_and_the_loader_st
     (src / "broken.jpg").write_bytes(b"")
     (src / "broken.txt").write_text("zero bytes")
     out = tmp_path / "shards"
-    assert main(["convert", str(src), str(out), "--workers", "2", "--shard-size", "16"]) == 0
+    assert main(["convert", str(src), "-o", str(out), "--num-workers", "2", "--shard-size", "16"]) == 0
     printed = capsys.readouterr().out
     assert "300 samples" in printed and "1 rejected (empty_file: 1)" in printed
-    assert main(["verify", str(out), "--workers", "2"]) == 0
+    assert main(["verify", str(out), "--num-workers", "2"]) == 0
     assert "OK" in capsys.readouterr().out
     assert main(["stats", str(out), "--histogram", str(tmp_path / "h.png")]) == 0
     assert (tmp_path / "h.png").is_file()
@@ -138,3 +139,34 @@ def test_cli_reports_bad_arguments_as_errors_not_tracebacks(tmp_path: Path, caps
     assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["verify", str(tmp_path)]) == 1
+
+
+def test_old_flag_spellings_still_work_and_warn_that_they_are_deprecated(
+    tmp_path: Path, make_folder, capsys
+) -> None:
+    src = make_folder(tmp_path / "src", 4)
+    out = tmp_path / "shards"
+    assert main(["convert", str(src), str(out), "--workers", "0"]) == 0  # positional output, --workers
+    err = capsys.readouterr().err
+    assert "--workers is deprecated" in err and "use --num-workers" in err
+    assert "the positional OUTPUT is deprecated" in err and "use -o/--output" in err
+    assert ShardIndex.load(out).num_samples == 4
+    assert main(["verify", str(out), "--workers", "0"]) == 0
+    assert "--workers is deprecated" in capsys.readouterr().err
+    assert main(["stream", str(out), "--workers", "0", "--batch-size", "2", "--batches", "1"]) == 0
+    assert "--workers is deprecated" in capsys.readouterr().err
+
+
+def test_convert_needs_an_output_and_refuses_two_different_ones(tmp_path: Path, make_folder, capsys) -> None:
+    src = make_folder(tmp_path / "src", 2)
+    assert main(["convert", str(src)]) == 2
+    assert "infinity-data convert: error: convert needs -o/--output" in capsys.readouterr().err
+    assert main(["convert", str(src), str(tmp_path / "a"), "-o", str(tmp_path / "b")]) == 2
+    assert "two outputs given" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_a_function_in_the_commands_table() -> None:
+    from infinity_data.cli import COMMANDS, build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(COMMANDS)

@@ -19,11 +19,45 @@ from infinity_eval.prompts import PromptItem, benchmark_prompts, geneval_metadat
 from PIL import Image
 
 
+def test_the_old_out_flag_still_works_and_warns_that_it_is_deprecated(tmp_path, capsys):
+    assert main(["prompts", "imagereward", "--out", str(tmp_path / "ir.jsonl")]) == 0
+    assert len((tmp_path / "ir.jsonl").read_text().splitlines()) == 100
+    assert "--out is deprecated and will be removed; use -o/--output" in capsys.readouterr().err
+
+
+def test_a_missing_output_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prompts", "geneval"])
+    assert exit_info.value.code == 2
+    assert "-o/--output" in capsys.readouterr().err
+
+
+def test_every_subcommand_has_a_function_in_the_commands_table():
+    import argparse
+
+    from infinity_eval.cli import COMMANDS, build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(subparsers.choices) == set(COMMANDS)
+
+
+def test_weight_errors_share_the_package_base_error_and_keep_their_builtin_bases():
+    from infinity_eval import InfinityEvalError, WeightsNotFoundError
+    from infinity_eval.weights import WeightsChecksumError
+
+    assert issubclass(WeightsNotFoundError, InfinityEvalError) and issubclass(
+        WeightsNotFoundError, FileNotFoundError
+    )
+    assert issubclass(WeightsChecksumError, InfinityEvalError) and issubclass(
+        WeightsChecksumError, ValueError
+    )
+
+
 def test_prompts_command_writes_the_shipped_lists(tmp_path):
-    assert main(["prompts", "geneval", "--out", str(tmp_path / "g.jsonl")]) == 0
+    assert main(["prompts", "geneval", "-o", str(tmp_path / "g.jsonl")]) == 0
     rows = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
     assert len(rows) == 553 and rows[0]["images"] == 4 and rows[0]["geneval"]["tag"] == "single_object"
-    assert main(["prompts", "geneval", "--format", "txt", "--out", str(tmp_path / "g.txt")]) == 0
+    assert main(["prompts", "geneval", "--format", "txt", "--output", str(tmp_path / "g.txt")]) == 0
     shipped = Path(__file__).parents[1] / "src/infinity_eval/data/geneval/generation_prompts.txt"
     assert (tmp_path / "g.txt").read_text().splitlines() == shipped.read_text().splitlines()
     assert main(["prompts", "imagereward", "--out", str(tmp_path / "ir.jsonl")]) == 0

@@ -11,18 +11,9 @@ from infinity_eval.val_loss import (
     bitwise_metrics,
     bsc_inputs_and_labels,
     infinity_val_loss,
-    scale_token_weights,
 )
 
 SCALES = [(1, 1), (2, 2)]  # L = 5
-
-
-def test_scale_weights_sum_to_one_and_favour_coarse_scales():
-    w = scale_token_weights(SCALES, reweight=True)
-    assert w.shape == (5,) and float(w.sum()) == pytest.approx(1.0)
-    # sqrt(4)/sqrt(1) = 2 for the 1x1 token, 1 for each 2x2 token -> 2/6 and 1/6
-    assert w.tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6])
-    assert scale_token_weights(SCALES, reweight=False).tolist() == pytest.approx([0.2] * 5)
 
 
 def test_bitwise_metrics_on_hand_built_logits_with_per_scale_slices_and_tie_rule():
@@ -71,6 +62,15 @@ def test_aggregation_is_the_unweighted_mean_over_batches_plus_sample_weighted():
 
 bsq = pytest.importorskip("bsq_tokenizer")
 infinity_model = pytest.importorskip("infinity_model")
+
+
+def test_fp64_scale_weights_sum_to_one_and_favour_coarse_scales():
+    w = bsq.scale_token_weights(SCALES, reweight=True, dtype=torch.float64)
+    assert w.dtype == torch.float64 and w.shape == (5,) and float(w.sum()) == pytest.approx(1.0)
+    # sqrt(4)/sqrt(1) = 2 for the 1x1 token, 1 for each 2x2 token -> 2/6 and 1/6
+    assert w.tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6], rel=1e-15)
+    uniform = bsq.scale_token_weights(SCALES, reweight=False, dtype=torch.float64)
+    assert uniform.tolist() == [0.2] * 5
 
 
 def _tiny_vae():

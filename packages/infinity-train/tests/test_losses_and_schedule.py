@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+from bsq_tokenizer import scale_token_weights
 from infinity_train.config import OptimConfig
-from infinity_train.losses import bit_cross_entropy, scale_token_weights
+from infinity_train.losses import bit_cross_entropy
 from infinity_train.lr_schedule import lr_factor, peak_lr, weight_decay_at
 
 SCALES = [(1, 1), (2, 2), (4, 4)]

@@ -1,6 +1,7 @@
 """bsq_tokenizer: Infinity's BSQ-VAE visual tokenizer, multi-scale bitwise quantizer and scale schedules."""
 
 from .config import VAE_PRESETS, VAEConfig
+from .errors import BSQTokenizerError
 from .image import (
     center_crop_to_multiple,
     check_multiple,
@@ -26,6 +27,8 @@ from .quantizer import (
     FlipSource,
     MultiScaleBSQ,
     QuantizeOutput,
+    RandomBitFlips,
+    ResidualMode,
     ResidualOutput,
     ResidualSteps,
     area_resize,
@@ -53,6 +56,7 @@ from .schedules import (
     get_schedule,
     nearest_template,
     resize_crop_for_template,
+    scale_token_weights,
     target_pixel_size,
 )
 from .vae import BSQVAE
@@ -67,10 +71,13 @@ __all__ = [
     "PIXEL_BUDGETS",
     "VAE_PRESETS",
     "VAE_STRIDE",
+    "BSQTokenizerError",
     "CheckpointError",
     "FlipSource",
     "MultiScaleBSQ",
     "QuantizeOutput",
+    "RandomBitFlips",
+    "ResidualMode",
     "ResidualOutput",
     "ResidualSteps",
     "ScaleSchedule",
@@ -105,6 +112,7 @@ __all__ = [
     "save_safetensors",
     "save_vae",
     "saved_vae_config",
+    "scale_token_weights",
     "space_to_depth",
     "space_to_depth_bits",
     "target_pixel_size",

@@ -1,4 +1,4 @@
-"""``bsq-tokenizer`` command line: reconstruct, encode, decode and inspect with released or our checkpoints."""
+"""bsq-tokenizer command line: reconstruct, encode, decode and inspect with released or our checkpoints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import VAE_PRESETS, VAEConfig
+from .errors import BSQTokenizerError
 from .image import (
     center_crop_to_multiple,
     check_multiple,
@@ -114,7 +115,7 @@ def _save_image(x: torch.Tensor, path: Path) -> None:
     tensor_to_images(x)[0].save(path)
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> int:
+def reconstruct_command(args: argparse.Namespace) -> int:
     model = _load_model(args)
     x, scales = _prepare(args, model.config)
     x = x.to(args.device)
@@ -127,7 +128,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_encode(args: argparse.Namespace) -> int:
+def encode_command(args: argparse.Namespace) -> int:
     if args.output.suffix not in _BITS_FORMATS:
         raise ValueError(f"-o {args.output}: bits files must end in {' or '.join(_BITS_FORMATS)}")
     model = _load_model(args)
@@ -168,7 +169,7 @@ def read_bits(path: Path) -> tuple[list[torch.Tensor], dict[str, str]]:
     return [tensors[f"bits.{k}"].long() for k in range(n)], meta
 
 
-def cmd_decode(args: argparse.Namespace) -> int:
+def decode_command(args: argparse.Namespace) -> int:
     bits, meta = read_bits(args.bits)
     model = _load_model(args)
     if CONFIG_METADATA_KEY in meta:
@@ -185,7 +186,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_info(args: argparse.Namespace) -> int:
+def info_command(args: argparse.Namespace) -> int:
     sd, meta = read_state_dict(args.checkpoint, use_ema=args.ema)
     params = sum(v.numel() for k, v in sd.items() if not k.endswith(".mask"))
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()})
@@ -232,43 +233,52 @@ def _add_image_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bsq-tokenizer", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("reconstruct", help="encode -> bits -> decode an image; print PSNR")
     _add_image_args(p)
     _add_model_args(p)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("encode", help="encode an image to per-scale bits (.safetensors or .npz)")
     _add_image_args(p)
     _add_model_args(p)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decode a bits file written by 'encode' to an image")
     p.add_argument("bits", type=Path)
     _add_model_args(p)
     p.add_argument("-o", "--output", type=Path, required=True)
-    p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("info", help="describe a checkpoint: entries, parameters, matching preset")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--ema", action="store_true", help="inspect the 'ema' weights of an official file")
-    p.set_defaults(func=cmd_info)
     return parser
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "reconstruct": reconstruct_command,
+    "encode": encode_command,
+    "decode": decode_command,
+    "info": info_command,
+}
+
+# Errors that mean "bad input", reported in one line: the package's base error, plus the ValueError/OSError that
+# image and tensor helpers raise for a wrong size or a missing file.
+_USER_ERRORS = (BSQTokenizerError, ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the subcommand, and return its exit code (2 after a reported error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:  # CheckpointError is a ValueError
-        print(f"bsq-tokenizer: error: {exc}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except _USER_ERRORS as exc:
+        print(f"bsq-tokenizer {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .config import VAE_PRESETS, VAEConfig
+from .errors import BSQTokenizerError
 from .quantizer import BSQ
 from .safetensors_io import load_safetensors, load_safetensors_metadata, save_safetensors
 from .vae import BSQVAE
@@ -35,7 +36,7 @@ CONFIG_METADATA_KEY = "bsq_tokenizer.config"
 _MAX_LISTED = 12
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BSQTokenizerError, ValueError):
     """A checkpoint file cannot be read or does not match the requested architecture."""
 
 

@@ -10,6 +10,7 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,8 @@ __all__ = [
     "FlipSource",
     "MultiScaleBSQ",
     "QuantizeOutput",
+    "RandomBitFlips",
+    "ResidualMode",
     "ResidualOutput",
     "ResidualSteps",
     "area_resize",
@@ -179,15 +182,57 @@ FlipSource = Callable[[int, Tensor], Tensor | None]
 """``flip(k, bits)``: given scale k's clean bits ``(B, h, w, d)``, a bool tensor of the same shape marking the
 bits to flip before they are fed forward, or None to flip nothing (bitwise self-correction's noise)."""
 
+ResidualMode = Literal["subtract", "recompute"]
+"""How the residual of the next scale is formed: ``"subtract"`` keeps it by subtracting each added code, as the
+reference tokenizer (``multiscale_bsq.py``); ``"recompute"`` forms ``latent - summed`` afresh, as the reference's
+bitwise self-correction (``bitwise_self_correction.py``, ``flip_requant``). The two round differently in fp32."""
+
+
+class RandomBitFlips:
+    """Bitwise self-correction's flip source (official ``bitwise_self_correction.py``, ``flip_requant``).
+
+    For every scale k < ``layers`` (and ``strength >= 0``): draw a level uniformly from 0..floor(100 *
+    ``strength``) with ``levels(n)`` (an integer in [0, n); default ``torch.randint`` on ``generator``), set
+    p = level * 0.01, then flip each bit iff its ``torch.rand`` value (fp32, CPU ``generator``) is < p. One
+    level draw then one mask draw per scale, in scale order. ``probs`` records p per call (0.0 when not drawn).
+    """
+
+    def __init__(
+        self,
+        layers: int,
+        strength: float,
+        generator: torch.Generator,
+        levels: Callable[[int], int] | None = None,
+    ) -> None:
+        self.layers = layers
+        self.strength = strength
+        self.generator = generator
+        self.levels = levels
+        self.probs: list[float] = []
+
+    def _level(self, n: int) -> int:
+        if self.levels is not None:
+            return int(self.levels(n))
+        return int(torch.randint(0, n, (1,), generator=self.generator).item())
+
+    def __call__(self, k: int, bits: Tensor) -> Tensor | None:
+        if k >= self.layers or self.strength < 0:
+            self.probs.append(0.0)
+            return None
+        p = self._level(math.floor(100 * self.strength) + 1) * 0.01
+        self.probs.append(p)
+        return torch.rand(tuple(bits.shape), generator=self.generator, dtype=torch.float32) < p
+
 
 class ResidualSteps:
     """The multi-scale residual step, one scale at a time, on the full latent grid ``scales[-1]``.
 
     State: the summed codes (every scale's code trilinearly up-sampled to the full grid and added) and, when
-    a continuous ``latent`` is given, the residual ``latent - summed`` (kept by subtraction, in the order of
-    the reference tokenizer). One home for the step that the tokenizer (``MultiScaleBSQ.forward`` in the
-    official ``bsq_vae/multiscale_bsq.py``), the trainer's bitwise self-correction
-    (``infinity/utils/bitwise_self_correction.py``) and the sampler (``Infinity.autoregressive_infer_cfg``)
+    a continuous ``latent`` is given, the residual ``latent - summed`` (``residual="subtract"``: kept by
+    subtraction, in the order of the reference tokenizer; ``"recompute"``: formed afresh, as the reference's
+    bitwise self-correction). One home for the step that the tokenizer (``MultiScaleBSQ.forward`` in the
+    official ``bsq_vae/multiscale_bsq.py``), bitwise self-correction of the trainer and of the validation
+    loss (``infinity/models/bitwise_self_correction.py``) and the sampler (``Infinity.autoregressive_infer_cfg``)
     share: ``quantize()`` gives the BSQ code and bits of the residual area-resized to the current scale,
     ``add(code)`` accumulates whatever code was chosen for it (the quantizer's, a flipped one, or sampled
     bits'), and ``next_input()`` is the trilinear resize of the summed codes to the next scale's grid.
@@ -195,8 +240,15 @@ class ResidualSteps:
     """
 
     def __init__(
-        self, scales: Sequence[Sequence[int]], latent: Tensor | None = None, *, zero_start: bool = False
+        self,
+        scales: Sequence[Sequence[int]],
+        latent: Tensor | None = None,
+        *,
+        zero_start: bool = False,
+        residual: ResidualMode = "subtract",
     ) -> None:
+        if residual not in ("subtract", "recompute"):
+            raise ValueError(f"residual must be 'subtract' or 'recompute', got {residual!r}")
         grid = [_as_hw(s) for s in scales]
         if not grid:
             raise ValueError("scales must contain at least one (h, w)")
@@ -213,6 +265,8 @@ class ResidualSteps:
                     f"got {tuple(latent.shape)}"
                 )
             self.residual = latent.float().unsqueeze(2)
+        self.mode: ResidualMode = residual
+        self.latent = self.residual  # (B, d, 1, H, W), kept for ``residual="recompute"``
         # (B, d, 1, H, W). ``zero_start``: a zero tensor plus the first code, as the reference tokenizer sums
         # (the same autograd graph, so bit-identical gradients); otherwise the first code itself, as the
         # reference sampler (its memory layout decides how the next-scale trilinear resize rounds).
@@ -252,9 +306,12 @@ class ResidualSteps:
             raise ValueError(f"scale {self.k} needs a code on {self.scales[self.k]}, got {tuple(code.shape)}")
         with torch.autocast(device_type=code.device.type, enabled=False):
             up = trilinear_resize(code, self.full)
-            if self.residual is not None:
-                self.residual = self.residual - up.detach()
             self.summed = up if self.summed is None else self.summed + up
+            if self.residual is not None and self.latent is not None:
+                if self.mode == "recompute":
+                    self.residual = self.latent - self.summed.detach()
+                else:
+                    self.residual = self.residual - up.detach()
         self.k += 1
 
     def next_input(self) -> Tensor:
@@ -289,14 +346,16 @@ def residual_quantize(
     flip: FlipSource | None = None,
     requant: bool = True,
     next_inputs: bool = False,
+    residual: ResidualMode = "subtract",
 ) -> ResidualOutput:
     """Multi-scale residual quantization of ``z (B, d, H, W)`` over ``scales`` (last = (H, W)), fp32.
 
     Per scale: BSQ of the area-resized residual, optionally flip bits (``flip``, e.g. bitwise self-correction),
     accumulate the code (the straight-through code, or with flips and ``requant`` the code of the flipped
-    bits), subtract it from the residual. ``next_inputs`` also returns every later scale's transformer input.
+    bits), update the residual (``residual``: by subtraction as the tokenizer, or recomputed as bitwise
+    self-correction). ``next_inputs`` also returns every later scale's transformer input.
     """
-    steps = ResidualSteps(scales, z, zero_start=True)
+    steps = ResidualSteps(scales, z, zero_start=True, residual=residual)
     bits_all: list[Tensor] = []
     fed_all: list[Tensor] = []
     inputs: list[Tensor] = []

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from PIL import Image
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "get_schedule",
     "nearest_template",
     "resize_crop_for_template",
+    "scale_token_weights",
     "target_pixel_size",
 ]
 
@@ -387,3 +389,27 @@ def default_latent_schedule(latent_hw: tuple[int, int]) -> tuple[tuple[int, int]
             f"(e.g. get_schedule(h_div_w, pn).scales or custom_schedule([...])). Latent sizes with a default: {known}"
         )
     return _DEFAULT_LATENT_SCHEDULES[key]
+
+
+def scale_token_weights(
+    scales: Sequence[Sequence[int]],
+    reweight: bool,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Per-token loss weights ``(L,)`` of a schedule's token grids, summing to 1 (official ``trainer.py``,
+    ``reweight_loss_by_scale``).
+
+    ``reweight``: every token of scale k weighs ``sqrt(h_last*w_last) / sqrt(h_k*w_k)`` before normalisation
+    (coarse scales count more per token); otherwise uniform ``1/L``. The trainer's loss uses fp32, the
+    validation-loss metric fp64 (``dtype``).
+    """
+    grids = _normalise_scales(scales)
+    h_last, w_last = grids[-1]
+    parts = []
+    for h, w in grids:
+        value = (h_last * w_last) ** 0.5 / (h * w) ** 0.5 if reweight else 1.0
+        parts.append(torch.full((h * w,), value, dtype=dtype, device=device))
+    weights = torch.cat(parts)
+    return weights / weights.sum()

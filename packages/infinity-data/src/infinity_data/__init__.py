@@ -15,6 +15,7 @@ from .convert import (
     convert_img2dataset,
     convert_jsonl,
 )
+from .errors import InfinityDataError
 from .images import ImageDecodeError, decode_rgb
 from .loader import BucketLoader, CorruptDataLimitError, LoaderConfig
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter, read_shard
@@ -29,6 +30,7 @@ __all__ = [
     "CorruptDataLimitError",
     "DatasetStats",
     "ImageDecodeError",
+    "InfinityDataError",
     "LoaderConfig",
     "ShardIndex",
     "ShardInfo",

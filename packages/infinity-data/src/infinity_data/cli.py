@@ -17,14 +17,43 @@ from tqdm import tqdm
 
 from .convert import ConvertConfig, ConvertResult, convert_folder, convert_img2dataset, convert_jsonl
 from .distribute import DISTRIBUTORS
+from .errors import InfinityDataError
 from .loader import BucketLoader, LoaderConfig
 from .shards import INDEX_NAME, ShardIndex
 from .stats import stats
-from .storage import StorageError, UnsupportedLocationError, check_location, is_url, join, redact
+from .storage import UnsupportedLocationError, check_location, is_url, join, redact
 from .verify import verify
 
 _KINDS = ("auto", "folder", "jsonl", "img2dataset")
 _DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag, hidden from --help: stores into the new flag's dest and warns on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        _warn_deprecated(parser.prog, f"{option_string}", self.new)
+        setattr(namespace, self.dest, values)
+
+
+def _warn_deprecated(prog: str, old: str, new: str) -> None:
+    print(f"{prog}: warning: {old} is deprecated and will be removed; use {new}", file=sys.stderr)
+
+
+def _add_num_workers(p: argparse.ArgumentParser, default: int, help: str) -> None:
+    p.add_argument("--num-workers", type=int, default=default, help=help)
+    p.add_argument("--workers", dest="num_workers", type=int, action=_DeprecatedFlag, new="--num-workers")
 
 
 def _detect_kind(path: Path) -> str:
@@ -45,17 +74,32 @@ def _bar(desc: str, total: int | None, unit: str) -> Iterator[Callable[[int], ob
         yield bar.update
 
 
-def _cmd_convert(args: argparse.Namespace) -> int:
+def _convert_output(args: argparse.Namespace) -> str:
+    """``-o/--output``, or the deprecated second positional that was the output before."""
+    if args.legacy_output is not None:
+        _warn_deprecated("infinity-data convert", "the positional OUTPUT", "-o/--output OUTPUT")
+        if args.output is not None and args.output != args.legacy_output:
+            raise InfinityDataError(
+                f"two outputs given ({args.legacy_output} and -o {args.output}); keep only -o/--output"
+            )
+        return str(args.legacy_output)
+    if args.output is None:
+        raise InfinityDataError("convert needs -o/--output: an output folder or s3:// / gs:// URL")
+    return str(args.output)
+
+
+def convert_command(args: argparse.Namespace) -> int:
     if is_url(args.input):
         raise UnsupportedLocationError(
             f"{redact(args.input)}: remote inputs are not supported yet; copy them to a local folder first"
         )
-    check_location(args.out, write=True)  # a URL output needs its extra and a writable scheme
+    output = _convert_output(args)
+    check_location(output, write=True)  # a URL output needs its extra and a writable scheme
     source = Path(args.input)
     kind = _detect_kind(source) if args.kind == "auto" else args.kind
     config = ConvertConfig(
         pn=args.pn,
-        workers=args.workers,
+        workers=args.num_workers,
         max_samples_per_shard=args.shard_size,
         max_bytes_per_shard=int(args.max_shard_mb * (1 << 20)),
         max_aspect=args.max_aspect,
@@ -67,12 +111,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     with _bar(f"convert ({kind})", None, "img") as progress:
         result: ConvertResult
         if kind == "folder":
-            result = convert_folder(source, args.out, config, progress=progress)
+            result = convert_folder(source, output, config, progress=progress)
         elif kind == "jsonl":
-            result = convert_jsonl(source, args.out, config, image_root=args.image_root, progress=progress)
+            result = convert_jsonl(source, output, config, image_root=args.image_root, progress=progress)
         else:
             result = convert_img2dataset(
-                source, args.out, config, args.path_column, args.caption_column, progress=progress
+                source, output, config, args.path_column, args.caption_column, progress=progress
             )
     elapsed = time.perf_counter() - start
     print(
@@ -93,13 +137,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_verify(args: argparse.Namespace) -> int:
+def verify_command(args: argparse.Namespace) -> int:
     try:
         total = len(ShardIndex.load(args.root).shards)
     except (FileNotFoundError, ValueError):
         total = None
     with _bar("verify", total, "shard") as progress:
-        report = verify(args.root, decode=not args.no_decode, workers=args.workers, progress=progress)
+        report = verify(args.root, decode=not args.no_decode, workers=args.num_workers, progress=progress)
     for error in report.errors[: args.max_errors]:
         print(f"error: {error}")
     if len(report.errors) > args.max_errors:
@@ -113,7 +157,7 @@ def _fmt_summary(summary: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.1f}" for k, v in summary.items()) if summary else "-"
 
 
-def _cmd_stats(args: argparse.Namespace) -> int:
+def stats_command(args: argparse.Namespace) -> int:
     total = len(ShardIndex.load(args.root).shards)
     with _bar("stats", total, "shard") as progress:
         result = stats(args.root, histogram_path=args.histogram, progress=progress)
@@ -132,7 +176,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_index(args: argparse.Namespace) -> int:
+def index_command(args: argparse.Namespace) -> int:
     root = args.root  # a folder or a URL
     previous: dict[str, Any] = {}
     with suppress(FileNotFoundError, ValueError):
@@ -143,8 +187,10 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_stream(args: argparse.Namespace) -> int:
-    config = LoaderConfig(batch_size=args.batch_size, pn=args.pn, num_workers=args.workers, seed=args.seed)
+def stream_command(args: argparse.Namespace) -> int:
+    config = LoaderConfig(
+        batch_size=args.batch_size, pn=args.pn, num_workers=args.num_workers, seed=args.seed
+    )
     loader = BucketLoader(args.root, config)
     start = time.perf_counter()
     images = 0
@@ -163,9 +209,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infinity-data", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log per-sample decisions")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(
@@ -175,15 +221,16 @@ def _parser() -> argparse.ArgumentParser:
         "input", help="image folder, .jsonl file/folder, or img2dataset output (folder, .tar, parquet/CSV)"
     )
     p.add_argument(
-        "out",
+        "-o",
+        "--output",
+        default=None,
         help="output folder or s3:// / gs:// URL (staged locally, each shard uploaded whole); "
         "re-run the same command to resume",
     )
+    p.add_argument("legacy_output", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--from", dest="kind", choices=_KINDS, default="auto", help="input kind (default: detect)")
     p.add_argument("--pn", default=None, help="shrink larger images to this pixel budget (e.g. 0.25M or 1M)")
-    p.add_argument(
-        "--workers", type=int, default=_DEFAULT_WORKERS, help="decoding processes (0 = this process)"
-    )
+    _add_num_workers(p, _DEFAULT_WORKERS, "decoding processes (0 = this process)")
     p.add_argument(
         "--distributor",
         choices=DISTRIBUTORS,
@@ -201,49 +248,55 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None, help="jsonl: base folder of relative image paths")
     p.add_argument("--path-column", default=None, help="img2dataset table: column with image paths")
     p.add_argument("--caption-column", default=None, help="img2dataset table: column with captions")
-    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("verify", help="check every shard, count and sample of a converted dataset")
     p.add_argument("root")
     p.add_argument(
         "--no-decode", action="store_true", help="skip decoding images (structure and counts only)"
     )
-    p.add_argument(
-        "--workers", type=int, default=_DEFAULT_WORKERS, help="checking processes (0 = this process)"
-    )
+    _add_num_workers(p, _DEFAULT_WORKERS, "checking processes (0 = this process)")
     p.add_argument("--max-errors", type=int, default=50, help="errors to print")
-    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("stats", help="per-bucket counts, caption lengths, aspect-ratio histogram")
     p.add_argument("root")
     p.add_argument("--histogram", default=None, help="write the aspect-ratio histogram PNG here")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("index", help="rebuild index.json from the tars on disk")
     p.add_argument("root")
-    p.set_defaults(func=_cmd_index)
 
     p = sub.add_parser("stream", help="stream a few loader batches and report their shapes and speed")
     p.add_argument("root")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--pn", default="0.06M")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batches", type=int, default=10)
-    p.set_defaults(func=_cmd_stream)
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    p.add_argument("--pn", default="0.06M", help="pixel budget of the batches (e.g. 0.06M)")
+    _add_num_workers(p, 0, "loader processes (0 = this process)")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    p.add_argument("--batches", type=int, default=10, help="batches to stream")
     return parser
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "convert": convert_command,
+    "verify": verify_command,
+    "stats": stats_command,
+    "index": index_command,
+    "stream": stream_command,
+}
+
+# Errors that mean "bad input", reported in one line: the package's base error (storage, decode, lock, ...), plus
+# the ValueError/OSError that path and JSON handling raise for a missing or malformed file.
+_USER_ERRORS = (InfinityDataError, ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Parse ``argv``, run the subcommand, and return its exit code (2 after a reported error)."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
-    except (FileNotFoundError, NotADirectoryError, ValueError, StorageError) as exc:
+        return COMMANDS[args.command](args)
+    except _USER_ERRORS as exc:
         print(f"infinity-data {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

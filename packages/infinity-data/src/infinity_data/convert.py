@@ -27,6 +27,7 @@ from bsq_tokenizer import resize_crop_for_template
 
 from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_size
 from .distribute import check_distributor, make_executor
+from .errors import InfinityDataError
 from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
 from .remote import RemoteOutput, output_target
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
@@ -74,7 +75,7 @@ _FLAGS = {
 }
 
 
-class ConvertLockedError(ValueError):
+class ConvertLockedError(InfinityDataError, ValueError):
     """Another conversion is writing into the same output folder."""
 
 
@@ -595,7 +596,7 @@ def _convert_locked(
                     pending_sources[key] = result.source
                     writer.write(result.sample)
             else:
-                logger.debug("rejected %s: %s", result.source, result.reason)
+                logger.info("rejected %s: %s", result.source, result.reason)
                 journal.add_reject(result)
             if progress is not None:
                 progress(1)

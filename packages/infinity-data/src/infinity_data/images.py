@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import InfinityDataError
+
 # Image file extensions the converters pick up and WebDataset decoders understand.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # Formats stored as they are (WebDataset extension per PIL format); anything else is re-encoded as PNG.
@@ -24,7 +26,7 @@ _LOSSY_FORMATS = frozenset({"JPEG", "MPO", "WEBP"})
 SHARD_IMAGE_EXTS: tuple[str, ...] = ("jpg", "png", "webp", "jpeg")
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(InfinityDataError, ValueError):
     """Bytes that are not a complete, decodable image; ``code`` names the kind of failure for reports."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .buckets import check_pn, parse_bucket_name
 from .captions import choose_caption
+from .errors import InfinityDataError
 from .images import SHARD_IMAGE_EXTS, ImageDecodeError, batch_to_tensor_pm1, decode_rgb
 from .shards import T5_EXT, MemberTable, ShardIndex, read_member_table
 from .storage import IOStats, ShardCache, Store
@@ -49,7 +50,7 @@ _MODES = ("epoch", "resampled")
 _SKIPPED = "_skipped"  # internal batch entry: reasons of the samples skipped in it (removed before yielding)
 
 
-class CorruptDataLimitError(RuntimeError):
+class CorruptDataLimitError(InfinityDataError, RuntimeError):
     """More samples were unreadable than ``LoaderConfig.max_skipped_samples`` allows."""
 
 

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import InfinityDataError
+
 __all__ = [
     "EXTRAS",
     "READ_ONLY_SCHEMES",
@@ -59,15 +61,15 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _T = TypeVar("_T")
 
 
-class UnsupportedLocationError(ValueError):
+class UnsupportedLocationError(InfinityDataError, ValueError):
     """A URL whose scheme is unknown, whose extra is not installed, or that cannot be written."""
 
 
-class StorageError(OSError):
+class StorageError(InfinityDataError, OSError):
     """A store could not be reached or an object could not be read/written after all retries."""
 
 
-class ShardUnavailableError(ValueError):
+class ShardUnavailableError(InfinityDataError, ValueError):
     """A shard that still fails after all retries: the loader handles it like a corrupt shard."""
 
 

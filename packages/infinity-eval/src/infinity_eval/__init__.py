@@ -4,6 +4,7 @@ GenEval (official rules on a pluggable detector), FID (TF-graph InceptionV3, pyt
 ImageReward-v1.0, HPSv2.1, and the bitwise validation loss of Infinity models (extra `val-loss`).
 """
 
+from .errors import InfinityEvalError
 from .fid import (
     FeatureStatistics,
     FIDInceptionV3,
@@ -55,7 +56,6 @@ from .val_loss import (
     bsc_inputs_and_labels,
     infinity_val_loss,
     run_infinity_val_loss,
-    scale_token_weights,
 )
 from .weights import WEIGHTS_ENV_VAR, WeightFile, WeightsNotFoundError, resolve_weight_file
 
@@ -75,6 +75,7 @@ __all__ = [
     "ImageRecord",
     "ImageRewardConfig",
     "ImageRewardScorer",
+    "InfinityEvalError",
     "OpenCLIPConfig",
     "PrecomputedDetector",
     "PromptItem",
@@ -113,7 +114,6 @@ __all__ = [
     "run_geneval",
     "run_image_scorer",
     "run_infinity_val_loss",
-    "scale_token_weights",
     "validate_geneval_metadata",
     "write_manifest",
     "write_prompts",

@@ -1,4 +1,4 @@
-"""`infinity-eval` command line: geneval | fid | imagereward | hps | val-loss | prompts | generate."""
+"""infinity-eval command line: geneval | fid | imagereward | hps | val-loss | prompts | generate."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import InfinityEvalError
 from .runs import Shard
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
@@ -29,10 +30,39 @@ def _key_values(items: Sequence[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def _add_common(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    p.add_argument(
-        "--out", type=Path, required=out_required, help="run folder (results*.jsonl, summary.json, CSVs)"
-    )
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag, hidden from --help: stores into the new flag's dest and warns on stderr."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated and will be removed; use {self.new}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+# Commands whose -o/--output is required (checked after parsing, since the deprecated --out also fills it).
+_OUTPUT_REQUIRED = frozenset({"prompts", "generate", "geneval", "imagereward", "hps", "val-loss"})
+
+
+def _add_output(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("-o", "--output", type=Path, default=None, help=help)
+    p.add_argument("--out", dest="output", type=Path, action=_DeprecatedFlag, new="-o/--output")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_output(p, "run folder (results*.jsonl, summary.json, CSVs)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--shard", default="0/1", help="i/n: score only the i-th of n deterministic slices")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
@@ -47,18 +77,18 @@ def _describe_scorer_file(path: Path | None) -> dict[str, object]:
     return describe_weight_file(path)
 
 
-def _cmd_prompts(args: argparse.Namespace) -> int:
+def prompts_command(args: argparse.Namespace) -> int:
     from .prompts import benchmark_prompts, validate_geneval_metadata, write_prompts
 
     items = benchmark_prompts(args.benchmark, args.images_per_prompt, args.hps_prompts)
     if args.benchmark == "geneval":
         validate_geneval_metadata([dict(i.meta or {}) for i in items])
-    write_prompts(items, args.out, args.format)
-    print(f"wrote {len(items)} {args.benchmark} prompts to {args.out}")
+    write_prompts(items, args.output, args.format)
+    print(f"wrote {len(items)} {args.benchmark} prompts to {args.output}")
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
+def generate_command(args: argparse.Namespace) -> int:
     from .generate import generate_benchmark, load_generator
     from .prompts import benchmark_prompts
 
@@ -67,7 +97,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     manifest = generate_benchmark(
         generator,
         items,
-        args.out,
+        args.output,
         benchmark=args.benchmark,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -75,11 +105,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         shard=Shard.parse(args.shard),
         progress=not args.no_progress,
     )
-    print(f"images and manifest in {args.out} ({manifest})")
+    print(f"images and manifest in {args.output} ({manifest})")
     return 0
 
 
-def _cmd_fid(args: argparse.Namespace) -> int:
+def fid_command(args: argparse.Namespace) -> int:
     from .fid import FeatureStatistics, FIDOptions, compute_fid, compute_statistics, load_fid_inception
 
     options = FIDOptions(protocol=args.protocol, batch_size=args.batch_size)
@@ -125,7 +155,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
         options=options,
         device=args.device,
         cache_dir=cache,
-        out_dir=args.out,
+        out_dir=args.output,
         num_workers=args.num_workers,
         progress=not args.no_progress,
         unrecorded_protocol=args.stats_protocol,
@@ -143,7 +173,7 @@ def _geneval_records(path: Path):
     return read_manifest(path) if path.is_file() else read_geneval_folder(path)
 
 
-def _cmd_geneval(args: argparse.Namespace) -> int:
+def geneval_command(args: argparse.Namespace) -> int:
     from .geneval import (
         GenEvalOptions,
         Mask2FormerDetector,
@@ -195,7 +225,7 @@ def _cmd_geneval(args: argparse.Namespace) -> int:
     summary = run_geneval(
         records,
         detector,
-        args.out,
+        args.output,
         options,
         classifier,
         Shard.parse(args.shard),
@@ -209,7 +239,7 @@ def _cmd_geneval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_imagereward(args: argparse.Namespace) -> int:
+def imagereward_command(args: argparse.Namespace) -> int:
     from .imagereward import ImageRewardScorer, imagereward_benchmark_summary
     from .io import read_imagereward_folder, read_manifest
     from .prompts import imagereward_prompts
@@ -236,7 +266,7 @@ def _cmd_imagereward(args: argparse.Namespace) -> int:
         "imagereward",
         records,
         scorer,
-        args.out,
+        args.output,
         summarize,
         {**scorer.options(), "metric_version": "imagereward-1"},
         weights,
@@ -251,7 +281,7 @@ def _cmd_imagereward(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_hps(args: argparse.Namespace) -> int:
+def hps_command(args: argparse.Namespace) -> int:
     from .hps import HPSv21Scorer, hps_benchmark_summary
     from .io import read_hps_folder, read_manifest
     from .prompts import hps_prompts
@@ -286,7 +316,7 @@ def _cmd_hps(args: argparse.Namespace) -> int:
         "hps",
         records,
         scorer,
-        args.out,
+        args.output,
         summarize,
         {**scorer.options(), "metric_version": "hps-1"},
         weights,
@@ -300,7 +330,7 @@ def _cmd_hps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_val_loss(args: argparse.Namespace) -> int:
+def val_loss_command(args: argparse.Namespace) -> int:
     from .val_loss import ValLossOptions, run_infinity_val_loss
 
     options = ValLossOptions(
@@ -317,7 +347,7 @@ def _cmd_val_loss(args: argparse.Namespace) -> int:
         vae_path=args.vae,
         text_encoder=args.text_encoder,
         manifest=args.manifest,
-        out_dir=args.out,
+        out_dir=args.output,
         options=options,
         device=args.device,
         progress=not args.no_progress,
@@ -340,11 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prompts", help="write a benchmark's prompt list for your own generator")
     p.add_argument("benchmark", choices=("geneval", "imagereward", "hps"))
-    p.add_argument("--out", type=Path, required=True)
+    _add_output(p, "prompt list file to write (.jsonl or .txt, see --format)")
     p.add_argument("--format", choices=("jsonl", "txt"), default="jsonl")
     p.add_argument("--images-per-prompt", type=int, default=None, help="default: official (4 / 10 / 1)")
     p.add_argument("--hps-prompts", type=Path, default=None, help="folder with anime.json etc. (HPS only)")
-    p.set_defaults(func=_cmd_prompts)
 
     p = sub.add_parser("generate", help="drive a prompts -> images callable over a benchmark's prompts")
     p.add_argument("benchmark", choices=("geneval", "imagereward", "hps"))
@@ -358,7 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--image-format", choices=("png", "jpg"), default="png")
     _add_common(p)
-    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("fid", help="FID between two folders / manifests / .npz statistics")
     p.add_argument(
@@ -383,8 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the .npz statistics (mu, sigma, N, M2) of one input",
     )
     p.add_argument("--merge-stats", type=Path, nargs="+", default=None, help="merge shard .npz files")
-    _add_common(p, out_required=False)
-    p.set_defaults(func=_cmd_fid)
+    _add_common(p)
 
     p = sub.add_parser("geneval", help="GenEval on a GenEval folder or manifest, with a detector")
     p.add_argument(
@@ -409,7 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--option", action="append", help="rule option key=value, e.g. threshold=0.3")
     _add_common(p)
-    p.set_defaults(func=_cmd_geneval)
 
     p = sub.add_parser(
         "imagereward", help="ImageReward-v1.0 on a folder (official / Infinity layout) or manifest"
@@ -422,7 +448,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", type=Path, default=None, help="bert-base-uncased vocab.txt")
     p.add_argument("--batch-size", type=int, default=16)
     _add_common(p)
-    p.set_defaults(func=_cmd_imagereward)
 
     p = sub.add_parser("hps", help="HPSv2.1 (or v2.0) on <style>/<idx>.jpg folders or a manifest")
     p.add_argument("input", type=Path)
@@ -435,7 +460,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--batch-size", type=int, default=16)
     _add_common(p)
-    p.set_defaults(func=_cmd_hps)
 
     p = sub.add_parser(
         "val-loss", help="bitwise validation loss / accuracy of an Infinity model (extra 'val-loss')"
@@ -454,25 +478,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=2)
     _add_common(p)
-    p.set_defaults(func=_cmd_val_loss)
     return parser
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prompts": prompts_command,
+    "generate": generate_command,
+    "fid": fid_command,
+    "geneval": geneval_command,
+    "imagereward": imagereward_command,
+    "hps": hps_command,
+    "val-loss": val_loss_command,
+}
+
+# Errors that mean "bad input", reported in one line: the package's base error (weights not found, checksum), plus
+# what reading a missing or malformed file, a missing optional extra or a bad key=value raises.
+_USER_ERRORS = (InfinityEvalError, FileNotFoundError, ValueError, KeyError, ImportError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the subcommand, and return its exit code (2 after a reported error)."""
     # Weights are never downloaded at run time: libraries that could reach a hub (transformers for the T5 of
     # val-loss) run in offline mode unless the user says otherwise.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in _OUTPUT_REQUIRED and args.output is None:
+        parser.error(f"{args.command}: the following arguments are required: -o/--output")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return int(args.func(args) or 0)
-    except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as err:
+        return COMMANDS[args.command](args)
+    except _USER_ERRORS as err:
         print(f"infinity-eval {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -30,7 +30,6 @@ __all__ = [
     "bsc_inputs_and_labels",
     "infinity_val_loss",
     "run_infinity_val_loss",
-    "scale_token_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,17 +51,6 @@ class ValLossOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def scale_token_weights(scales: Sequence[tuple[int, int]], reweight: bool) -> Tensor:
-    """Per-token weights (L,) summing to 1: ∝ √(h_K w_K)/√(h_k w_k) per scale k when reweighting, else 1/L."""
-    sizes = [int(h) * int(w) for h, w in scales]
-    total = sum(sizes)
-    if not reweight:
-        return torch.full((total,), 1.0 / total, dtype=torch.float64)
-    last = sizes[-1]
-    w = torch.cat([torch.full((n,), (last**0.5) / (n**0.5), dtype=torch.float64) for n in sizes])
-    return w / w.sum()
 
 
 @dataclass(frozen=True)
@@ -92,6 +80,14 @@ def bitwise_metrics(
     L = sum(int(h) * int(w) for h, w in scales)
     if logits.shape[1] != L:
         raise ValueError(f"schedule {list(scales)} has {L} tokens, logits have {logits.shape[1]}")
+    try:
+        from bsq_tokenizer import scale_token_weights
+    except ImportError as err:
+        raise ImportError(
+            "bitwise_metrics needs the per-scale token weights of bsq-tokenizer: "
+            "`pip install 'infinity-eval[val-loss]'`"
+        ) from err
+
     z = logits.double()
     y = labels.long()
     ce = -torch.log_softmax(z, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (B, L, d)
@@ -99,7 +95,7 @@ def bitwise_metrics(
     pred = (z[..., 1] > z[..., 0]).long()
     bit_ok = (pred == y).double()  # (B, L, d)
     tok_ok = bit_ok.min(dim=-1).values  # (B, L): 1 iff all d bits right
-    weights = scale_token_weights(scales, reweight).to(token_loss.device)
+    weights = scale_token_weights(scales, reweight, dtype=torch.float64, device=token_loss.device)
     bounds = np.cumsum([0] + [int(h) * int(w) for h, w in scales])
     per = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
     return BatchMetrics(
@@ -155,44 +151,30 @@ def bsc_inputs_and_labels(
 
     Per scale k: residual F − S (area-resized except at the last scale) -> BSQ bits (clean labels); for
     k < noise_apply_layers flip each bit with probability p ~ U{0, 0.01, …, strength} (one numpy draw per
-    scale from a legacy `RandomState`, flip mask from `torch.rand` on CPU) and, with requant, accumulate the codes of the flipped bits.
+    scale from a legacy `RandomState`, flip mask from `torch.rand` on CPU) and, with requant, accumulate the
+    codes of the flipped bits (bsq-tokenizer's `residual_quantize` with a `RandomBitFlips` source).
     The next scale's input is the trilinear resize of the full-grid accumulation. fp32 throughout.
     With `patchify` (8B) the VAE-side grids are doubled and tokens are 2x2 space-to-depth (D = 4d).
     """
-    from bsq_tokenizer import (
-        BSQ,
-        area_resize,
-        bits_to_codes,
-        space_to_depth,
-        space_to_depth_bits,
-        trilinear_resize,
-    )
+    from bsq_tokenizer import BSQ, RandomBitFlips, residual_quantize, space_to_depth, space_to_depth_bits
 
-    z = latent.float().unsqueeze(2)  # (B, d, 1, H, W)
-    B, d = z.shape[:2]
-    full = tuple(z.shape[-2:])
+    B, d = latent.shape[:2]
+    full = tuple(latent.shape[-2:])
     if tuple(vae_scales[-1]) != full:
         raise ValueError(f"the last scale {vae_scales[-1]} must equal the latent grid {full}")
-    bsq = BSQ(d).to(z.device)
-    acc = torch.zeros_like(z)
-    labels: list[Tensor] = []
-    inputs: list[Tensor] = []
-    K = len(vae_scales)
-    for k, (h, w) in enumerate(vae_scales):
-        residual = z - acc
-        if k < K - 1:
-            residual = area_resize(residual, (h, w))
-        q, bits = bsq(residual)  # bits (B, h, w, d)
-        labels.append(bits)
-        if k < options.noise_apply_layers:
-            p = int(np_rng.randint(0, int(np.floor(100 * options.noise_apply_strength)) + 1)) * 0.01
-            flip = torch.rand((B, 1, h, w, d), generator=generator) < p
-            noisy = bits ^ flip.squeeze(1).to(bits.device, bits.dtype)
-            if options.noise_apply_requant:
-                q = bits_to_codes(noisy)
-        acc = acc + trilinear_resize(q, full)
-        if k < K - 1:
-            inputs.append(trilinear_resize(acc, vae_scales[k + 1]).squeeze(2))  # (B, d, h', w')
+    flips = RandomBitFlips(
+        options.noise_apply_layers, options.noise_apply_strength, generator, levels=np_rng.randint
+    )
+    out = residual_quantize(
+        latent.float(),
+        vae_scales,
+        BSQ(d).to(latent.device),
+        flip=flips,
+        requant=options.noise_apply_requant,
+        next_inputs=True,
+        residual="recompute",  # as the reference's flip_requant: latent - accumulation at every scale
+    )
+    labels, inputs = out.bits, out.next_inputs
 
     def tokens_from_map(x: Tensor) -> Tensor:  # (B, d, h, w) -> (B, h*w, D)
         if patchify:
@@ -204,7 +186,7 @@ def bsc_inputs_and_labels(
             b = space_to_depth_bits(b)
         return b.reshape(b.shape[0], -1, b.shape[-1])
 
-    x = torch.cat([tokens_from_map(t) for t in inputs], dim=1) if inputs else z.new_zeros(B, 0, d)
+    x = torch.cat([tokens_from_map(t) for t in inputs], dim=1) if inputs else latent.new_zeros(B, 0, d)
     y = torch.cat([tokens_from_bits(b) for b in labels], dim=1)
     return x, y
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import InfinityEvalError
+
 __all__ = [
     "WEIGHTS_ENV_VAR",
     "WeightFile",
@@ -33,11 +35,11 @@ logger = logging.getLogger(__name__)
 WEIGHTS_ENV_VAR = "INFINITY_EVAL_WEIGHTS_DIR"
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(InfinityEvalError, FileNotFoundError):
     """A weight or vocabulary file is not available locally (the harness never downloads)."""
 
 
-class WeightsChecksumError(ValueError):
+class WeightsChecksumError(InfinityEvalError, ValueError):
     """A weight file's SHA-256 differs from the official one."""
 
 

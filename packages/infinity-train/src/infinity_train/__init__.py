@@ -25,9 +25,10 @@ from .config import (
 from .data import build_loader
 from .distributed import DistInfo, build_ds_config, init_distributed, shutdown_distributed
 from .ema import EMA
+from .errors import InfinityTrainError
 from .export import consolidated_state_dict, export_checkpoint
 from .loop import NonFiniteGradientError, NonFiniteLossError, TrainLoop
-from .losses import BitLoss, bit_cross_entropy, scale_token_weights
+from .losses import BitLoss, bit_cross_entropy
 from .lr_schedule import apply_lr_wd, lr_factor, peak_lr, weight_decay_at
 from .runner import train
 from .tokenizer_trainer import TokenizerTrainer
@@ -44,6 +45,7 @@ __all__ = [
     "DataConfig",
     "DeepSpeedConfig",
     "DistInfo",
+    "InfinityTrainError",
     "LaplacianPyramidLoss",
     "LoggingConfig",
     "NonFiniteGradientError",
@@ -74,7 +76,6 @@ __all__ = [
     "param_groups",
     "peak_lr",
     "save_run_config",
-    "scale_token_weights",
     "shutdown_distributed",
     "train",
     "weight_decay_at",

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Union
 
+from .errors import InfinityTrainError
+
 __all__ = [
     "BSCConfig",
     "CheckpointConfig",
@@ -44,7 +46,7 @@ Precision = Literal["fp32", "bf16", "fp16"]
 ScheduleName = Literal["lin0", "lin", "lin00", "cos", "const"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InfinityTrainError, ValueError):
     """A run config value is missing, unknown or of the wrong type."""
 
 

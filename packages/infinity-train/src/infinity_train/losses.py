@@ -7,23 +7,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from bsq_tokenizer import scale_token_weights
 
-__all__ = ["BitLoss", "bit_cross_entropy", "scale_token_weights"]
-
-
-def scale_token_weights(scales: Sequence[tuple[int, int]], reweight: bool, device=None) -> torch.Tensor:
-    """Per-token weights (L,) summing to 1.
-
-    ``reweight``: every token of scale k weighs ``sqrt(h_last·w_last)/sqrt(h_k·w_k)`` before normalisation
-    (coarse scales count more per token); otherwise uniform ``1/L``.
-    """
-    h_last, w_last = scales[-1]
-    parts = []
-    for h, w in scales:
-        value = (h_last * w_last) ** 0.5 / (h * w) ** 0.5 if reweight else 1.0
-        parts.append(torch.full((h * w,), value, dtype=torch.float32, device=device))
-    weights = torch.cat(parts)
-    return weights / weights.sum()
+__all__ = ["BitLoss", "bit_cross_entropy"]
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -258,8 +259,11 @@ class TransformerTrainer(TrainLoop):
         generator: torch.Generator,
         train: bool,
         bsc_config: BSCConfig | None = None,
+        levels: Callable[[int], int] | None = None,
     ):
-        """BSC + teacher-forced forward + loss of one batch; returns (BitLoss, number of tokens)."""
+        """BSC + teacher-forced forward + loss of one batch; returns (BitLoss, number of tokens).
+
+        ``levels`` replaces BSC's flip-probability draw (see ``bitwise_self_correction``)."""
         cfg = self.config
         images = batch["images"].to(self.dist.device, torch.float32)
         schedule = schedule_for(cfg, float(batch["template"]))
@@ -278,6 +282,7 @@ class TransformerTrainer(TrainLoop):
                 bsc_config or cfg.transformer.bsc,
                 generator,
                 patchify=patchify,
+                levels=levels,
             )
         text = self.text_condition(batch)
         b = images.shape[0]
@@ -320,16 +325,27 @@ class TransformerTrainer(TrainLoop):
             metrics[f"loss_s{k:02d}"] = value
         return metrics
 
+    @property
+    def validation_seed(self) -> int:
+        """Seed of the validation flips on this rank: ``seed + 12345 + rank``."""
+        return self.config.seed + 12345 + self.dist.rank
+
     @torch.no_grad()
     def validation_metrics(self, batches: Iterable[dict[str, Any]]) -> dict[str, float]:
         """Validation loss as the reference's validation_loss.py: BSC-corrupted inputs (20 layers, strength 0.2,
-        requant), no condition dropout, a fixed generator so every validation sees the same corruption."""
+        requant), no condition dropout, and its flip source (flip probabilities from a legacy numpy
+        ``RandomState``, masks from a torch CPU generator), both seeded with ``validation_seed`` so every
+        validation sees the same corruption and equals ``infinity-eval val-loss --seed`` of that seed."""
         self.engine.eval()
-        gen = torch.Generator().manual_seed(self.config.seed + 12345 + self.dist.rank)
+        seed = self.validation_seed
+        gen = torch.Generator().manual_seed(seed)
+        np_rng = np.random.RandomState(seed)
         sums: dict[str, float] = {}
         n = 0
         for batch in batches:
-            out, _ = self.forward_loss(batch, gen, train=False, bsc_config=VALIDATION_BSC)
+            out, _ = self.forward_loss(
+                batch, gen, train=False, bsc_config=VALIDATION_BSC, levels=np_rng.randint
+            )
             for key, value in (
                 ("loss", out.loss.item()),
                 ("bit_acc", out.bit_acc),

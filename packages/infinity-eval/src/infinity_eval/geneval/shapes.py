@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from .colors import ColorContext
 from .rules import Detection
 
 __all__ = ["SHAPES_PALETTE", "PaletteColorClassifier", "ShapesDetector"]
@@ -96,7 +97,10 @@ class PaletteColorClassifier:
     palette: Mapping[str, tuple[int, int, int]] = field(default_factory=lambda: dict(SHAPES_PALETTE))
     tolerance: float = 90.0
 
-    def __call__(self, crops: Sequence[Image.Image], object_name: str) -> list[str]:
+    def __call__(
+        self, crops: Sequence[Image.Image], object_name: str, *, context: ColorContext | None = None
+    ) -> list[str]:
+        """The palette colour most of each crop's pixels are near (the detection context is not needed)."""
         names = list(self.palette)
         predictions = []
         for crop in crops:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from bsq_tokenizer import BSQVAE, ScaleSchedule
 from PIL import Image
 
