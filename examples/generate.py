@@ -10,8 +10,8 @@ from pathlib import Path
 
 from infinity_model import InfinityPipeline
 
-# Not re-exported by ``infinity_model``: the default model's paths and its evaluated sampling settings.
-from infinity_model.default_model import load_default_model
+# Not re-exported by ``infinity_model``: the folder of the default model (a model folder: parts + settings).
+from infinity_model.default_model import default_model_dir
 
 
 def main() -> None:
@@ -21,10 +21,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same image)")
     args = parser.parse_args()
 
-    default = load_default_model()  # paths of transformer, VAE and text encoder + generation settings
-    pipe = InfinityPipeline.from_pretrained(default.model, default.vae, default.text_encoder)
-    # default.generation: the pn, ratio, cfg, tau, top_k, top_p and candidates the model was scored with
-    image = pipe(args.prompt, seed=args.seed, **default.generation)[0]
+    pipe = InfinityPipeline.from_pretrained(default_model_dir())  # its index names the three parts
+    # pipe.generation: the pn, ratio, cfg, tau, top_k, top_p and candidates the model was scored with
+    g = pipe.generation
+    image = pipe(args.prompt, seed=args.seed, ratio=g.ratio, pn=g.pn, **g.sampler_options())[0]
     image.save(args.output)
     print(f"wrote {args.output} ({image.width}x{image.height})")
 
