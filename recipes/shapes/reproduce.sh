@@ -92,7 +92,7 @@ step transformer "$WORK/runs/transformer/first_cycle.done" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && touch $WORK/runs/transformer/first_cycle.done"
 step transformer_cycle2 "$WORK/export/transformer/config.json" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer -o $WORK/export/transformer"
-step package "$WORK/default_model/default_model.json" \
+step package "$WORK/default_model/model_index.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
 $RUN python $RECIPE/shapes_recipe.py training-time --timings "$TIMINGS"
