@@ -42,7 +42,7 @@ from .checkpoint import (
 from .config import InfinityConfig
 from .edit import fit_mask, fit_source, keep_masks, open_image, outpaint_canvas
 from .generation import GenerationConfig
-from .model_folder import ModelFolder, read_model_folder
+from .model_folder import read_model_folder
 from .sampler import EditSource, SamplerConfig, SampleResult, ScaleStep, codes_to_uint8, sample
 from .text import TextEncoder
 from .transformer import Infinity
@@ -143,8 +143,7 @@ class InfinityPipeline:
         precision (default bf16 autocast on CUDA like the reference, fp32 elsewhere).
         """
         if folder is not None and model is None and vae is None and text_encoder is None:
-            index: ModelFolder | None = read_model_folder(folder)
-            assert index is not None
+            index = read_model_folder(folder)
             model, vae, text_encoder = index.model, index.vae, index.text_encoder
             generation = generation or index.generation
         elif folder is not None:
