@@ -1,5 +1,8 @@
 """bsq_tokenizer: Infinity's BSQ-VAE visual tokenizer, multi-scale bitwise quantizer and scale schedules."""
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
 from .config import VAE_PRESETS, VAEConfig
 from .errors import BSQTokenizerError
 from .image import (
@@ -61,7 +64,10 @@ from .schedules import (
 )
 from .vae import BSQVAE
 
-__version__ = "0.1.0"
+try:
+    __version__ = _dist_version("bsq-tokenizer")  # one source of truth: the version in pyproject.toml
+except PackageNotFoundError:  # imported from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "BSQ",

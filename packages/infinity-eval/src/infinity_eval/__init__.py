@@ -4,6 +4,9 @@ GenEval (official rules on a pluggable detector), FID (TF-graph InceptionV3, pyt
 ImageReward-v1.0, HPSv2.1, and the bitwise validation loss of Infinity models (extra `val-loss`).
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
 from .errors import InfinityEvalError
 from .fid import (
     FeatureStatistics,
@@ -59,7 +62,10 @@ from .val_loss import (
 )
 from .weights import WEIGHTS_ENV_VAR, WeightFile, WeightsNotFoundError, resolve_weight_file
 
-__version__ = "0.1.0"
+try:
+    __version__ = _dist_version("infinity-eval")  # one source of truth: the version in pyproject.toml
+except PackageNotFoundError:  # imported from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "HARNESS_VERSION",

@@ -80,3 +80,11 @@ __all__ = [
     "train",
     "weight_decay_at",
 ]
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
+
+try:
+    __version__ = _dist_version("infinity-train")  # one source of truth: the version in pyproject.toml
+except PackageNotFoundError:  # imported from a source tree that is not installed
+    __version__ = "0+unknown"

@@ -1,0 +1,9 @@
+"""The package's __version__ is the installed distribution's version (pyproject.toml), not a second copy."""
+
+from importlib.metadata import version
+
+import infinity_eval
+
+
+def test_version_is_the_installed_distributions():
+    assert infinity_eval.__version__ == version("infinity-eval")
