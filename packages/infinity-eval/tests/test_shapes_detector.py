@@ -68,3 +68,11 @@ def test_rendered_shapes_world_scores_perfectly_and_wrong_specs_fail():
     image = _canvas(lambda d: d.ellipse((20, 20, 60, 60), fill=SHAPES_PALETTE["blue"]))
     verdict = evaluate_detections(detector.detect(image), spec, image=image, classify_colors=colors)
     assert not verdict.correct
+
+
+def test_shapes_palette_is_the_shapes_worlds_colours():
+    # infinity-eval installs alone, so its palette is a deliberate copy of infinity_data.shapes.COLORS
+    shapes = pytest.importorskip("infinity_data.shapes", reason="infinity-data is not installed")
+    from infinity_eval.geneval.shapes import SHAPES_PALETTE
+
+    assert dict(SHAPES_PALETTE) == shapes.COLORS

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# Twin: infinity_eval.geneval.shapes.SHAPES_PALETTE (infinity-eval installs alone); pinned equal by a test there.
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (215, 38, 38),
     "green": (34, 160, 64),
