@@ -333,3 +333,36 @@ def test_candidates_must_be_positive_and_need_logit_guidance():
         SamplerConfig(candidates=0)
     with pytest.raises(ValueError, match=r"cfg_insertion_layer=-2\) does not compute"):
         SamplerConfig(candidates=2, cfg_insertion_layer=-2)
+
+
+class _CountingVAE:
+    """A stand-in decoder (a fixed function of the codes) that records how many images it decoded."""
+
+    def __init__(self) -> None:
+        self.decoded = 0
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        self.decoded += codes.shape[0]
+        img = codes.mean(dim=1, keepdim=True).tanh()
+        return (
+            torch.cat([img, -img, img * 0.5], dim=1).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        )
+
+
+def test_candidates_decode_only_the_kept_images_and_they_equal_the_plain_draws_decoding(model):
+    text = random_text([5, 3], seed=3)
+    vae = _CountingVAE()
+    best = sample(
+        model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, candidates=3), seed=[10, 20], vae=vae
+    )
+    assert vae.decoded == 2  # B images, not B * candidates
+    for i, base in enumerate((10, 20)):
+        alone = [
+            sample(
+                model, text.select([i]), SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0), seed=3 * base + j, vae=vae
+            )
+            for j in range(3)
+        ]
+        pick = alone[int(torch.cat([a.log_prob for a in alone]).argmax())]
+        assert best.images is not None and pick.images is not None
+        assert torch.equal(best.images[i : i + 1], pick.images)  # the kept image, pixel for pixel

@@ -312,6 +312,24 @@ def sample(
     config = config or SamplerConfig()
     if config.candidates > 1:
         return _best_of(model, text, schedule, config, negative_text, seed, vae, callback, prefix_bits, edit)
+    return _draw(model, text, schedule, config, negative_text, seed, vae, callback, prefix_bits, edit, True)
+
+
+def _draw(
+    model: Infinity,
+    text: TextCondition,
+    schedule: ScaleSchedule,
+    config: SamplerConfig,
+    negative_text: TextCondition | None,
+    seed: int | Sequence[int] | None,
+    vae: BSQVAE | None,
+    callback: Callable[[ScaleStep], None] | None,
+    prefix_bits: Sequence[Tensor] | None,
+    edit: EditSource | None,
+    decode: bool,
+) -> SampleResult:
+    """One draw per row of ``text`` (see :func:`sample`); ``decode=False`` leaves ``images`` None (``vae``
+    then only serves the callback's previews), so that :func:`_best_of` decodes only the images it keeps."""
     mcfg = model.config
     device = _model_device(model)
     num_scales = schedule.num_scales
@@ -412,7 +430,7 @@ def sample(
             callback(ScaleStep(k, num_scales, bits, current, logits, preview))
 
     codes = steps.codes
-    images = codes_to_uint8(vae, codes) if vae is not None else None
+    images = codes_to_uint8(vae, codes) if vae is not None and decode else None
     result = SampleResult(bits=all_bits, codes=codes, images=images)
     if scored:
         result.log_prob = log_prob[:batch]
@@ -436,24 +454,26 @@ def _best_of(
     n, batch = config.candidates, text.batch_size
     rows = [i for i in range(batch) for _ in range(n)]
     seeds = [(n * s + j) % 2**64 for s in _seed_list(seed, batch) for j in range(n)]
-    drawn = sample(
+    drawn = _draw(
         model,
         text.select(rows),
         schedule,
         replace(config, candidates=1),
-        negative_text=None if negative_text is None else negative_text.select(rows),
-        seed=seeds,
-        vae=vae,
-        callback=callback,
-        prefix_bits=None if prefix_bits is None else [p.repeat_interleave(n, dim=0) for p in prefix_bits],
-        edit=None if edit is None else edit.repeat_interleave(n),
+        None if negative_text is None else negative_text.select(rows),
+        seeds,
+        vae,
+        callback,
+        None if prefix_bits is None else [p.repeat_interleave(n, dim=0) for p in prefix_bits],
+        None if edit is None else edit.repeat_interleave(n),
+        False,  # decode only the kept images below (the decoder is per image, so they are the same pixels)
     )
     assert drawn.log_prob is not None  # candidates > 1 excludes hidden-state guidance (SamplerConfig checks)
     best = drawn.log_prob.view(batch, n).argmax(dim=1) + torch.arange(batch, device=drawn.log_prob.device) * n
+    codes = drawn.codes[best]
     return SampleResult(
         bits=[b[best] for b in drawn.bits],
-        codes=drawn.codes[best],
-        images=None if drawn.images is None else drawn.images[best.to(drawn.images.device)],
+        codes=codes,
+        images=None if vae is None else codes_to_uint8(vae, codes),
         log_prob=drawn.log_prob[best],
         log_prob_uncond=None if drawn.log_prob_uncond is None else drawn.log_prob_uncond[best],
     )
