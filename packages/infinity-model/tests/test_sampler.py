@@ -333,3 +333,78 @@ def test_candidates_must_be_positive_and_need_logit_guidance():
         SamplerConfig(candidates=0)
     with pytest.raises(ValueError, match=r"cfg_insertion_layer=-2\) does not compute"):
         SamplerConfig(candidates=2, cfg_insertion_layer=-2)
+
+
+class _CountingVAE:
+    """A stand-in decoder (a fixed function of the codes) that records how many images it decoded."""
+
+    def __init__(self) -> None:
+        self.decoded = 0
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        self.decoded += codes.shape[0]
+        img = codes.mean(dim=1, keepdim=True).tanh()
+        return (
+            torch.cat([img, -img, img * 0.5], dim=1).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+        )
+
+
+def test_candidates_decode_only_the_kept_images_and_they_equal_the_plain_draws_decoding(model):
+    text = random_text([5, 3], seed=3)
+    vae = _CountingVAE()
+    best = sample(
+        model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, candidates=3), seed=[10, 20], vae=vae
+    )
+    assert vae.decoded == 2  # B images, not B * candidates
+    for i, base in enumerate((10, 20)):
+        alone = [
+            sample(
+                model, text.select([i]), SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0), seed=3 * base + j, vae=vae
+            )
+            for j in range(3)
+        ]
+        pick = alone[int(torch.cat([a.log_prob for a in alone]).argmax())]
+        assert best.images is not None and pick.images is not None
+        assert torch.equal(best.images[i : i + 1], pick.images)  # the kept image, pixel for pixel
+
+
+def test_cfg_off_last_runs_only_the_conditional_half_at_the_last_scales(model, monkeypatch):
+    text = random_text([4, 6], seed=2)
+    reference = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0), seed=7)
+    # the same draw as guidance 1 at the last two scales (the conditional logits alone), now in half the batch
+    unguided_end = sample(model, text, SCHEDULE, SamplerConfig(cfg=(3.0, 3.0, 1.0, 1.0), tau=1.0), seed=7)
+    sizes = _count_batches(model, monkeypatch)
+    off = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, cfg_off_last=2), seed=7)
+    assert sizes == [4, 4, 2, 2]
+    assert bits_equal(off, unguided_end) and not bits_equal(off, reference)
+    torch.testing.assert_close(off.log_prob, unguided_end.log_prob, rtol=0, atol=1e-4)
+    assert off.log_prob_uncond is None  # the unconditional branch did not see the last scales
+    sizes.clear()
+    default = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, cfg_off_last=0), seed=7)
+    assert sizes == [4] * SCHEDULE.num_scales and bits_equal(default, reference)
+    assert torch.equal(default.codes, reference.codes) and torch.equal(default.log_prob, reference.log_prob)
+    sizes.clear()
+    never = sample(model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, cfg_off_last=9), seed=7)
+    assert sizes == [2] * SCHEDULE.num_scales
+    assert bits_equal(never, sample(model, text, SCHEDULE, SamplerConfig(cfg=1.0, tau=1.0), seed=7))
+
+
+def test_cfg_off_last_with_hidden_state_guidance_and_candidates(model):
+    text = random_text([5], seed=4)
+    hidden = SamplerConfig(cfg=(3.0, 3.0, 3.0, 1.0), tau=1.0, cfg_insertion_layer=-1)
+    plain = sample(model, text, SCHEDULE, hidden, seed=1)
+    off = sample(
+        model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, cfg_insertion_layer=-1, cfg_off_last=1), seed=1
+    )
+    assert bits_equal(off, plain)
+    best = sample(
+        model, text, SCHEDULE, SamplerConfig(cfg=3.0, tau=1.0, candidates=2, cfg_off_last=1), seed=3
+    )
+    assert best.log_prob is not None and best.codes.shape == (1, 8, 4, 4)
+
+
+def test_cfg_off_last_must_be_non_negative_and_needs_the_cache():
+    with pytest.raises(ValueError, match="cfg_off_last must be >= 0"):
+        SamplerConfig(cfg_off_last=-1)
+    with pytest.raises(ValueError, match="needs use_cache=True"):
+        SamplerConfig(cfg_off_last=1, use_cache=False)

@@ -99,6 +99,12 @@ def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
         "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
     )
     cmd.add_argument(
+        "--cfg-off-last",
+        type=int,
+        default=0,
+        help="sample the last N scales without guidance (conditional branch only, faster; default 0)",
+    )
+    cmd.add_argument(
         "--candidates",
         type=int,
         default=None,
@@ -115,7 +121,8 @@ def _add_runtime_options(cmd: argparse.ArgumentParser) -> None:
     """--device and --dtype."""
     cmd.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     cmd.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                     help="transformer precision (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
+                     help="autocast precision of the transformer blocks and the VAE decoder; bfloat16 works "
+                          "on CPU too (auto: bfloat16 on CUDA, float32 on CPU)")  # fmt: skip
 
 
 def _add_loading_options(cmd: argparse.ArgumentParser) -> None:
@@ -283,6 +290,7 @@ def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "cfg_insertion_layer": args.cfg_insertion_layer,
+        "cfg_off_last": args.cfg_off_last,
         "candidates": args.candidates,
     }
 

@@ -256,7 +256,7 @@ class InfinityPipeline:
         **sampler_options,
     ) -> list[Image.Image]:
         """One PIL RGB image per prompt. ``schedule`` overrides ``ratio``/``pn`` (e.g. a custom schedule);
-        ``sampler_options`` go to :class:`SamplerConfig` (top_k, top_p, cfg_insertion_layer, use_cache,
+        ``sampler_options`` go to :class:`SamplerConfig` (top_k, top_p, cfg_insertion_layer, cfg_off_last, use_cache,
         candidates)."""
         schedule = schedule or self.schedule(ratio, pn)
         sampler = SamplerConfig(cfg=_per_scale_value(cfg), tau=_per_scale_value(tau), **sampler_options)

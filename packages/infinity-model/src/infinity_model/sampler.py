@@ -74,6 +74,8 @@ class SamplerConfig:
     instead. ``use_cache=False`` recomputes the whole prefix at every scale (slow; for benchmarks/tests).
     ``candidates`` > 1 draws that many images per prompt and keeps the one whose bits are most likely under
     the model's own conditional logits (``SampleResult.log_prob``); 1 is the reference's single draw.
+    ``cfg_off_last = k`` > 0 runs only the conditional branch at the last k scales (no guidance there, half the
+    batch: faster, and the last scales are the most expensive); 0, the default, is the reference.
     """
 
     cfg: float | tuple[float, ...] = GenerationConfig.cfg  # the defaults' one home: GenerationConfig
@@ -83,6 +85,7 @@ class SamplerConfig:
     cfg_insertion_layer: int = 0
     use_cache: bool = True
     candidates: int = GenerationConfig.candidates
+    cfg_off_last: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cfg", _per_scale(self.cfg, "cfg"))
@@ -102,6 +105,15 @@ class SamplerConfig:
         if self.candidates < 1:
             raise ValueError(
                 f"SamplerConfig.candidates must be >= 1 (images drawn per prompt), got {self.candidates}"
+            )
+        if self.cfg_off_last < 0:
+            raise ValueError(
+                f"SamplerConfig.cfg_off_last must be >= 0 (scales at the end sampled without guidance), got "
+                f"{self.cfg_off_last}"
+            )
+        if self.cfg_off_last > 0 and not self.use_cache:
+            raise ValueError(
+                "SamplerConfig.cfg_off_last > 0 drops the unconditional half of the KV cache and needs use_cache=True"
             )
         if self.candidates > 1 and self.cfg_insertion_layer < 0:
             raise ValueError(
@@ -196,7 +208,7 @@ class SampleResult:
 
     ``log_prob``: per sample, the log-probability of all its bits under the model's conditional logits
     (before temperature, guidance and top-k/p), ``(B,)`` float32; ``log_prob_uncond`` the same under the
-    unconditional branch (None when it was not run). Their difference is the image's pointwise mutual
+    unconditional branch (None when it was not run at every scale). Their difference is the image's pointwise mutual
     information with its prompt. ``SamplerConfig.candidates`` ranks by ``log_prob`` alone: on the shapes
     world's validation prompts that pick scored 0.82 at 4 candidates, PMI 0.70 (one draw: 0.76). Both are
     None with hidden-state guidance (``cfg_insertion_layer < 0``), whose branches are not the conditional
@@ -313,12 +325,31 @@ def sample(
     config = config or SamplerConfig()
     if config.candidates > 1:
         return _best_of(model, text, schedule, config, negative_text, seed, vae, callback, prefix_bits, edit)
+    return _draw(model, text, schedule, config, negative_text, seed, vae, callback, prefix_bits, edit, True)
+
+
+def _draw(
+    model: Infinity,
+    text: TextCondition,
+    schedule: ScaleSchedule,
+    config: SamplerConfig,
+    negative_text: TextCondition | None,
+    seed: int | Sequence[int] | None,
+    vae: BSQVAE | None,
+    callback: Callable[[ScaleStep], None] | None,
+    prefix_bits: Sequence[Tensor] | None,
+    edit: EditSource | None,
+    decode: bool,
+) -> SampleResult:
+    """One draw per row of ``text`` (see :func:`sample`); ``decode=False`` leaves ``images`` None (``vae``
+    then only serves the callback's previews), so that :func:`_best_of` decodes only the images it keeps."""
     mcfg = model.config
     device = _model_device(model)
     num_scales = schedule.num_scales
     cfgs, taus = config.cfg_list(num_scales), config.tau_list(num_scales)
     batch = text.batch_size
-    guided = any(c != 1.0 for c in cfgs)
+    off_from = max(0, num_scales - config.cfg_off_last)  # scales >= off_from run the conditional branch alone
+    guided = any(c != 1.0 for c in cfgs[:off_from])
     if negative_text is not None and negative_text.batch_size != batch:
         raise ValueError(
             f"negative_text has {negative_text.batch_size} prompts but text has {batch}; pass one negative "
@@ -364,11 +395,16 @@ def sample(
     log_prob = torch.zeros(2 * batch if guided else batch, dtype=torch.float32, device=device)
     cache = model.new_cache() if config.use_cache else None
     hooks = [
-        _hidden_mix(c, batch, mix_after) if (guided and mix_after is not None and c != 1.0) else None
-        for c in cfgs
+        _hidden_mix(c, batch, mix_after)
+        if (guided and mix_after is not None and c != 1.0 and k < off_from)
+        else None
+        for k, c in enumerate(cfgs)
     ]
     for k, (h, w) in enumerate(schedule.scales):
         cfg = cfgs[k]
+        two = guided and k < off_from  # both branches at this scale
+        if guided and k == off_from and cache is not None:
+            cond = cache.narrow(batch)  # drop the unconditional half: keys, values, text, conditioning
         if cache is not None:
             logits = model.forward_scale(cond, inputs[k], k, schedule, cache, after_block=hooks[k])
         else:  # recompute the whole prefix with a fresh cache (nothing carried over from earlier scales)
@@ -377,7 +413,7 @@ def sample(
                 logits = model.forward_scale(cond, inputs[j], j, schedule, fresh, after_block=hooks[j])
         raw = logits.float()
         logits = raw * _float32(1.0 / taus[k])
-        if guided:
+        if two:
             if cfg != 1.0 and mix_after is None:
                 logits = cfg * logits[:batch] + (1.0 - cfg) * logits[batch:]
             else:
@@ -398,7 +434,7 @@ def sample(
                 bits = torch.where(keep, held_bits, bits)
                 codes = torch.where(keep.permute(0, 3, 1, 2).unsqueeze(2), held_codes, codes)
         if scored:
-            log_prob += _bits_log_prob(raw, space_to_depth_bits(bits) if patchify else bits)
+            log_prob[: raw.shape[0]] += _bits_log_prob(raw, space_to_depth_bits(bits) if patchify else bits)
         all_bits.append(bits)
         steps.add(codes)
         if k + 1 < num_scales:
@@ -406,18 +442,18 @@ def sample(
             if patchify:
                 nxt = space_to_depth(nxt)
             x = nxt.flatten(2).transpose(1, 2)  # (B, h*w, d)
-            inputs.append(torch.cat([x, x]) if guided else x)
+            inputs.append(torch.cat([x, x]) if guided and k + 1 < off_from else x)
         if callback is not None:
             current = steps.codes
             preview = (lambda c=current: codes_to_uint8(vae, c)) if vae is not None else None
             callback(ScaleStep(k, num_scales, bits, current, logits, preview))
 
     codes = steps.codes
-    images = codes_to_uint8(vae, codes) if vae is not None else None
+    images = codes_to_uint8(vae, codes) if vae is not None and decode else None
     result = SampleResult(bits=all_bits, codes=codes, images=images)
     if scored:
         result.log_prob = log_prob[:batch]
-        result.log_prob_uncond = log_prob[batch:] if guided else None
+        result.log_prob_uncond = log_prob[batch:] if guided and off_from == num_scales else None
     return result
 
 
@@ -437,24 +473,26 @@ def _best_of(
     n, batch = config.candidates, text.batch_size
     rows = [i for i in range(batch) for _ in range(n)]
     seeds = [(n * s + j) % 2**64 for s in _seed_list(seed, batch) for j in range(n)]
-    drawn = sample(
+    drawn = _draw(
         model,
         text.select(rows),
         schedule,
         replace(config, candidates=1),
-        negative_text=None if negative_text is None else negative_text.select(rows),
-        seed=seeds,
-        vae=vae,
-        callback=callback,
-        prefix_bits=None if prefix_bits is None else [p.repeat_interleave(n, dim=0) for p in prefix_bits],
-        edit=None if edit is None else edit.repeat_interleave(n),
+        None if negative_text is None else negative_text.select(rows),
+        seeds,
+        vae,
+        callback,
+        None if prefix_bits is None else [p.repeat_interleave(n, dim=0) for p in prefix_bits],
+        None if edit is None else edit.repeat_interleave(n),
+        False,  # decode only the kept images below (the decoder is per image, so they are the same pixels)
     )
     assert drawn.log_prob is not None  # candidates > 1 excludes hidden-state guidance (SamplerConfig checks)
     best = drawn.log_prob.view(batch, n).argmax(dim=1) + torch.arange(batch, device=drawn.log_prob.device) * n
+    codes = drawn.codes[best]
     return SampleResult(
         bits=[b[best] for b in drawn.bits],
-        codes=drawn.codes[best],
-        images=None if drawn.images is None else drawn.images[best.to(drawn.images.device)],
+        codes=codes,
+        images=None if vae is None else codes_to_uint8(vae, codes),
         log_prob=drawn.log_prob[best],
         log_prob_uncond=None if drawn.log_prob_uncond is None else drawn.log_prob_uncond[best],
     )

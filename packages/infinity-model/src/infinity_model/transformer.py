@@ -73,6 +73,19 @@ class Conditioning:
     def batch_size(self) -> int:
         return int(self.cond_BD.shape[0])
 
+    def narrow(self, rows: int) -> Conditioning:
+        """The first ``rows`` prompts only (e.g. the conditional half of a guided batch)."""
+        m = self.memory
+        lengths = m.lengths[:rows]
+        memory = TextMemory(
+            rows=m.rows[: int(lengths.sum())],
+            lengths=lengths,
+            cu_seqlens=m.cu_seqlens[: rows + 1],
+            max_len=int(lengths.max()),
+            allow_flash=m.allow_flash,
+        )
+        return Conditioning(cond_BD=self.cond_BD[:rows], ada=self.ada[:rows], memory=memory)
+
 
 class KVCache:
     """Self-attention keys/values of every block for the scales run so far, plus cached text K/V."""
@@ -86,6 +99,21 @@ class KVCache:
     def seq_len(self) -> int:
         k = self.layers[0].k
         return 0 if k is None else int(k.shape[2])
+
+    def narrow(self, rows: int) -> Conditioning:
+        """Keep the first ``rows`` samples (keys, values, text keys/values, conditioning); returns the narrowed
+        conditioning, which later ``forward_scale`` calls on this cache must use (sampling without the
+        unconditional half at the last scales)."""
+        if self.conditioning is None:
+            raise ValueError("KVCache.narrow before any scale was run; run scale 0 first")
+        cond = self.conditioning.narrow(rows)
+        text_rows = int(cond.memory.rows.shape[0])
+        for layer in self.layers:
+            layer.k = None if layer.k is None else layer.k[:rows]
+            layer.v = None if layer.v is None else layer.v[:rows]
+            layer.cross_kv = None if layer.cross_kv is None else layer.cross_kv[:text_rows]
+        self.conditioning = cond
+        return cond
 
 
 class Infinity(nn.Module):
