@@ -9,7 +9,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from train_procs import kill_tree
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +71,7 @@ def _launch_two_nodes(config: Path, log_dir: Path) -> list[int]:
         return [proc.wait(timeout=900) for proc, _ in procs]
     finally:
         for proc, log in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            kill_tree(proc)  # the launcher, its group and its workers (in sessions of their own)
             log.close()
 
 
@@ -147,14 +145,13 @@ def test_killing_one_node_stops_the_other_with_an_error(
         while procs[0].poll() is None and not (metrics.is_file() and '"step": 2' in metrics.read_text()):
             time.sleep(0.2)
         assert procs[0].poll() is None, (tmp_path / "node0.log").read_text()[-4000:]
-        os.killpg(procs[1].pid, signal.SIGKILL)  # node 1 disappears mid-run
-        procs[1].wait()
-        code = procs[0].wait(timeout=600)  # node 0 must stop by itself
+        # node 1 disappears mid-run: its launcher and its worker (torchrun starts workers in sessions of their
+        # own, so killing the launcher's group alone would leave the worker training on)
+        kill_tree(procs[1])
+        code = procs[0].wait(timeout=600)  # node 0 must stop by itself (a hang guard, not a timing)
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            kill_tree(proc)
         for log in logs:
             log.close()
     text = (tmp_path / "node0.log").read_text()
