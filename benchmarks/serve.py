@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -161,7 +162,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client with 1 candidate")
     parser.add_argument("--requests-8", type=int, default=2, help="requests per client with 8 candidates")
     parser.add_argument("--single", type=int, default=10, help="one-at-a-time requests for the overhead row")
-    parser.add_argument("-o", "--output", type=Path, default=Path("/tmp/infinity-serve-bench"))
+    parser.add_argument("-o", "--output", type=Path, default=Path(tempfile.gettempdir()) / "infinity-serve-bench",
+                        help="folder for the servers' logs (default: the system temporary folder)")  # fmt: skip
     args = parser.parse_args()
     args.output.mkdir(parents=True, exist_ok=True)
 

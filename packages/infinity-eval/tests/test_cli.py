@@ -78,7 +78,7 @@ def _run_module_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[s
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=600)  # a hang guard, not a timing
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
