@@ -10,11 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["SamplingDefaults", "ServeLimits", "create_app", "describe_pipeline"]
+__all__ = ["ServeLimits", "create_app", "describe_pipeline"]
 
 _WHERE = {
     "create_app": ".app",
-    "SamplingDefaults": ".schema",
     "ServeLimits": ".schema",
     "describe_pipeline": ".cli",
 }

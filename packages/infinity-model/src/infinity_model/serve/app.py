@@ -23,7 +23,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .schema import ImageRequest, RequestError, SamplingDefaults, ServeLimits, parse_request
+from ..generation import GenerationConfig
+from .schema import ImageRequest, RequestError, ServeLimits, parse_request
 from .worker import Batcher, Job, QueueFullError, SamplerPipeline
 
 __all__ = ["STATIC_DIR", "create_app"]
@@ -77,7 +78,7 @@ class _Server:
     def __init__(
         self,
         batcher: Batcher,
-        defaults: SamplingDefaults,
+        defaults: GenerationConfig,
         limits: ServeLimits,
         pixel_budgets: Sequence[str],
         model_info: Mapping[str, Any],
@@ -190,7 +191,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(
     pipe: SamplerPipeline,
     *,
-    defaults: SamplingDefaults,
+    defaults: GenerationConfig,
     limits: ServeLimits,
     pixel_budgets: Sequence[str],
     model_info: Mapping[str, Any],

@@ -22,7 +22,6 @@ __all__ = [
     "MAX_SEED",
     "ImageRequest",
     "RequestError",
-    "SamplingDefaults",
     "ServeLimits",
     "available_pixel_budgets",
     "generate_command",
@@ -91,10 +90,6 @@ class ServeLimits:
 
     def to_json(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-# The settings a request gets for the fields it leaves out: the model folder's (as ``infinity generate``).
-SamplingDefaults = GenerationConfig
 
 
 def available_pixel_budgets(num_levels: int) -> tuple[str, ...]:
@@ -218,7 +213,7 @@ def _text(value: Any, name: str, limit: int) -> str:
 
 def parse_request(
     body: Any,
-    defaults: SamplingDefaults,
+    defaults: GenerationConfig,  # for the fields a request leaves out: the model folder's
     limits: ServeLimits,
     pixel_budgets: Sequence[str],
     rng: random.Random | None = None,
