@@ -9,9 +9,7 @@ with :func:`write_default_model` and opened with ``InfinityPipeline.from_pretrai
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from .generation import GenerationConfig
 from .model_folder import (
     LEGACY_INDEX_FILE,
     MODEL_INDEX_FILE,
@@ -56,13 +54,5 @@ def load_default_model(folder: str | Path | None = None) -> ModelFolder:
     return read_model_folder(default_model_dir(folder))
 
 
-def write_default_model(
-    folder: str | Path,
-    model: str | Path,
-    vae: str | Path,
-    text_encoder: str | Path,
-    generation: GenerationConfig | dict[str, Any],
-    provenance: dict[str, Any] | None = None,
-) -> Path:
-    """:func:`~infinity_model.model_folder.write_model_folder` (kept under the default model's name)."""
-    return write_model_folder(folder, model, vae, text_encoder, generation, provenance)
+# The default model's folder is an ordinary model folder: writing one is write_model_folder.
+write_default_model = write_model_folder

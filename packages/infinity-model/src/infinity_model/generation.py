@@ -103,14 +103,19 @@ class GenerationConfig:
     def from_json(cls, path: str | Path) -> GenerationConfig:
         """Read settings written by :meth:`to_json`; raises ValueError naming the file when it is not valid."""
         path = Path(path)
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a JSON object of generation settings")
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_json_object(path, "generation settings"), source=str(path))
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; ValueError naming the file (and ``what`` it should hold) otherwise."""
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object of {what}")
+    return values

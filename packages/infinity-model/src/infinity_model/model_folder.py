@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generation import GENERATION_CONFIG_FILE, GenerationConfig
+from .generation import GENERATION_CONFIG_FILE, GenerationConfig, read_json_object
 
 __all__ = [
     "LEGACY_INDEX_FILE",
@@ -69,12 +69,7 @@ def read_model_folder(folder: str | Path) -> ModelFolder:
     """Read a folder's index (``model_index.json``, or the older ``default_model.json``) and check its parts exist."""
     root = Path(folder).expanduser()
     index_path = _index_path(root)
-    try:
-        index = json.loads(index_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{index_path} is not valid JSON: {err}") from err
-    if not isinstance(index, dict):
-        raise ValueError(f"{index_path} must hold a JSON object naming {', '.join(PARTS)}")
+    index = read_json_object(index_path, f"the parts {', '.join(PARTS)}")
     parts = {}
     for key in PARTS:
         if not isinstance(index.get(key), str):
