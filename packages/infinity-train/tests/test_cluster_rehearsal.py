@@ -51,6 +51,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _node_command(node: int, port: int, rdzv_id: str, config: Path) -> list[str]:
+    """One "node" of a two-node job: a torchrun launcher meeting the other over a c10d rendezvous on loopback."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
+    cmd += ["--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_id", rdzv_id]
+    cmd += ["--rdzv_endpoint", f"127.0.0.1:{port}", "--master_addr", "127.0.0.1"]
+    return [*cmd, "-m", "infinity_train.cli", "transformer", "--config", str(config)]
+
+
 def _launch_two_nodes(config: Path, log_dir: Path) -> list[int]:
     """Two torchrun launchers (node ranks 0 and 1), each in its own process group; their return codes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_CBWR": "COMPATIBLE", "PYTHONUNBUFFERED": "1"}
@@ -60,10 +68,7 @@ def _launch_two_nodes(config: Path, log_dir: Path) -> list[int]:
     procs = []
     try:
         for node in (0, 1):
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
-            cmd += ["--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_id", "rehearsal"]
-            cmd += ["--rdzv_endpoint", f"127.0.0.1:{port}", "--master_addr", "127.0.0.1"]
-            cmd += ["-m", "infinity_train.cli", "transformer", "--config", str(config)]
+            cmd = _node_command(node, port, "rehearsal", config)
             log = open(log_dir / f"node{node}.log", "w")  # noqa: SIM115 (closed with the process)
             procs.append(
                 (subprocess.Popen(cmd, env=env, stdout=log, stderr=log, start_new_session=True), log)
@@ -133,10 +138,7 @@ def test_killing_one_node_stops_the_other_with_an_error(
     logs = []
     try:
         for node in (0, 1):
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
-            cmd += ["--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_id", "kill"]
-            cmd += ["--rdzv_endpoint", f"127.0.0.1:{port}", "--master_addr", "127.0.0.1"]
-            cmd += ["-m", "infinity_train.cli", "transformer", "--config", str(config)]
+            cmd = _node_command(node, port, "kill", config)
             logs.append(open(tmp_path / f"node{node}.log", "w"))  # noqa: SIM115 (closed in finally)
             procs.append(
                 subprocess.Popen(cmd, env=env, stdout=logs[-1], stderr=logs[-1], start_new_session=True)
