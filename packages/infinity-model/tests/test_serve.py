@@ -42,6 +42,8 @@ from infinity_model.serve.cli import build_app
 from infinity_model.serve.schema import ServeLimits
 
 FAST = {"candidates": 1}  # one draw per image keeps the tests quick
+# the default model folder's generation settings (GET /v1/model), which differ from the pipeline's keyword defaults
+MODEL_SETTINGS: dict[str, Any] = {"pn": "0.016M", "cfg": 2.0, "tau": 0.5, "top_k": 0, "top_p": 0.0}
 # Waits are on events; this bound only stops a hung test (a defect) and is never a timing: far above any
 # duration on a busy machine.
 HANG_GUARD_S = 600
@@ -412,6 +414,150 @@ def test_infinity_serve_command_serves_the_default_model(tmp_path: Path) -> None
         log.close()
 
 
+# ------------------------------------------------------------------------------------------ editing
+def _source_image() -> Image.Image:
+    """A 160 x 120 real-looking source: a red disc left, a blue square right, on white."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (160, 120), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((15, 30, 75, 90), fill=(220, 30, 30))
+    draw.rectangle((95, 35, 145, 85), fill=(30, 60, 220))
+    return image
+
+
+def _b64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _mask(size: tuple[int, int], box: tuple[int, int, int, int] | None) -> Image.Image:
+    """White (regenerate) inside ``box``; None: all white."""
+    mask = Image.new("L", size, 0 if box is not None else 255)
+    if box is not None:
+        mask.paste(255, box)
+    return mask
+
+
+def test_edit_with_an_empty_mask_answers_the_reconstruction_and_a_full_mask_plain_generation(
+    loaded: Any,
+) -> None:
+    pipe = loaded[0]
+    source = _source_image()
+    empty = _mask(source.size, (0, 0, 0, 0))
+    with _server(loaded) as base:
+        body = {"prompt": "a red circle", "image": _b64(source), "mask": _b64(empty), "seed": 4, **FAST}
+        status, answer, _ = _request(base, "POST", "/v1/images/edits", body)
+        assert status == 200, answer
+        assert any("reconstruction" in notice for notice in answer["notices"])
+        expected = pipe.edit(source, empty, "a red circle", **MODEL_SETTINGS, seed=4, **FAST)[0]
+        np.testing.assert_array_equal(_png(answer["images"][0]["png"]), np.asarray(expected))
+        # the source is 4:3 landscape: its own ratio picks the 3:4 (h:w) template, not the model's 1:1
+        settings = answer["images"][0]["settings"]
+        assert (settings["width"], settings["height"]) != (128, 128)
+        assert settings["edit"] == {"mode": "inpaint", "keep_scales": None, "dilate": 0}
+        argv = shlex.split(settings["command"])
+        assert argv[:4] == ["infinity", "edit", "source.png", "a red circle"] and "--mask" in argv
+
+        full = {**body, "mask": _b64(_mask(source.size, None)), "seed": 9}
+        status, edited, _ = _request(base, "POST", "/v1/images/edits", full)
+        assert status == 200, edited
+        plain = {"prompt": "a red circle", "ratio": settings["ratio"], "seed": 9, **FAST}
+        status, drawn, _ = _request(base, "POST", "/v1/images", plain)
+        assert status == 200, drawn
+        np.testing.assert_array_equal(_png(edited["images"][0]["png"]), _png(drawn["images"][0]["png"]))
+
+
+def test_edit_stream_previews_every_scale_and_matches_the_pipeline_for_all_three_modes(loaded: Any) -> None:
+    pipe = loaded[0]
+    source = _source_image()
+    # a mask of another size is resized to the source, with a notice
+    small_mask = _mask((80, 60), (45, 15, 75, 45))
+    cases = [
+        (
+            {"mask": _b64(small_mask), "dilate": 1},
+            dict(mask=small_mask, dilate=1),
+            "inpaint",
+        ),
+        ({"outpaint": 0.5}, None, "outpaint"),
+        ({"keep_scales": 2}, dict(mask=None, keep_scales=2), "variation"),
+    ]
+    with _server(loaded) as base:
+        for fields, edit_args, mode in cases:
+            body = {"prompt": "a green triangle", "image": _b64(source), "seed": 2, **FAST, **fields}
+            events = list(_edit_events(base, body))
+            kinds = [e["type"] for e in events]
+            assert kinds == ["queued", "started"] + ["preview"] * 5 + ["image", "done"], (mode, kinds)
+            assert events[0]["settings"]["edit"]["mode"] == mode
+            if mode == "inpaint":
+                assert any("resized" in notice for notice in events[0]["notices"])
+            got = _png(events[-2]["png"])
+            if edit_args is None:
+                expected = pipe.outpaint(
+                    source, "a green triangle", ratio=0.5, **MODEL_SETTINGS, seed=2, **FAST
+                )[0]
+                assert got.shape[0] < got.shape[1]  # a 1:2 (h:w) canvas
+            else:
+                expected = pipe.edit(
+                    source, prompts="a green triangle", **MODEL_SETTINGS, seed=2, **edit_args, **FAST
+                )[0]
+            np.testing.assert_array_equal(got, np.asarray(expected), err_msg=mode)
+
+
+def _edit_events(base: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=300)
+    try:
+        conn.request(
+            "POST", "/v1/images/edits/stream", json.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        for line in response:
+            if line.startswith(b"data: "):
+                yield json.loads(line[6:])
+    finally:
+        conn.close()
+
+
+def test_bad_edit_requests_get_a_4xx_naming_the_field(loaded: Any) -> None:
+    source = _b64(_source_image())
+    mask = _b64(_mask((160, 120), (10, 10, 50, 50)))
+    huge = _b64(Image.new("RGB", (300, 300)))
+    bad: list[tuple[Any, int, str | None]] = [
+        ({"prompt": "a cat", "mask": mask}, 422, "image"),
+        ({"prompt": "a cat", "image": "not base64!", "mask": mask}, 422, "image"),
+        ({"prompt": "a cat", "image": base64.b64encode(b"plain text").decode(), "mask": mask}, 422, "image"),
+        ({"prompt": "a cat", "image": source, "mask": "@@"}, 422, "mask"),
+        ({"prompt": "a cat", "image": source}, 422, "mask"),  # nothing to do
+        ({"prompt": "a cat", "image": source, "mask": mask, "outpaint": 2.0}, 422, "outpaint"),
+        ({"prompt": "a cat", "image": source, "outpaint": 2.0, "ratio": 1.0}, 422, "ratio"),
+        ({"prompt": "a cat", "image": source, "outpaint": 2.0, "keep_scales": 1}, 422, "keep_scales"),
+        ({"prompt": "a cat", "image": source, "outpaint": -1}, 422, "outpaint"),
+        ({"prompt": "a cat", "image": source, "keep_scales": 6}, 422, "keep_scales"),
+        ({"prompt": "a cat", "image": source, "mask": mask, "dilate": -1}, 422, "dilate"),
+        ({"prompt": "a cat", "image": source, "mask": mask, "cfg": -1}, 422, "cfg"),
+        ({"prompt": "a cat", "image": source, "mask": mask, "colour": "red"}, 422, "colour"),
+        ({"prompt": "a cat", "image": huge, "mask": mask}, 413, "image"),
+        (b'{"prompt": "a cat", "image": "' + b"A" * 70000 + b'"}', 413, None),
+    ]
+    with _server(loaded, max_source_pixels=200 * 200, max_edit_body_bytes=65536) as base:
+        for body, status, field in bad:
+            for path in ("/v1/images/edits", "/v1/images/edits/stream"):
+                got, answer, _ = _request(base, "POST", path, body)
+                assert (got, answer["error"]["field"]) == (status, field), (
+                    body if len(str(body)) < 200 else "",
+                    answer,
+                )
+                assert answer["error"]["message"]
+        assert _health(base)["batches"] == 0  # nothing reached the sampler
+        data_url = "data:image/png;base64," + source
+        body = {"prompt": "a cat", "image": data_url, "keep_scales": 5, **FAST}
+        status, answer, _ = _request(base, "POST", "/v1/images/edits", body)
+        assert status == 200 and len(answer["images"]) == 1
+
+
 # ------------------------------------------------------------------------------------- the page
 CHROMIUM = shutil.which("chromium")  # Debian's package puts it on PATH
 
@@ -513,3 +659,86 @@ def test_page_in_chromium_shows_previews_then_the_final_images_and_cancels(
         finally:
             held.gate.set()
             browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_edit_tab_in_chromium_uploads_an_image_paints_a_mask_and_shows_the_edit(
+    loaded: Any, tmp_path: Path
+) -> None:
+    """The Edit tab: choose a file, paint one stroke on the mask canvas, Edit; the request carries the image
+    and a white-on-black mask of the source's size white only along the stroke; previews, then the edit.
+
+    ``INFINITY_SERVE_EDIT_SCREENSHOT=packages/infinity-model/docs/serve-edit.png`` writes the README's picture.
+    """
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (root dev group)")
+    source_path = tmp_path / "source.png"
+    _source_image().resize((320, 240), Image.Resampling.LANCZOS).save(source_path)
+    sent: list[dict[str, Any]] = []
+    with _server(loaded) as base, sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(HANG_GUARD_S * 1000)
+            page.on(
+                "request",
+                lambda r: (
+                    sent.append(json.loads(r.post_data or "{}")) if "/v1/images/edits" in r.url else None
+                ),
+            )
+            page.goto(base)
+            page.wait_for_selector("#pn option[value='0.016M']", state="attached")
+            assert not page.is_visible("#edit-panel")
+            page.click("#tab-edit")
+            assert page.is_visible("#edit-panel") and not page.is_visible("#ratio")
+            assert page.text_content("#generate") == "Edit"
+            # Edit with no source is refused on the page, nothing is sent
+            page.click("#generate")
+            page.wait_for_selector("#source.invalid")
+            assert sent == []
+            page.set_input_files("#source", str(source_path))
+            page.wait_for_selector("#canvas-wrap[data-loaded='1']")
+            assert page.evaluate("[$('mask-canvas').width, $('mask-canvas').height]") == [320, 240]
+            assert "192 × 144" in page.text_content("#size")  # the 3:4 template nearest to the 4:3 source
+            # one horizontal stroke across the disc on the left, in screen coordinates
+            box = page.locator("#mask-canvas").bounding_box()
+            assert box is not None
+            y = box["y"] + box["height"] * 0.5
+            page.mouse.move(box["x"] + box["width"] * 0.15, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.3, y, steps=8)
+            page.mouse.move(box["x"] + box["width"] * 0.4, y, steps=4)
+            page.mouse.up()
+            page.fill("#prompt", "a green triangle and a blue square")
+            page.fill("#seed", "5")
+            page.fill("#num_images", "2")
+            page.fill("#candidates", "1")
+            page.click("#generate")
+            page.wait_for_function("document.querySelectorAll('.card[data-state=\"final\"]').length === 2")
+            assert page.text_content("#message").startswith("Done: 2 images")
+            cards = page.locator(".card")
+            for i in range(2):
+                assert cards.nth(i).get_attribute("data-previews") == "5"
+                command = cards.nth(i).locator(".command code").text_content() or ""
+                assert command.startswith("infinity edit source.png 'a green triangle and a blue square'")
+                assert "--mask mask.png" in command and f"--seed {5 + i}" in command
+            image = _png(cards.nth(0).locator(".frame img").get_attribute("src").split(",", 1)[1])
+            assert image.shape == (144, 192, 3)
+            screenshot = os.environ.get("INFINITY_SERVE_EDIT_SCREENSHOT")
+            if screenshot:
+                page.screenshot(path=screenshot, full_page=True)
+        finally:
+            browser.close()
+    assert len(sent) == 1
+    body = sent[0]
+    assert body["image"].startswith("data:image/png;base64,") and "ratio" not in body
+    mask = _png(body["mask"].split(",", 1)[1])
+    assert mask.shape == (240, 320, 3)
+    painted = mask[..., 0] == 255
+    assert set(np.unique(mask).tolist()) == {0, 255}
+    rows, cols = np.nonzero(painted)
+    # white only around the stroke: the middle rows, from about 15% to 40% of the width (plus the brush)
+    assert 0 < painted.mean() < 0.25
+    assert abs(rows.mean() - 120) < 5 and cols.min() > 0.15 * 320 - 40 and cols.max() < 0.4 * 320 + 40

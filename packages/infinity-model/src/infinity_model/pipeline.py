@@ -302,6 +302,16 @@ class InfinityPipeline:
             tuple(m.to(device).expand(batch, -1, -1).contiguous() for m in keep),
         )
 
+    def reconstruct(self, edit: EditSource, schedule: ScaleSchedule) -> torch.Tensor:
+        """uint8 RGB ``(1, H, W, 3)``: the tokenizer's reconstruction of an edit's source.
+
+        What an edit that holds every token returns: the sampler would give exactly the source's bits and
+        codes, so the transformer is skipped and the tokenizer's own codes are decoded (pixel for pixel)."""
+        with torch.no_grad():
+            grids = schedule.vae_scales(bool(self.model.config.patchify))
+            codes = self.vae.quantizer.quantize(edit.latent[:1], grids).codes
+            return codes_to_uint8(self.vae, codes)
+
     def edit(
         self,
         image: Image.Image | str | Path,
@@ -386,13 +396,8 @@ class InfinityPipeline:
             source, pixel_mask, schedule, len(prompts), dilate=dilate, keep_scales=keep_scales
         )
         sampler = SamplerConfig(cfg=_per_scale_value(cfg), tau=_per_scale_value(tau), **sampler_options)
-        if all(bool(m.all()) for m in edit.keep):
-            # nothing to regenerate: the sampler would return exactly the source's bits and codes, so skip the
-            # transformer and decode the tokenizer's own codes (its reconstruction, pixel for pixel)
-            with torch.no_grad():
-                grids = schedule.vae_scales(bool(self.model.config.patchify))
-                codes = self.vae.quantizer.quantize(edit.latent[:1], grids).codes
-                image = Image.fromarray(codes_to_uint8(self.vae, codes)[0].cpu().numpy())
+        if edit.holds_everything:
+            image = Image.fromarray(self.reconstruct(edit, schedule)[0].cpu().numpy())
             return [image.copy() for _ in prompts]
         result = self.generate(
             prompts,

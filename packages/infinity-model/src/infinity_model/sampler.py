@@ -157,6 +157,11 @@ class EditSource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep", tuple(self.keep))
 
+    @property
+    def holds_everything(self) -> bool:
+        """Every token of every scale is held: the result is the source's reconstruction."""
+        return all(bool(mask.all()) for mask in self.keep)
+
     def check(self, batch: int, vae_scales: Sequence[tuple[int, int]], d_vae: int) -> None:
         """Raise ValueError unless the latent and the masks fit ``batch`` rows and the schedule's VAE grids."""
         full = vae_scales[-1]

@@ -2,8 +2,9 @@
 
 Routes: ``GET /`` the page; ``GET /static/...`` its script and style; ``GET /health``; ``GET /v1/model``;
 ``POST /v1/images`` (JSON in, base64 PNGs out); ``POST /v1/images/stream`` (the same request, answered with
-Server-Sent Events: ``started``, ``preview`` after every scale, ``image``, then ``done``). A client that goes
-away cancels its request.
+Server-Sent Events: ``started``, ``preview`` after every scale, ``image``, then ``done``);
+``POST /v1/images/edits`` and ``/v1/images/edits/stream``, the same for editing a real image
+(:mod:`infinity_model.serve.edits` lists the fields). A client that goes away cancels its request.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..generation import GenerationConfig
+from .edits import parse_edit_request
 from .schema import ImageRequest, RequestError, ServeLimits, parse_request
 from .worker import Batcher, Job, QueueFullError, SamplerPipeline
 
@@ -91,8 +93,15 @@ class _Server:
         self.open_requests = 0  # submitted requests whose handler has not returned (event-loop thread only)
 
     async def _submit(self, request: Request, previews: bool) -> tuple[Job, ImageRequest]:
-        body = await _read_json(request, self.limits.max_body_bytes)
-        parsed = parse_request(body, self.defaults, self.limits, self.pixel_budgets)
+        if request.url.path.startswith("/v1/images/edits"):
+            body = await _read_json(request, self.limits.max_edit_body_bytes)
+            # decoding and fitting the source is CPU work: keep it off the event loop
+            parsed = await asyncio.to_thread(
+                parse_edit_request, body, self.defaults, self.limits, self.pixel_budgets
+            )
+        else:
+            body = await _read_json(request, self.limits.max_body_bytes)
+            parsed = parse_request(body, self.defaults, self.limits, self.pixel_budgets)
         job = Job(parsed, asyncio.get_running_loop(), previews=previews)
         self.batcher.submit(job)
         self.open_requests += 1
@@ -150,7 +159,7 @@ class _Server:
         if event["type"] == "cancelled":
             return _error(499, None, "the request was cancelled")
         images.sort(key=lambda image: image["index"])
-        return JSONResponse({"images": images, "num_images": parsed.num_images})
+        return JSONResponse({"images": images, "num_images": parsed.num_images, "notices": _notices(parsed)})
 
     async def stream(self, request: Request) -> Response:
         """The same request answered as Server-Sent Events (one JSON object per ``data:`` line)."""
@@ -165,7 +174,12 @@ class _Server:
             watcher = asyncio.create_task(_watch_disconnect(request, lambda: self.batcher.cancel(job)))
             finished = False
             try:
-                first = {"type": "queued", "num_images": parsed.num_images, "settings": parsed.settings(0)}
+                first = {
+                    "type": "queued",
+                    "num_images": parsed.num_images,
+                    "settings": parsed.settings(0),
+                    "notices": _notices(parsed),
+                }
                 yield f"event: queued\ndata: {json.dumps(first)}\n\n"
                 while True:
                     event = await job.events.get()
@@ -181,6 +195,11 @@ class _Server:
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _notices(parsed: ImageRequest) -> list[str]:
+    """What the server changed about the request's input (e.g. a resized mask); empty for most requests."""
+    return [] if parsed.edit is None else list(parsed.edit.notices)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -219,6 +238,8 @@ def create_app(
         Route("/v1/model", server.model, methods=["GET"]),
         Route("/v1/images", server.images, methods=["POST"]),
         Route("/v1/images/stream", server.stream, methods=["POST"]),
+        Route("/v1/images/edits", server.images, methods=["POST"]),
+        Route("/v1/images/edits/stream", server.stream, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..generation import GenerationConfig
+from .schema import ServeLimits
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -26,7 +27,8 @@ def add_serve_parser(
     parser = sub.add_parser(
         "serve",
         help="web page and HTTP API that draw images scale by scale (needs infinity-model[serve])",
-        description="Serve a web page at / and the HTTP API /v1/images, /v1/images/stream, /v1/model, /health. "
+        description="Serve a web page at / (Generate and Edit tabs) and the HTTP API /v1/images, /v1/images/stream, "
+        "/v1/images/edits, /v1/images/edits/stream, /v1/model, /health. "
         "With none of --model/--vae/--text-encoder it serves the shipped default model.",
     )
     add_model_options(parser)
@@ -47,6 +49,12 @@ def add_serve_parser(
     parser.add_argument("--max-prompt-chars", type=int, default=1000, help="prompt length (default 1000)")
     parser.add_argument("--max-cfg", type=float, default=30.0, help="largest guidance scale (default 30)")
     parser.add_argument("--max-tau", type=float, default=10.0, help="largest temperature (default 10)")
+    parser.add_argument("--max-source-pixels", type=int, default=ServeLimits.max_source_pixels,
+                        help="width x height of an uploaded edit source or mask "
+                        f"(default {ServeLimits.max_source_pixels})")  # fmt: skip
+    parser.add_argument("--max-edit-mb", type=float, default=ServeLimits.max_edit_body_bytes / 2**20,
+                        help="size of an edit request's body in MiB, images included "
+                        f"(default {ServeLimits.max_edit_body_bytes // 2**20})")  # fmt: skip
     return parser
 
 
@@ -116,7 +124,6 @@ def serve(args: argparse.Namespace) -> int:
             "infinity serve needs the serve extra: pip install 'infinity-model[serve]' (Starlette and uvicorn)"
         ) from None
     from ..cli import load_pipeline, resolve_model
-    from .schema import ServeLimits
 
     limits = ServeLimits(
         max_images=args.max_images,
@@ -128,6 +135,8 @@ def serve(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         batch_rows=args.batch_rows,
         batch_wait=args.batch_wait_ms / 1000,
+        max_source_pixels=args.max_source_pixels,
+        max_edit_body_bytes=int(args.max_edit_mb * 2**20),
     )
     model_args: list[str] = []
     for flag, value in (("--model", args.model), ("--vae", args.vae), ("--text-encoder", args.text_encoder)):

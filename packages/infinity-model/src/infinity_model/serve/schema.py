@@ -11,15 +11,20 @@ import random
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bsq_tokenizer import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS, ScaleSchedule, get_schedule
 
 from ..generation import GenerationConfig
 from ..sampler import SamplerConfig
 
+if TYPE_CHECKING:
+    from PIL import Image
+    from torch import Tensor
+
 __all__ = [
     "MAX_SEED",
+    "EditSpec",
     "ImageRequest",
     "RequestError",
     "ServeLimits",
@@ -71,6 +76,8 @@ class ServeLimits:
     batch_rows: int = 64  # images x candidates per sampler call (one request is never held back by it)
     batch_wait: float = 0.01  # seconds a shared call waits for more requests while the last one was shared
     max_body_bytes: int = 1 << 16
+    max_edit_body_bytes: int = 32 << 20  # an edit request carries its source image (and mask) as base64
+    max_source_pixels: int = 4096 * 4096  # width x height of an uploaded source image or mask
 
     def __post_init__(self) -> None:
         for name in (
@@ -80,12 +87,19 @@ class ServeLimits:
             "max_queue",
             "batch_size",
             "batch_rows",
+            "max_source_pixels",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ServeLimits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_cfg <= 0 or self.max_tau <= 0 or self.max_body_bytes < 1024 or self.batch_wait < 0:
+        if (
+            self.max_cfg <= 0
+            or self.max_tau <= 0
+            or min(self.max_body_bytes, self.max_edit_body_bytes) < 1024
+            or self.batch_wait < 0
+        ):
             raise ValueError(
-                f"ServeLimits: max_cfg and max_tau must be > 0, max_body_bytes >= 1024, batch_wait >= 0; got {self}"
+                "ServeLimits: max_cfg and max_tau must be > 0, max_body_bytes and max_edit_body_bytes >= 1024, "
+                f"batch_wait >= 0; got {self}"
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -98,9 +112,24 @@ def available_pixel_budgets(num_levels: int) -> tuple[str, ...]:
     return tuple(pn for pn in budgets if get_schedule(1.0, pn).num_scales <= num_levels)
 
 
+@dataclass(frozen=True, eq=False)
+class EditSpec:
+    """What an edit request holds of the source: the image already at the schedule's pixel size (the
+    outpainting canvas for ``outpaint``), its pixel mask (True = regenerate; None = nothing masked) and how the
+    mask maps to the scales (:func:`infinity_model.edit.keep_masks`)."""
+
+    mode: str  # "inpaint", "outpaint" or "variation"
+    source: Image.Image
+    mask: Tensor | None
+    keep_scales: int | None
+    dilate: int
+    notices: tuple[str, ...] = ()  # what the server changed about the input (e.g. a resized mask)
+
+
 @dataclass(frozen=True)
 class ImageRequest:
-    """A checked request: one prompt and one seed per image, shared sampler settings."""
+    """A checked request: one prompt and one seed per image, shared sampler settings (and, for an edit, the
+    source)."""
 
     prompts: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -108,6 +137,7 @@ class ImageRequest:
     ratio: float
     schedule: ScaleSchedule
     sampler: SamplerConfig
+    edit: EditSpec | None = None
 
     @property
     def num_images(self) -> int:
@@ -117,7 +147,9 @@ class ImageRequest:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one sampler call (same scales, same settings, same guidance)."""
         s = self.schedule
-        return (s.template, s.pn, s.scales, s.rope_grid, self.sampler, self.negative_prompt is None)
+        # an edit holds its own source: it shares a sampler call with no other request
+        source = None if self.edit is None else id(self.edit)
+        return (s.template, s.pn, s.scales, s.rope_grid, self.sampler, self.negative_prompt is None, source)
 
     def settings(self, index: int) -> dict[str, Any]:
         """The settings of image ``index``: enough to draw it again with ``infinity generate``."""
@@ -136,7 +168,12 @@ class ImageRequest:
             "candidates": self.sampler.candidates,
             "width": width,
             "height": height,
+            **({} if self.edit is None else {"edit": self._edit_settings()}),
         }
+
+    def _edit_settings(self) -> dict[str, Any]:
+        assert self.edit is not None
+        return {"mode": self.edit.mode, "keep_scales": self.edit.keep_scales, "dilate": self.edit.dilate}
 
 
 def _number_text(value: float | Sequence[float]) -> str:
@@ -146,11 +183,24 @@ def _number_text(value: float | Sequence[float]) -> str:
 
 
 def generate_command(settings: Mapping[str, Any], model_args: Sequence[str] = ()) -> str:
-    """The ``infinity generate`` command line that draws the image described by ``settings`` again."""
-    args = ["infinity", "generate", str(settings["prompt"]), *model_args]
+    """The ``infinity generate`` command line that draws the image described by ``settings`` again; for an
+    edit, the ``infinity edit`` one (with ``source.png`` and ``mask.png`` standing for the uploaded files)."""
+    edit = settings.get("edit")
+    if edit is None:
+        args = ["infinity", "generate", str(settings["prompt"]), *model_args]
+    else:
+        args = ["infinity", "edit", "source.png", str(settings["prompt"]), *model_args]
+        if edit["mode"] == "outpaint":
+            args += ["--outpaint", _number_text(settings["ratio"]), "--dilate", str(edit["dilate"])]
+        elif edit["mode"] == "inpaint":
+            args += ["--mask", "mask.png", "--dilate", str(edit["dilate"])]
+        if edit["keep_scales"] is not None:
+            args += ["--keep-scales", str(edit["keep_scales"])]
     if settings.get("negative_prompt") is not None:
         args += ["--negative-prompt", str(settings["negative_prompt"])]
-    args += ["--ratio", _number_text(settings["ratio"]), "--pn", str(settings["pn"])]
+    if edit is None or edit["mode"] != "outpaint":
+        args += ["--ratio", _number_text(settings["ratio"])]
+    args += ["--pn", str(settings["pn"])]
     args += ["--cfg", _number_text(settings["cfg"]), "--tau", _number_text(settings["tau"])]
     args += ["--top-k", str(settings["top_k"]), "--top-p", _number_text(settings["top_p"])]
     args += ["--candidates", str(settings["candidates"]), "--seed", str(settings["seed"]), "-o", "out.png"]

@@ -25,7 +25,7 @@ import numpy as np
 from bsq_tokenizer import BSQVAE, ScaleSchedule
 from PIL import Image
 
-from ..sampler import SamplerConfig, SampleResult, ScaleStep, codes_to_uint8
+from ..sampler import EditSource, SamplerConfig, SampleResult, ScaleStep, codes_to_uint8
 from .schema import ImageRequest, ServeLimits, generate_command
 
 __all__ = ["Batcher", "BatcherStats", "Job", "QueueFullError", "SamplerPipeline", "mosaic", "png_base64"]
@@ -47,7 +47,21 @@ class SamplerPipeline(Protocol):
         sampler: SamplerConfig,
         seed: int | Sequence[int] | None = 0,
         callback: Callable[[ScaleStep], None] | None = None,
+        edit: EditSource | None = None,
     ) -> SampleResult: ...
+
+    def edit_source(
+        self,
+        image: Image.Image,
+        mask: Any,
+        schedule: ScaleSchedule,
+        batch: int = 1,
+        *,
+        dilate: int = 0,
+        keep_scales: int | None = None,
+    ) -> EditSource: ...
+
+    def reconstruct(self, edit: EditSource, schedule: ScaleSchedule) -> Any: ...
 
 
 class QueueFullError(RuntimeError):
@@ -291,6 +305,22 @@ class Batcher:
             negative = [str(job.request.negative_prompt) for job, _ in work]
         start = time.perf_counter()
         try:
+            extra: dict[str, Any] = {}
+            if first.edit is not None:  # an edit is alone in its call (its batch key holds its source)
+                spec = first.edit
+                edit = self.pipe.edit_source(
+                    spec.source,
+                    spec.mask,
+                    first.schedule,
+                    len(work),
+                    dilate=spec.dilate,
+                    keep_scales=spec.keep_scales,
+                )
+                if edit.holds_everything:  # nothing to draw: the reconstruction, as pipe.edit gives it
+                    pixels = self.pipe.reconstruct(edit, first.schedule).cpu().numpy()
+                    self._deliver(work, np.repeat(pixels, len(work), axis=0), None)
+                    return
+                extra["edit"] = edit
             result = self.pipe.generate(
                 [job.request.prompts[i] for job, i in work],
                 negative,
@@ -298,6 +328,7 @@ class Batcher:
                 sampler=first.sampler,
                 seed=[job.request.seeds[i] for job, i in work],
                 callback=on_scale,
+                **extra,
             )
         except _Aborted:
             self.stats.aborted_batches += 1
@@ -316,11 +347,12 @@ class Batcher:
         self.stats.batches += 1
         self.stats.images += len(work)
         self.stats.recent_batches.append(len(work))
-        self._deliver(work, result)
-
-    def _deliver(self, work: list[tuple[Job, int]], result: SampleResult) -> None:
         assert result.images is not None  # the pipeline always decodes
-        pixels = result.images.cpu().numpy()
+        log_prob = None if result.log_prob is None else result.log_prob.tolist()
+        self._deliver(work, result.images.cpu().numpy(), log_prob)
+
+    def _deliver(self, work: list[tuple[Job, int]], pixels: np.ndarray, log_prob: list[float] | None) -> None:
+        """Send each image of the call (uint8 ``(B, H, W, 3)``) to its request; ``done`` after its last."""
         for row, (job, index) in enumerate(work):
             if job.cancelled:
                 continue
@@ -333,8 +365,8 @@ class Batcher:
                 "png": png_base64(pixels[row]),
                 "settings": settings,
             }
-            if result.log_prob is not None:
-                event["log_prob"] = float(result.log_prob[row])
+            if log_prob is not None:
+                event["log_prob"] = float(log_prob[row])
             job.emit(event)
             job.finished += 1
             if job.finished == job.request.num_images:
