@@ -13,6 +13,7 @@ from .checkpoint import (
 )
 from .condition import TextCondition
 from .config import PRESETS, InfinityConfig
+from .errors import InfinityModelError
 from .generation import GenerationConfig
 from .pipeline import InfinityPipeline
 from .sampler import SamplerConfig, SampleResult, ScaleStep, codes_to_uint8, filter_bit_logits, sample
@@ -27,6 +28,7 @@ __all__ = [
     "GenerationConfig",
     "Infinity",
     "InfinityConfig",
+    "InfinityModelError",
     "InfinityPipeline",
     "KVCache",
     "SampleResult",

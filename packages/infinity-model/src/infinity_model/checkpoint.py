@@ -24,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from infinity_model.config import PRESETS, InfinityConfig
+from infinity_model.errors import InfinityModelError
 from infinity_model.transformer import AttnBackend, Infinity, default_cfg_uncond
 
 __all__ = [
@@ -54,7 +55,7 @@ _BLOCK_KEY = re.compile(r"^(?:block_chunks\.(\d+)\.module\.(\d+)|blocks\.(\d+))\
 _MAX_LISTED = 8
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InfinityModelError, ValueError):
     """A checkpoint file does not exist, cannot be read safely, or does not fit the requested model."""
 
 

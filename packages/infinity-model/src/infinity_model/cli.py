@@ -1,28 +1,57 @@
 """The ``infinity`` command line: ``infinity generate`` (text to image files), ``infinity edit``, ``infinity serve``
-(a web page and an HTTP API) and ``infinity info``."""
+(a web page and an HTTP API) and ``infinity info``.
+
+Each command fills the dataclasses the Python API takes (:class:`~infinity_model.GenerationConfig`,
+:class:`~infinity_model.SamplerConfig`, ``ServeLimits``), so the defaults live there only.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import InfinityModelError
 from .generation import GenerationConfig
 
 if TYPE_CHECKING:
     from bsq_tokenizer import ScaleSchedule
 
     from .pipeline import InfinityPipeline
+    from .sampler import SamplerConfig
 
-__all__ = ["build_parser", "main"]
+__all__ = [
+    "COMMANDS",
+    "build_parser",
+    "generation_config",
+    "load_pipeline",
+    "main",
+    "resolve_model",
+    "sampler_config",
+]
 
 logger = logging.getLogger("infinity_model.cli")
 
 # Sampling settings when neither the command line nor the model folder gives them (shown in --help).
 _DEFAULTS = GenerationConfig()
+
+
+def _ratio(text: str) -> float:
+    """'0.75' -> 0.75; '3:4' -> 0.75: height / width, as a number or as HEIGHT:WIDTH (the web page's notation)."""
+    height, sep, width = text.partition(":")
+    try:
+        value = float(height) / float(width) if sep else float(text)
+    except (ValueError, ZeroDivisionError) as err:
+        raise argparse.ArgumentTypeError(
+            f"expected height / width as a number (0.75) or HEIGHT:WIDTH (3:4), got {text!r}"
+        ) from err
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"height / width must be > 0, got {text!r}")
+    return value
 
 
 def _float_list(text: str) -> float | tuple[float, ...]:
@@ -72,10 +101,14 @@ def _add_model_options(cmd: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
-    """Template and sampler settings (--ratio, --pn, --scales, --cfg, --tau, ..., --seed), shared by generate and edit."""
-    cmd.add_argument("--ratio", type=float, default=None,
-                     help=f"height / width; the nearest template is used (default {_DEFAULTS.ratio:g} or the model folder's; "
-                     "edit: the source's own)")  # fmt: skip
+    """Template and sampler settings (--ratio, --pn, --scales, --cfg, --tau, ..., --seed), shared by generate and
+    edit. The GenerationConfig flags default to None: unset, the model folder's settings apply (else the
+    dataclass defaults shown in the help)."""
+    from .sampler import SamplerConfig  # imports torch: kept out of the module's import
+
+    cmd.add_argument("--ratio", type=_ratio, default=None, metavar="RATIO",
+                     help=f"height / width, as 0.75 or 3:4; the nearest template is used (default "
+                     f"{_DEFAULTS.ratio:g} or the model folder's; edit: the source's own)")  # fmt: skip
     cmd.add_argument("--pn", default=None,
                      help=f"pixel budget: 0.06M, 0.25M, 0.60M or 1M (default {_DEFAULTS.pn} or the model folder's)")  # fmt: skip
     cmd.add_argument(
@@ -91,19 +124,15 @@ def _add_sampling_options(cmd: argparse.ArgumentParser) -> None:
         "--tau",
         type=_float_list,
         default=None,
-        help=f"temperature, or one per scale (default {_DEFAULTS.tau:g})",
+        help=f"temperature, or one per scale (default {_DEFAULTS.tau:g} or the model folder's)",
     )
     cmd.add_argument("--top-k", type=int, default=None, help=f"default {_DEFAULTS.top_k} (0 disables)")
     cmd.add_argument("--top-p", type=float, default=None, help=f"default {_DEFAULTS.top_p:g} (0 disables)")
-    cmd.add_argument(
-        "--cfg-insertion-layer", type=int, default=0, help="0: guide logits; -n: after block depth-n"
-    )
-    cmd.add_argument(
-        "--cfg-off-last",
-        type=int,
-        default=0,
-        help="sample the last N scales without guidance (conditional branch only, faster; default 0)",
-    )
+    cmd.add_argument("--cfg-insertion-layer", type=int, default=SamplerConfig.cfg_insertion_layer,
+                     help="0: guide logits; -n: after block depth-n (default %(default)s)")  # fmt: skip
+    cmd.add_argument("--cfg-off-last", type=int, default=SamplerConfig.cfg_off_last,
+                     help="sample the last N scales without guidance (conditional branch only, faster; "
+                     "default %(default)s)")  # fmt: skip
     cmd.add_argument(
         "--candidates",
         type=int,
@@ -158,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = edit.add_mutually_exclusive_group()
     what.add_argument("--mask", type=Path,
                       help="mask image, white = regenerate (resized to the source with a notice if it differs)")  # fmt: skip
-    what.add_argument("--outpaint", type=float, metavar="RATIO",
-                      help="place the source on a canvas of this height / width and generate the rest")  # fmt: skip
+    what.add_argument("--outpaint", type=_ratio, metavar="RATIO",
+                      help="place the source on a canvas of this height / width (0.75 or 3:4) and generate "
+                      "the rest")  # fmt: skip
     edit.add_argument("--keep-scales", type=int, metavar="K",
                       help="hold the source's first K scales entirely (without --mask: a variation)")  # fmt: skip
     edit.add_argument("--dilate", type=int, default=0, metavar="N",
@@ -189,7 +219,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             raise FileNotFoundError(f"prompts file {args.prompts_file} does not exist")
         prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
     if not prompts:
-        raise ValueError("no prompt given; pass one or more prompts or --prompts-file FILE")
+        raise InfinityModelError("no prompt given; pass one or more prompts or --prompts-file FILE")
     return prompts
 
 
@@ -204,6 +234,7 @@ def _output_paths(output: Path, count: int) -> list[Path]:
 def resolve_model(args: argparse.Namespace) -> GenerationConfig:
     """Fill --model/--vae/--text-encoder from a model folder (``--model FOLDER`` alone, or the default model when
     none is given); check that all three are set. Returns the folder's generation settings (else the defaults).
+    Raises :class:`InfinityModelError` naming the option that is missing.
     """
     from .model_folder import LEGACY_INDEX_FILE, MODEL_INDEX_FILE, read_model_folder
 
@@ -224,18 +255,17 @@ def resolve_model(args: argparse.Namespace) -> GenerationConfig:
         index = read_model_folder(folder)
         args.model, args.vae, args.text_encoder = index.model, index.vae, index.text_encoder
         settings = index.generation
-    name = f"infinity {args.command}"
     if args.model is None:
-        raise SystemExit(
-            f"{name}: pass --model (or none of --model/--vae/--text-encoder to use the default model)"
+        raise InfinityModelError(
+            "pass --model (or none of --model/--vae/--text-encoder to use the default model)"
         )
     if args.vae is None:
-        raise SystemExit(
-            f"{name}: pass --vae (the BSQ-VAE that matches the model), or a model folder as --model"
+        raise InfinityModelError(
+            "pass --vae (the BSQ-VAE that matches the model), or a model folder as --model"
         )
     if args.text_encoder is None:
-        raise SystemExit(
-            f"{name}: pass --text-encoder (a local flan-t5-xl folder), or a model folder as --model"
+        raise InfinityModelError(
+            "pass --text-encoder (a local flan-t5-xl folder), or a model folder as --model"
         )
     return settings
 
@@ -262,50 +292,57 @@ def load_pipeline(args: argparse.Namespace, generation: GenerationConfig | None 
     )
 
 
-def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
-    """The pipeline the model options name (or the default model), with unset sampler options filled in from
-    the model folder's generation settings (``--ratio`` is left to the command: edit defaults to the source's)."""
-    settings = resolve_model(args)
-    for key, value in settings.sampler_options().items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.pn is None:
-        args.pn = settings.pn
-    return load_pipeline(args, settings)
+def generation_config(args: argparse.Namespace, settings: GenerationConfig | None = None) -> GenerationConfig:
+    """``settings`` (the model folder's; default :class:`GenerationConfig`) with the flags the user gave in place
+    of its fields (--pn, --ratio, --cfg, --tau, --top-k, --top-p, --candidates)."""
+    given = {
+        f.name: getattr(args, f.name) for f in fields(GenerationConfig) if getattr(args, f.name) is not None
+    }
+    return replace(settings or GenerationConfig(), **given)
 
 
-def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float) -> ScaleSchedule:
+def sampler_config(args: argparse.Namespace, generation: GenerationConfig) -> SamplerConfig:
+    """The :class:`SamplerConfig` of a generate/edit command: ``generation``'s sampler fields plus the flags that
+    only the sampler has (--cfg-insertion-layer, --cfg-off-last). Checked here, before any model is loaded."""
+    from .sampler import SamplerConfig
+
+    return SamplerConfig(
+        **generation.sampler_options(),
+        cfg_insertion_layer=args.cfg_insertion_layer,
+        cfg_off_last=args.cfg_off_last,
+    )
+
+
+def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float, pn: str) -> ScaleSchedule:
     from bsq_tokenizer import custom_schedule
 
     if args.scales is not None:
         h, w = args.scales[-1]
         return custom_schedule(args.scales, template=h / w)
-    return pipe.schedule(ratio, args.pn)
+    return pipe.schedule(ratio, pn)
 
 
-def _sampler_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "cfg": args.cfg,
-        "tau": args.tau,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "cfg_insertion_layer": args.cfg_insertion_layer,
-        "cfg_off_last": args.cfg_off_last,
-        "candidates": args.candidates,
-    }
+def _prepare(args: argparse.Namespace) -> tuple[InfinityPipeline, GenerationConfig, dict[str, Any]]:
+    """Resolve the model, build the command's GenerationConfig and SamplerConfig (so a bad flag fails before the
+    model loads), then load the pipeline. Returns it, the settings and the sampler's keywords for the pipeline."""
+    settings = resolve_model(args)
+    generation = generation_config(args, settings)
+    sampler = sampler_config(args, generation)
+    return load_pipeline(args, settings), generation, asdict(sampler)
 
 
-def _generate(args: argparse.Namespace) -> int:
+def generate_command(args: argparse.Namespace) -> int:
+    """``infinity generate``: one PNG per prompt, prompts sampled --batch-size at a time."""
     from tqdm import tqdm
 
     if args.batch_size < 1:
-        raise SystemExit(f"infinity generate: --batch-size must be >= 1, got {args.batch_size}")
+        raise InfinityModelError(f"--batch-size must be >= 1, got {args.batch_size}")
     prompts = _read_prompts(args)
-    pipe = _load_pipeline(args)
+    pipe, generation, sampler = _prepare(args)
     paths = _output_paths(args.output, len(prompts))
     for path in {p.parent for p in paths}:
         path.mkdir(parents=True, exist_ok=True)
-    schedule = _schedule(args, pipe, pipe.generation.ratio if args.ratio is None else args.ratio)
+    schedule = _schedule(args, pipe, generation.ratio, generation.pn)
     for start in range(0, len(prompts), args.batch_size):
         chunk = prompts[start : start + args.batch_size]
         with tqdm(
@@ -315,7 +352,7 @@ def _generate(args: argparse.Namespace) -> int:
                 chunk,
                 negative_prompt=args.negative_prompt,
                 schedule=schedule,
-                **_sampler_options(args),
+                **sampler,
                 seed=args.seed + start,
                 callback=lambda step: bar.update(1),
             )
@@ -325,27 +362,25 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _edit(args: argparse.Namespace) -> int:
+def edit_command(args: argparse.Namespace) -> int:
     """``infinity edit``: one edited image of the template's size (inpainting, outpainting or a variation)."""
     from .edit import open_image
 
     if args.mask is None and args.outpaint is None and args.keep_scales is None:
-        raise SystemExit("infinity edit: pass --mask MASK.png, --outpaint RATIO or --keep-scales K")
+        raise InfinityModelError("pass --mask MASK.png, --outpaint RATIO or --keep-scales K")
     if args.outpaint is not None and args.keep_scales is not None:
-        raise SystemExit(
-            "infinity edit: --keep-scales applies to --mask edits and variations, not to --outpaint"
-        )
+        raise InfinityModelError("--keep-scales applies to --mask edits and variations, not to --outpaint")
     source = open_image(args.source, "source image")  # FileNotFoundError / ValueError name the file
     mask = None if args.mask is None else open_image(args.mask, "mask", rgb=False)
-    pipe = _load_pipeline(args)
-    options = dict(_sampler_options(args), seed=args.seed, negative_prompt=args.negative_prompt)
+    pipe, generation, sampler = _prepare(args)
+    options = dict(sampler, seed=args.seed, negative_prompt=args.negative_prompt)
     if args.outpaint is not None:
-        schedule = _schedule(args, pipe, args.outpaint)
+        schedule = _schedule(args, pipe, args.outpaint, generation.pn)
         images = pipe.outpaint(source, args.prompt, ratio=args.outpaint, schedule=schedule, dilate=args.dilate,
                                **options)  # fmt: skip
     else:
         ratio = args.ratio if args.ratio is not None else source.height / source.width
-        schedule = _schedule(args, pipe, ratio)
+        schedule = _schedule(args, pipe, ratio, generation.pn)
         images = pipe.edit(source, mask, args.prompt, schedule=schedule, keep_scales=args.keep_scales,
                            dilate=args.dilate, **options)  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -354,7 +389,15 @@ def _edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info(args: argparse.Namespace) -> int:
+def serve_command(args: argparse.Namespace) -> int:
+    """``infinity serve``: the web page and the HTTP API until interrupted (needs infinity-model[serve])."""
+    from .serve.cli import serve
+
+    return serve(args)
+
+
+def info_command(args: argparse.Namespace) -> int:
+    """``infinity info``: preset, parameters and layout of a transformer checkpoint."""
     from .checkpoint import describe_checkpoint
 
     for key, value in describe_checkpoint(args.checkpoint).items():
@@ -362,23 +405,31 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "generate": generate_command,
+    "edit": edit_command,
+    "serve": serve_command,
+    "info": info_command,
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "bad input", reported in one line: the package's base error (checkpoint, model folder,
+    usage), the tokenizer's (its VAE files), and the ValueError/OSError that image and file handling raise."""
+    from bsq_tokenizer import BSQTokenizerError
+
+    return (InfinityModelError, BSQTokenizerError, ValueError, OSError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``infinity`` script; returns the exit status."""
+    """Parse ``argv``, run the subcommand, and return its exit code (2 after a reported error)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        if args.command == "generate":
-            return _generate(args)
-        if args.command == "edit":
-            return _edit(args)
-        if args.command == "serve":
-            from .serve.cli import serve
-
-            return serve(args)
-        return _info(args)
-    except (FileNotFoundError, ValueError) as err:
+        return COMMANDS[args.command](args)
+    except _user_errors() as err:
         print(f"infinity {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import InfinityModelError
 from .generation import GENERATION_CONFIG_FILE, GenerationConfig, read_json_object
 
 __all__ = [
@@ -39,7 +40,7 @@ LEGACY_INDEX_FILE = "default_model.json"
 PARTS = ("model", "vae", "text_encoder")
 
 
-class ModelFolderNotFoundError(FileNotFoundError):
+class ModelFolderNotFoundError(InfinityModelError, FileNotFoundError):
     """A model folder (or a part its index names) is not there."""
 
 

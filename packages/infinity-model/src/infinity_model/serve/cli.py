@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InfinityModelError
 from ..generation import GenerationConfig
 from .schema import ServeLimits
 
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from ..pipeline import InfinityPipeline
 
-__all__ = ["add_serve_parser", "build_app", "describe_pipeline", "serve"]
+__all__ = ["add_serve_parser", "build_app", "describe_pipeline", "serve", "serve_limits"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +36,31 @@ def add_serve_parser(
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    parser.add_argument("--batch-size", type=int, default=16,
+    # the budgets' defaults live in ServeLimits (one home); the flags only name them
+    limits = ServeLimits
+    parser.add_argument("--batch-size", type=int, default=limits.batch_size,
                         help="images per sampler call; queued requests with equal settings are merged "
-                        "(default 16; 1 turns micro-batching off)")  # fmt: skip
-    parser.add_argument("--batch-rows", type=int, default=64,
-                        help="images x candidates per sampler call (default 64)")  # fmt: skip
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
-                        help="under load, how long a call waits for more requests to share it (default 10)")  # fmt: skip
-    parser.add_argument("--max-queue", type=int, default=64,
-                        help="requests that may wait; one more is answered 503 with Retry-After (default 64)")  # fmt: skip
-    parser.add_argument("--max-images", type=int, default=16, help="images per request (default 16)")
-    parser.add_argument("--max-candidates", type=int, default=16, help="candidates per image (default 16)")
-    parser.add_argument("--max-prompt-chars", type=int, default=1000, help="prompt length (default 1000)")
-    parser.add_argument("--max-cfg", type=float, default=30.0, help="largest guidance scale (default 30)")
-    parser.add_argument("--max-tau", type=float, default=10.0, help="largest temperature (default 10)")
-    parser.add_argument("--max-source-pixels", type=int, default=ServeLimits.max_source_pixels,
-                        help="width x height of an uploaded edit source or mask "
-                        f"(default {ServeLimits.max_source_pixels})")  # fmt: skip
-    parser.add_argument("--max-edit-mb", type=float, default=ServeLimits.max_edit_body_bytes / 2**20,
-                        help="size of an edit request's body in MiB, images included "
-                        f"(default {ServeLimits.max_edit_body_bytes // 2**20})")  # fmt: skip
+                        "(default %(default)s; 1 turns micro-batching off)")  # fmt: skip
+    parser.add_argument("--batch-rows", type=int, default=limits.batch_rows,
+                        help="images x candidates per sampler call (default %(default)s)")  # fmt: skip
+    parser.add_argument("--batch-wait-ms", type=float, default=limits.batch_wait * 1000,
+                        help="under load, how long a call waits for more requests to share it (default %(default)g)")  # fmt: skip
+    parser.add_argument("--max-queue", type=int, default=limits.max_queue,
+                        help="requests that may wait; one more is answered 503 with Retry-After (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-images", type=int, default=limits.max_images,
+                        help="images per request (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-candidates", type=int, default=limits.max_candidates,
+                        help="candidates per image (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-prompt-chars", type=int, default=limits.max_prompt_chars,
+                        help="prompt length (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-cfg", type=float, default=limits.max_cfg,
+                        help="largest guidance scale (default %(default)g)")  # fmt: skip
+    parser.add_argument("--max-tau", type=float, default=limits.max_tau,
+                        help="largest temperature (default %(default)g)")  # fmt: skip
+    parser.add_argument("--max-source-pixels", type=int, default=limits.max_source_pixels,
+                        help="width x height of an uploaded edit source or mask (default %(default)s)")  # fmt: skip
+    parser.add_argument("--max-edit-mb", type=float, default=limits.max_edit_body_bytes / 2**20,
+                        help="size of an edit request's body in MiB, images included (default %(default)g)")  # fmt: skip
     return parser
 
 
@@ -115,17 +121,9 @@ def build_app(
     )
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Run ``infinity serve`` until interrupted; returns the exit status."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise SystemExit(
-            "infinity serve needs the serve extra: pip install 'infinity-model[serve]' (Starlette and uvicorn)"
-        ) from None
-    from ..cli import load_pipeline, resolve_model
-
-    limits = ServeLimits(
+def serve_limits(args: argparse.Namespace) -> ServeLimits:
+    """The :class:`ServeLimits` the ``infinity serve`` flags give (their defaults are its defaults)."""
+    return ServeLimits(
         max_images=args.max_images,
         max_prompt_chars=args.max_prompt_chars,
         max_candidates=args.max_candidates,
@@ -138,6 +136,19 @@ def serve(args: argparse.Namespace) -> int:
         max_source_pixels=args.max_source_pixels,
         max_edit_body_bytes=int(args.max_edit_mb * 2**20),
     )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run ``infinity serve`` until interrupted; returns the exit status."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise InfinityModelError(
+            "needs the serve extra: pip install 'infinity-model[serve]' (Starlette and uvicorn)"
+        ) from None
+    from ..cli import load_pipeline, resolve_model
+
+    limits = serve_limits(args)
     model_args: list[str] = []
     for flag, value in (("--model", args.model), ("--vae", args.vae), ("--text-encoder", args.text_encoder)):
         if value is not None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bsq_tokenizer import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS, ScaleSchedule, get_schedule
 
+from ..errors import InfinityModelError
 from ..generation import GenerationConfig
 from ..sampler import SamplerConfig
 
@@ -49,7 +50,7 @@ _FIELDS = (
 )
 
 
-class RequestError(ValueError):
+class RequestError(InfinityModelError, ValueError):
     """A request the server refuses; ``field`` names the JSON field at fault (None for the body itself)."""
 
     def __init__(self, field: str | None, message: str, status: int = 422) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from bsq_tokenizer import BSQVAE, ScaleSchedule
 from PIL import Image
 
+from ..errors import InfinityModelError
 from ..sampler import EditSource, SamplerConfig, SampleResult, ScaleStep, codes_to_uint8
 from .schema import ImageRequest, ServeLimits, generate_command
 
@@ -64,7 +65,7 @@ class SamplerPipeline(Protocol):
     def reconstruct(self, edit: EditSource, schedule: ScaleSchedule) -> Any: ...
 
 
-class QueueFullError(RuntimeError):
+class QueueFullError(InfinityModelError, RuntimeError):
     """The queue holds ``max_queue`` requests; ``retry_after`` is the server's guess in whole seconds."""
 
     def __init__(self, queued: int, retry_after: int) -> None:
