@@ -155,3 +155,21 @@ def test_checkpoint_errors_are_package_errors_and_still_value_errors(tmp_path, c
     bad.write_bytes(b"not a safetensors file")
     assert main(["info", str(bad)]) == 2
     assert capsys.readouterr().err.startswith("bsq-tokenizer info: error: ")
+
+
+def test_flag_defaults_are_the_library_defaults() -> None:
+    """--preset, --device and --ema take their defaults from load_official_vae / read_state_dict (one home)."""
+    import inspect
+
+    from bsq_tokenizer import read_state_dict
+    from bsq_tokenizer.cli import build_parser
+
+    def default(function: object, name: str) -> object:
+        return inspect.signature(function).parameters[name].default  # type: ignore[arg-type]
+
+    args = build_parser().parse_args(["reconstruct", "x.png", "-c", "v.pth", "-o", "y.png"])
+    assert (args.preset, args.device) == (
+        default(load_official_vae, "config"),
+        default(load_official_vae, "device"),
+    )
+    assert build_parser().parse_args(["info", "v.pth"]).ema == default(read_state_dict, "use_ema")

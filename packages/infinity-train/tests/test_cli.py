@@ -51,3 +51,18 @@ def test_export_positional_output_still_works_and_warns(monkeypatch: pytest.Monk
 def test_export_without_an_output_is_an_error(tmp_path: Path, capsys) -> None:
     assert main(["export", str(tmp_path)]) == 2
     assert "infinity-train export: error: export needs -o/--output" in capsys.readouterr().err
+
+
+def test_flags_restate_no_library_default() -> None:
+    """Training flags default to nothing (the run config holds every default); export's flags default to
+    export_checkpoint's keywords."""
+    import inspect
+
+    from infinity_train.export import export_checkpoint
+
+    parse = build_parser().parse_args
+    train = parse(["transformer", "--config", "run.toml"])
+    assert (train.set, train.init_from) == ([], None)
+    export = parse(["export", "runs/a", "-o", "out"])
+    keywords = inspect.signature(export_checkpoint).parameters
+    assert (export.tag, export.ema) == (keywords["tag"].default, keywords["use_ema"].default)

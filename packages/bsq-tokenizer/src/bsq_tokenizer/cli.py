@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -206,15 +207,24 @@ def info_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def library_default(function: Callable[..., Any], name: str) -> Any:
+    """The default of ``function``'s keyword ``name``: a flag that fills it takes it from there (its one home)."""
+    return inspect.signature(function).parameters[name].default
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", "-c", type=Path, required=True, help="official .pth or our .safetensors")
     p.add_argument(
         "--preset",
         choices=list(VAE_PRESETS),
-        default=None,
+        default=library_default(load_official_vae, "config"),
         help="architecture (default: from the file's metadata or inferred from its shapes)",
     )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--device",
+        default=library_default(load_official_vae, "device"),
+        help="torch device (default %(default)s)",
+    )
 
 
 def _add_image_args(p: argparse.ArgumentParser) -> None:
@@ -253,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="describe a checkpoint: entries, parameters, matching preset")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--ema", action="store_true", help="inspect the 'ema' weights of an official file")
+    p.add_argument("--ema", action="store_true", default=library_default(read_state_dict, "use_ema"),
+                   help="inspect the 'ema' weights of an official file")  # fmt: skip
     return parser
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,13 @@ from .storage import UnsupportedLocationError, check_location, is_url, join, red
 from .verify import verify
 
 _KINDS = ("auto", "folder", "jsonl", "img2dataset")
+# Decoding processes when --num-workers is not given: this machine's cores, up to 8 (the library's own default,
+# ConvertConfig.workers = 0, keeps a caller's conversion in its process).
 _DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
+# The configs the commands start from: the library dataclasses' defaults (their one home), with the CLI's own
+# choices named here once. The flags' defaults are read from these, and each command replaces what was given.
+CONVERT_DEFAULTS = ConvertConfig(workers=_DEFAULT_WORKERS)
+STREAM_DEFAULTS = LoaderConfig(batch_size=8, num_workers=0)  # a quick look at a few batches, in this process
 
 
 class _DeprecatedFlag(argparse.Action):
@@ -88,16 +95,10 @@ def _convert_output(args: argparse.Namespace) -> str:
     return str(args.output)
 
 
-def convert_command(args: argparse.Namespace) -> int:
-    if is_url(args.input):
-        raise UnsupportedLocationError(
-            f"{redact(args.input)}: remote inputs are not supported yet; copy them to a local folder first"
-        )
-    output = _convert_output(args)
-    check_location(output, write=True)  # a URL output needs its extra and a writable scheme
-    source = Path(args.input)
-    kind = _detect_kind(source) if args.kind == "auto" else args.kind
-    config = ConvertConfig(
+def convert_config(args: argparse.Namespace) -> ConvertConfig:
+    """The :class:`ConvertConfig` the ``convert`` flags give (unset flags keep :data:`CONVERT_DEFAULTS`)."""
+    return replace(
+        CONVERT_DEFAULTS,
         pn=args.pn,
         workers=args.num_workers,
         max_samples_per_shard=args.shard_size,
@@ -107,6 +108,25 @@ def convert_command(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
         distributor=args.distributor,
     )
+
+
+def loader_config(args: argparse.Namespace) -> LoaderConfig:
+    """The :class:`LoaderConfig` the ``stream`` flags give (unset flags keep :data:`STREAM_DEFAULTS`)."""
+    return replace(
+        STREAM_DEFAULTS, batch_size=args.batch_size, pn=args.pn, num_workers=args.num_workers, seed=args.seed
+    )
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    if is_url(args.input):
+        raise UnsupportedLocationError(
+            f"{redact(args.input)}: remote inputs are not supported yet; copy them to a local folder first"
+        )
+    output = _convert_output(args)
+    check_location(output, write=True)  # a URL output needs its extra and a writable scheme
+    source = Path(args.input)
+    kind = _detect_kind(source) if args.kind == "auto" else args.kind
+    config = convert_config(args)
     start = time.perf_counter()
     with _bar(f"convert ({kind})", None, "img") as progress:
         result: ConvertResult
@@ -188,10 +208,7 @@ def index_command(args: argparse.Namespace) -> int:
 
 
 def stream_command(args: argparse.Namespace) -> int:
-    config = LoaderConfig(
-        batch_size=args.batch_size, pn=args.pn, num_workers=args.num_workers, seed=args.seed
-    )
-    loader = BucketLoader(args.root, config)
+    loader = BucketLoader(args.root, loader_config(args))
     start = time.perf_counter()
     images = 0
     for i, batch in enumerate(loader):
@@ -229,22 +246,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("legacy_output", nargs="?", default=None, help=argparse.SUPPRESS)
     p.add_argument("--from", dest="kind", choices=_KINDS, default="auto", help="input kind (default: detect)")
-    p.add_argument("--pn", default=None, help="shrink larger images to this pixel budget (e.g. 0.25M or 1M)")
-    _add_num_workers(p, _DEFAULT_WORKERS, "decoding processes (0 = this process)")
+    convert = CONVERT_DEFAULTS
+    p.add_argument(
+        "--pn", default=convert.pn, help="shrink larger images to this pixel budget (e.g. 0.25M or 1M)"
+    )
+    _add_num_workers(
+        p, convert.workers, "decoding processes (0 = this process; default: this machine's cores, up to 8)"
+    )
     p.add_argument(
         "--distributor",
         choices=DISTRIBUTORS,
-        default="multiprocessing",
+        default=convert.distributor,
         help="where records are decoded: this machine's processes, or Ray (RAY_ADDRESS, else a local "
         "instance; needs infinity-data[ray]); the shards are the same either way",
     )
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
-    p.add_argument("--max-shard-mb", type=float, default=1024.0, help="bytes per shard before rolling over")
-    p.add_argument(
-        "--max-aspect", type=float, default=4.0, help="reject images longer than this x their width"
-    )
-    p.add_argument("--min-side", type=int, default=8, help="reject images smaller than this")
-    p.add_argument("--jpeg-quality", type=int, default=95, help="quality of re-encoded JPEGs")
+    p.add_argument("--shard-size", type=int, default=convert.max_samples_per_shard,
+                   help="samples per shard (default %(default)s)")  # fmt: skip
+    p.add_argument("--max-shard-mb", type=float, default=convert.max_bytes_per_shard / (1 << 20),
+                   help="MiB per shard before rolling over (default %(default)g)")  # fmt: skip
+    p.add_argument("--max-aspect", type=float, default=convert.max_aspect,
+                   help="reject images whose long side exceeds this x the short side (default %(default)g)")  # fmt: skip
+    p.add_argument("--min-side", type=int, default=convert.min_side,
+                   help="reject images smaller than this (default %(default)s)")  # fmt: skip
+    p.add_argument("--jpeg-quality", type=int, default=convert.jpeg_quality,
+                   help="quality of re-encoded JPEGs (default %(default)s)")  # fmt: skip
     p.add_argument("--image-root", default=None, help="jsonl: base folder of relative image paths")
     p.add_argument("--path-column", default=None, help="img2dataset table: column with image paths")
     p.add_argument("--caption-column", default=None, help="img2dataset table: column with captions")
@@ -267,10 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stream", help="stream a few loader batches and report their shapes and speed")
     p.add_argument("root")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch")
-    p.add_argument("--pn", default="0.06M", help="pixel budget of the batches (e.g. 0.06M)")
-    _add_num_workers(p, 0, "loader processes (0 = this process)")
-    p.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    stream = STREAM_DEFAULTS
+    p.add_argument(
+        "--batch-size", type=int, default=stream.batch_size, help="images per batch (default %(default)s)"
+    )
+    p.add_argument("--pn", default=stream.pn, help="pixel budget of the batches (default %(default)s)")
+    _add_num_workers(p, stream.num_workers, "loader processes (0 = this process; default %(default)s)")
+    p.add_argument("--seed", type=int, default=stream.seed, help="shuffling seed (default %(default)s)")
     p.add_argument("--batches", type=int, default=10, help="batches to stream")
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -109,10 +110,32 @@ def generate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def fid_command(args: argparse.Namespace) -> int:
-    from .fid import FeatureStatistics, FIDOptions, compute_fid, compute_statistics, load_fid_inception
+def fid_options(args: argparse.Namespace) -> Any:
+    """The :class:`~infinity_eval.fid.FIDOptions` the ``fid`` flags give."""
+    from .fid import FIDOptions
 
-    options = FIDOptions(protocol=args.protocol, batch_size=args.batch_size)
+    return FIDOptions(protocol=args.protocol, batch_size=args.batch_size)
+
+
+def val_loss_options(args: argparse.Namespace) -> Any:
+    """The :class:`~infinity_eval.val_loss.ValLossOptions` the ``val-loss`` flags give."""
+    from .val_loss import ValLossOptions
+
+    return ValLossOptions(
+        pn=args.pn,
+        noise_apply_layers=args.noise_apply_layers,
+        noise_apply_strength=args.noise_apply_strength,
+        noise_apply_requant=args.requant,
+        reweight_by_scale=args.reweight_by_scale,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+
+
+def fid_command(args: argparse.Namespace) -> int:
+    from .fid import FeatureStatistics, compute_fid, compute_statistics, load_fid_inception
+
+    options = fid_options(args)
     if args.merge_stats:
         merged = FeatureStatistics.load(args.merge_stats[0])
         for path in args.merge_stats[1:]:
@@ -331,17 +354,9 @@ def hps_command(args: argparse.Namespace) -> int:
 
 
 def val_loss_command(args: argparse.Namespace) -> int:
-    from .val_loss import ValLossOptions, run_infinity_val_loss
+    from .val_loss import run_infinity_val_loss
 
-    options = ValLossOptions(
-        pn=args.pn,
-        noise_apply_layers=args.noise_apply_layers,
-        noise_apply_strength=args.noise_apply_strength,
-        noise_apply_requant=not args.no_requant,
-        reweight_by_scale=args.reweight_by_scale,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
+    options = val_loss_options(args)
     summary = run_infinity_val_loss(
         model_dir=args.model,
         vae_path=args.vae,
@@ -363,7 +378,27 @@ def val_loss_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a library function whose arguments a command's flags fill."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not p.empty
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # the flags' defaults are read from the dataclasses and functions the commands fill (their one home)
+    from .fid import FIDOptions
+    from .generate import generate_benchmark
+    from .hps import HPSv21Scorer
+    from .imagereward import ImageRewardScorer
+    from .scoring import run_image_scorer
+    from .val_loss import ValLossOptions
+
+    generate = _defaults(generate_benchmark)
+    imagereward = _defaults(ImageRewardScorer.from_pretrained)
+    hps = {**_defaults(run_image_scorer), **_defaults(HPSv21Scorer.from_pretrained)}
     parser = argparse.ArgumentParser(prog="infinity-eval", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-arg", action="append", help="key=value passed to the factory (repeatable)")
     p.add_argument("--images-per-prompt", type=int, default=None)
     p.add_argument("--hps-prompts", type=Path, default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--image-format", choices=("png", "jpg"), default="png")
+    p.add_argument("--batch-size", type=int, default=generate["batch_size"])
+    p.add_argument("--seed", type=int, default=generate["seed"])
+    p.add_argument("--image-format", choices=("png", "jpg"), default=generate["image_format"])
     _add_common(p)
 
     p = sub.add_parser("fid", help="FID between two folders / manifests / .npz statistics")
@@ -393,14 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="*", type=Path, help="A B (B is the cached reference) or one input with --save-stats"
     )
     p.add_argument("--weights", type=Path, default=None, help="FID Inception weights (file or folder)")
-    p.add_argument("--protocol", choices=("pytorch-fid", "clean"), default="pytorch-fid")
+    p.add_argument("--protocol", choices=("pytorch-fid", "clean"), default=FIDOptions.protocol)
     p.add_argument(
         "--stats-protocol",
         choices=("pytorch-fid", "clean"),
         default="pytorch-fid",
         help="protocol of .npz statistics that record none (plain mu/sigma files); must equal --protocol",
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=FIDOptions.batch_size)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference-set statistics")
     p.add_argument("--no-cache", action="store_true")
@@ -446,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", type=Path, default=None, help="ImageReward.pt (file or folder)")
     p.add_argument("--vocab", type=Path, default=None, help="bert-base-uncased vocab.txt")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=imagereward["batch_size"])
     _add_common(p)
 
     p = sub.add_parser("hps", help="HPSv2.1 (or v2.0) on <style>/<idx>.jpg folders or a manifest")
@@ -456,9 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--weights", type=Path, default=None, help="HPS_v2.1_compressed.pt (file or folder)")
     p.add_argument("--vocab", type=Path, default=None, help="bpe_simple_vocab_16e6.txt.gz")
-    p.add_argument("--version", choices=("v2.1", "v2.0"), default="v2.1")
+    p.add_argument("--version", choices=("v2.1", "v2.0"), default=hps["version"])
     p.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=hps["batch_size"])
     _add_common(p)
 
     p = sub.add_parser(
@@ -470,13 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-encoder", type=Path, required=True, help="T5 folder for infinity_model.TextEncoder"
     )
     p.add_argument("--manifest", type=Path, required=True, help="JSONL of {image, prompt}")
-    p.add_argument("--pn", default="0.06M")
-    p.add_argument("--noise-apply-layers", type=int, default=20)
-    p.add_argument("--noise-apply-strength", type=float, default=0.2)
-    p.add_argument("--no-requant", action="store_true")
-    p.add_argument("--reweight-by-scale", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=2)
+    val = ValLossOptions
+    p.add_argument("--pn", default=val.pn, help="pixel budget (default %(default)s)")
+    p.add_argument("--noise-apply-layers", type=int, default=val.noise_apply_layers)
+    p.add_argument("--noise-apply-strength", type=float, default=val.noise_apply_strength)
+    p.add_argument("--no-requant", dest="requant", action="store_false", default=val.noise_apply_requant,
+                   help="flip bits without re-quantising the following scales")  # fmt: skip
+    p.add_argument("--reweight-by-scale", action="store_true", default=val.reweight_by_scale)
+    p.add_argument("--seed", type=int, default=val.seed)
+    p.add_argument("--batch-size", type=int, default=val.batch_size)
     _add_common(p)
     return parser
 

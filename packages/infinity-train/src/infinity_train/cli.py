@@ -7,6 +7,7 @@ or:                ``torchrun --nproc_per_node N -m infinity_train.cli transform
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -104,6 +105,11 @@ def show_config_command(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training flags carry no defaults of their own: those live in the run config (``--config`` and
+    ``--set``); export's flags take theirs from :func:`~infinity_train.export.export_checkpoint`."""
+    from .export import export_checkpoint
+
+    export = {n: p.default for n, p in inspect.signature(export_checkpoint).parameters.items()}
     parser = argparse.ArgumentParser(prog="infinity-train", description=_DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -120,8 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="the run folder (its checkpoints/ holds the DeepSpeed checkpoints)")
     p.add_argument("-o", "--output", default=None, help="folder to write the exported model to")
     p.add_argument("legacy_output", nargs="?", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--tag", default=None, help="checkpoint tag (default: latest)")
-    p.add_argument("--ema", action="store_true", help="export the EMA weights")
+    p.add_argument("--tag", default=export["tag"], help="checkpoint tag (default: latest)")
+    p.add_argument("--ema", action="store_true", default=export["use_ema"], help="export the EMA weights")
     p = sub.add_parser("show-config", help="print the resolved run config as JSON")
     p.add_argument("--config", required=True, help="run config (.toml or .json)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
