@@ -113,8 +113,30 @@ def test_get_schedule_rejects_unknown_pn_naming_it(bad):
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
 def test_nearest_template_rejects_non_positive_ratios(bad):
-    with pytest.raises(ValueError, match="h_div_w"):
+    with pytest.raises(ValueError, match="ratio must be a positive finite number"):
         nearest_template(bad)
+
+
+@pytest.mark.parametrize(
+    ("function", "pn"), [(nearest_template, None), (get_schedule, "0.25M"), (target_pixel_size, "0.25M")]
+)
+def test_the_old_h_div_w_keyword_still_works_and_warns(function, pn):
+    extra = {} if pn is None else {"pn": pn}
+    new = function(ratio=0.7, **extra)
+    with pytest.warns(
+        DeprecationWarning, match=r"\(h_div_w=\.\.\.\) is deprecated and will be removed; use ratio="
+    ):
+        assert function(h_div_w=0.7, **extra) == new
+    with pytest.raises(TypeError, match="pass only ratio="):
+        function(h_div_w=0.7, ratio=0.7, **extra)
+
+
+def test_resize_crop_for_template_takes_ratio_and_still_the_old_keyword():
+    img = Image.new("RGB", (300, 200), (10, 20, 30))
+    new = resize_crop_for_template(img, ratio=0.7, pn="0.06M")
+    with pytest.warns(DeprecationWarning, match="use ratio="):
+        old = resize_crop_for_template(img, h_div_w_or_template=0.7, pn="0.06M")
+    assert old.size == new.size == target_pixel_size(ratio=0.7, pn="0.06M")[::-1]
 
 
 def test_schedule_dict_round_trip_and_vae_scales():

@@ -3,6 +3,15 @@
 This module is the single source of truth for the (template, pixel budget) -> token-grid tables used by the
 tokenizer, the transformer, the data pipeline and the trainer. The tables are *built* from the construction
 rule (eight base lists, their transposes, prefixes per pixel budget), not read from a data file.
+
+Vocabulary of the aspect, the same in every package:
+
+* ``ratio``: the height / width a caller asks for or an image has (any positive number; the ``infinity`` CLI
+  also takes ``HEIGHT:WIDTH``, e.g. ``3:4``).
+* ``template``: one of the 15 height / width values that have a schedule (:data:`H_DIV_W_TEMPLATES`, the
+  reference's ``h_div_w_templates`` in ``infinity/utils/dynamic_resolution.py``); a ratio is snapped to the
+  nearest one (:func:`nearest_template`), and :attr:`ScaleSchedule.template` names the one a schedule is for.
+* ``h_div_w`` is kept only where the reference's files spell it: the data JSONL field and that constant's name.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from typing import Any
 
 import torch
 from PIL import Image
+
+from ._deprecation import renamed_keywords
 
 __all__ = [
     "EXTRA_PIXEL_BUDGETS",
@@ -182,14 +193,15 @@ H_DIV_W_TEMPLATES: tuple[float, ...] = tuple(_TEMPLATE_GRIDS)
 """The 15 aspect-ratio templates (height / width) in dictionary order; the order decides ties."""
 
 
-def nearest_template(h_div_w: float) -> float:
-    """Template closest to ``h_div_w`` (height / width); on exact ties the first template in order wins."""
-    if not math.isfinite(h_div_w) or h_div_w <= 0:
-        raise ValueError(f"h_div_w must be a positive finite number (height / width), got {h_div_w!r}")
+@renamed_keywords(h_div_w="ratio")
+def nearest_template(ratio: float) -> float:
+    """Template closest to ``ratio`` (height / width); on exact ties the first template in order wins."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise ValueError(f"ratio must be a positive finite number (height / width), got {ratio!r}")
     best = H_DIV_W_TEMPLATES[0]
-    best_dist = abs(h_div_w - best)
+    best_dist = abs(ratio - best)
     for template in H_DIV_W_TEMPLATES[1:]:
-        dist = abs(h_div_w - template)
+        dist = abs(ratio - template)
         if dist < best_dist:  # strict: the first minimum wins, like numpy.argmin
             best, best_dist = template, dist
     return best
@@ -281,10 +293,11 @@ class ScaleSchedule:
         )
 
 
-def get_schedule(h_div_w: float, pn: str) -> ScaleSchedule:
-    """Schedule of the template nearest to ``h_div_w`` at pixel budget ``pn`` (e.g. "1M")."""
+@renamed_keywords(h_div_w="ratio")
+def get_schedule(ratio: float, pn: str) -> ScaleSchedule:
+    """Schedule of the template nearest to ``ratio`` (height / width) at pixel budget ``pn`` (e.g. "1M")."""
     num = _check_pn(pn)
-    template = nearest_template(h_div_w)
+    template = nearest_template(ratio)
     grids = _TEMPLATE_GRIDS[template]
     return ScaleSchedule(template=template, pn=pn, scales=grids[:num], rope_grid=grids[-1])
 
@@ -304,9 +317,10 @@ def custom_schedule(
     )
 
 
-def target_pixel_size(h_div_w: float, pn: str) -> tuple[int, int]:
-    """(height, width) in pixels for images of aspect ``h_div_w`` at budget ``pn``."""
-    return get_schedule(h_div_w, pn).pixel_hw
+@renamed_keywords(h_div_w="ratio")
+def target_pixel_size(ratio: float, pn: str) -> tuple[int, int]:
+    """(height, width) in pixels of the template nearest to ``ratio`` (height / width) at budget ``pn``."""
+    return get_schedule(ratio, pn).pixel_hw
 
 
 def cover_crop_geometry(size: tuple[int, int], target_hw: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -336,10 +350,12 @@ def cover_resize_crop(img: Image.Image, target_hw: tuple[int, int]) -> Image.Ima
     return resized.crop((left, top, left + target_hw[1], top + target_hw[0]))
 
 
-def resize_crop_for_template(img: Image.Image, h_div_w_or_template: float, pn: str) -> Image.Image:
-    """Cover-resize and centre-crop ``img`` to the template's pixel size (:func:`cover_resize_crop`), as the
-    reference data pipeline does. The image mode is kept; convert to RGB first if needed."""
-    return cover_resize_crop(img, target_pixel_size(h_div_w_or_template, pn))
+@renamed_keywords(h_div_w_or_template="ratio")
+def resize_crop_for_template(img: Image.Image, ratio: float, pn: str) -> Image.Image:
+    """Cover-resize and centre-crop ``img`` to the pixel size of the template nearest to ``ratio`` (height /
+    width; a template is its own nearest) at ``pn`` (:func:`cover_resize_crop`), as the reference data pipeline
+    does. The image mode is kept; convert to RGB first if needed."""
+    return cover_resize_crop(img, target_pixel_size(ratio, pn))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -386,7 +402,7 @@ def default_latent_schedule(latent_hw: tuple[int, int]) -> tuple[tuple[int, int]
         known = ", ".join(f"{h}x{w}" for h, w in sorted(_DEFAULT_LATENT_SCHEDULES))
         raise ValueError(
             f"no default scale schedule for a {key[0]}x{key[1]} latent; pass scales explicitly "
-            f"(e.g. get_schedule(h_div_w, pn).scales or custom_schedule([...])). Latent sizes with a default: {known}"
+            f"(e.g. get_schedule(ratio, pn).scales or custom_schedule([...])). Latent sizes with a default: {known}"
         )
     return _DEFAULT_LATENT_SCHEDULES[key]
 
