@@ -61,7 +61,7 @@ def make_assets(root: Path) -> dict[str, str]:
     from infinity_data.shapes import write_folder
     from infinity_model.tiny import write_tiny_t5
 
-    write_folder(root / "images", count=16, seed=0, long_side=64, aspect_ratios=(1.0,))
+    write_folder(root / "images", count=16, seed=0, long_side=64, ratios=(1.0,))
     convert_folder(root / "images", root / "shards", ConvertConfig())
     write_tiny_t5(root / "t5", d_model=32)
     torch.manual_seed(0)

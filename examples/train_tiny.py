@@ -32,7 +32,7 @@ def main() -> None:
     root: Path = args.output
 
     # 1. data: 16 captioned 64x64 images -> WebDataset-style shards (infinity-data)
-    write_folder(root / "images", count=16, seed=args.seed, long_side=64, aspect_ratios=(1.0,))
+    write_folder(root / "images", count=16, seed=args.seed, long_side=64, ratios=(1.0,))
     convert_folder(root / "images", root / "shards", ConvertConfig())
     # 2. frozen parts: a random 32-wide T5 and a random small 32-bit BSQ-VAE
     write_tiny_t5(root / "t5", d_model=32)

@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 from infinity_data.shapes import (
-    ASPECT_RATIOS,
     COLORS,
     GRID_DIVISIONS,
     OBJECT_CELLS,
+    RATIOS,
     RELATIONS,
     SHAPES,
     TAGS,
@@ -108,9 +108,9 @@ def test_two_object_captions_name_the_left_or_upper_object_first(tag):
     assert side_by_side and stacked, "both layouts occur"
 
 
-@pytest.mark.parametrize("aspect_ratio", ASPECT_RATIOS)
-def test_objects_are_equal_squares_on_the_grid_inside_a_one_cell_margin(aspect_ratio):
-    height, width = image_size(aspect_ratio, 256)
+@pytest.mark.parametrize("ratio", RATIOS)
+def test_objects_are_equal_squares_on_the_grid_inside_a_one_cell_margin(ratio):
+    height, width = image_size(ratio, 256)
     step = min(height, width) // GRID_DIVISIONS
     rng = random.Random(2)
     for tag in TAGS:
@@ -161,3 +161,20 @@ def test_heldout_specs_are_balanced_over_tags():
     assert len(specs) == 60
     assert {s["tag"] for s in specs} == set(TAGS)
     assert all(sum(s["tag"] == t for s in specs) == 10 for t in TAGS)
+
+
+def test_the_old_aspect_ratio_names_still_work_and_warn(tmp_path):
+    import infinity_data.shapes as shapes
+
+    with pytest.warns(
+        DeprecationWarning, match="ASPECT_RATIOS is deprecated and will be removed; use RATIOS"
+    ):
+        assert shapes.ASPECT_RATIOS == RATIOS
+    new = [s.image.tobytes() for s in shapes.generate(2, seed=5, long_side=64, ratios=(0.5,))]
+    with pytest.warns(
+        DeprecationWarning, match=r"generate\(aspect_ratios=\.\.\.\) is deprecated.*use ratios="
+    ):
+        old = [s.image.tobytes() for s in shapes.generate(2, seed=5, long_side=64, aspect_ratios=(0.5,))]
+    assert old == new
+    with pytest.warns(DeprecationWarning, match=r"write_folder\(aspect_ratios=\.\.\.\)"):
+        shapes.write_folder(tmp_path, 1, seed=5, long_side=64, aspect_ratios=(0.5,))

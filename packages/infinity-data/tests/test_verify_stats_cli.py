@@ -77,7 +77,9 @@ def test_stats_counts_buckets_caption_lengths_and_draws_the_histogram(
     # captions are "a photo number {i}. It has noise." -> 7 words
     assert result.caption_words["min"] == result.caption_words["max"] == 7
     assert result.caption_chars["min"] == len("a photo number 0. It has noise.")
-    assert sorted(set(np.round(result.aspect_ratios, 3))) == [
+    with pytest.warns(DeprecationWarning, match="use DatasetStats.ratios"):
+        np.testing.assert_array_equal(result.aspect_ratios, result.ratios)  # the old name still works
+    assert sorted(set(np.round(result.ratios, 3))) == [
         0.333,
         0.5,
         0.75,

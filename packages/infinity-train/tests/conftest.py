@@ -24,9 +24,9 @@ def assets(tmp_path_factory) -> dict[str, str]:
     from infinity_model.tiny import write_tiny_t5
 
     root = tmp_path_factory.mktemp("assets")
-    images = write_folder(root / "images", count=24, seed=0, long_side=64, aspect_ratios=(1.0,))
+    images = write_folder(root / "images", count=24, seed=0, long_side=64, ratios=(1.0,))
     convert_folder(images, root / "shards", ConvertConfig())
-    val_images = write_folder(root / "val_images", count=8, seed=1, long_side=64, aspect_ratios=(1.0,))
+    val_images = write_folder(root / "val_images", count=8, seed=1, long_side=64, ratios=(1.0,))
     convert_folder(val_images, root / "val_shards", ConvertConfig())
     write_tiny_t5(root / "t5", d_model=32)
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ def val_shards(tmp_path_factory) -> str:
     from infinity_data.shapes import write_folder
 
     root = tmp_path_factory.mktemp("val")
-    images = write_folder(root / "images", count=12, seed=3, long_side=64, aspect_ratios=(1.0,))
+    images = write_folder(root / "images", count=12, seed=3, long_side=64, ratios=(1.0,))
     lines = []
     for i, png in enumerate(sorted(Path(images).glob("*.png"))):
         long = f"Image {i} of shapes. It has a white background. The shapes are flat. Nothing else is there."

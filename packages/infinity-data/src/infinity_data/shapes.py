@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -32,7 +34,7 @@ TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "c
 COUNT_WORDS: dict[int, str] = {2: "two", 3: "three", 4: "four"}
 POSITION_COLOR_PROB = 0.5
 # Height/width ratios the world is rendered in (each maps onto one of the schedule templates).
-ASPECT_RATIOS: tuple[float, ...] = (1.0, 0.75, 1.333, 0.5, 2.0)
+RATIOS: tuple[float, ...] = (1.0, 0.75, 1.333, 0.5, 2.0)
 # Objects sit on a grid of 1/GRID_DIVISIONS of the short side and are OBJECT_CELLS cells wide. At 128x128 the
 # grid step is 8 px, half of the tokenizer's 16-px patch: every edge falls on a patch or half-patch boundary,
 # so the world has few distinct patch contents and a tiny model can learn to draw them crisply.
@@ -250,25 +252,41 @@ def _place_related(
     return [box_a, box_b]
 
 
-def image_size(aspect_ratio: float, long_side: int) -> tuple[int, int]:
-    """(height, width) with ``height / width`` close to ``aspect_ratio`` and the given long side."""
-    if aspect_ratio >= 1:
-        return long_side, max(32, round(long_side / aspect_ratio))
-    return max(32, round(long_side * aspect_ratio)), long_side
+def image_size(ratio: float, long_side: int) -> tuple[int, int]:
+    """(height, width) with ``height / width`` close to ``ratio`` and the given long side."""
+    if ratio >= 1:
+        return long_side, max(32, round(long_side / ratio))
+    return max(32, round(long_side * ratio)), long_side
+
+
+def _ratios(ratios: Sequence[float], aspect_ratios: Sequence[float] | None, function: str) -> Sequence[float]:
+    """``ratios``, or the deprecated ``aspect_ratios=`` keyword with a DeprecationWarning."""
+    if aspect_ratios is None:
+        return ratios
+    warnings.warn(
+        f"{function}(aspect_ratios=...) is deprecated and will be removed; use ratios=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return aspect_ratios
 
 
 def generate(
     count: int,
     seed: int,
     long_side: int = 256,
-    aspect_ratios: Sequence[float] = ASPECT_RATIOS,
+    ratios: Sequence[float] = RATIOS,
     tags: Sequence[str] = TAGS,
+    *,
+    aspect_ratios: Sequence[float] | None = None,
 ) -> Iterator[ShapesSample]:
-    """Yield ``count`` deterministic samples (same seed → same images and prompts)."""
+    """Yield ``count`` deterministic samples (same seed → same images and prompts) in the height / width
+    ``ratios`` (``aspect_ratios=`` is the deprecated spelling)."""
+    ratios = _ratios(ratios, aspect_ratios, "generate")
     rng = random.Random(seed)
     for _ in range(count):
         spec = random_spec(rng, rng.choice(list(tags)))
-        height, width = image_size(rng.choice(list(aspect_ratios)), long_side)
+        height, width = image_size(rng.choice(list(ratios)), long_side)
         image, objects = render(spec, height, width, rng)
         yield ShapesSample(image=image, prompt=spec["prompt"], spec=spec, objects=objects)
 
@@ -278,16 +296,20 @@ def write_folder(
     count: int,
     seed: int,
     long_side: int = 256,
-    aspect_ratios: Sequence[float] = ASPECT_RATIOS,
+    ratios: Sequence[float] = RATIOS,
+    *,
+    aspect_ratios: Sequence[float] | None = None,
 ) -> Path:
     """Write ``count`` samples as ``<key>.png`` + ``<key>.txt`` (caption) + ``<key>.spec.json`` (GenEval spec).
 
     The folder is the input of ``infinity-data convert`` (folder kind); the specs let held-out images be scored.
+    ``ratios``: the height / width values drawn from (``aspect_ratios=`` is the deprecated spelling).
     """
+    ratios = _ratios(ratios, aspect_ratios, "write_folder")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     digits = max(6, len(str(count)))
-    for i, sample in enumerate(generate(count, seed, long_side, aspect_ratios)):
+    for i, sample in enumerate(generate(count, seed, long_side, ratios)):
         key = f"shapes-{seed}-{i:0{digits}d}"
         sample.image.save(out / f"{key}.png")
         (out / f"{key}.txt").write_text(sample.prompt + "\n", encoding="utf-8")
@@ -295,6 +317,16 @@ def write_folder(
         record = {"spec": sample.spec, "objects": objects}
         (out / f"{key}.spec.json").write_text(json.dumps(record) + "\n", encoding="utf-8")
     return out
+
+
+def __getattr__(name: str) -> Any:
+    """``ASPECT_RATIOS``, the deprecated name of :data:`RATIOS`, still resolves (with a DeprecationWarning)."""
+    if name == "ASPECT_RATIOS":
+        warnings.warn(
+            "ASPECT_RATIOS is deprecated and will be removed; use RATIOS", DeprecationWarning, stacklevel=2
+        )
+        return RATIOS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def heldout_specs(count: int, seed: int) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,17 @@ class DatasetStats:
     caption_chars: dict[str, float]
     caption_words: dict[str, float]
     num_short_captions: int
-    aspect_ratios: np.ndarray  # original height / width of every sample
+    ratios: np.ndarray  # original height / width of every sample
+
+    @property
+    def aspect_ratios(self) -> np.ndarray:
+        """Deprecated name of :attr:`ratios` (warns)."""
+        warnings.warn(
+            "DatasetStats.aspect_ratios is deprecated and will be removed; use DatasetStats.ratios",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.ratios
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,10 +99,10 @@ def stats(
         caption_chars=_summary(chars),
         caption_words=_summary(words),
         num_short_captions=num_short,
-        aspect_ratios=np.asarray(ratios, dtype=np.float64),
+        ratios=np.asarray(ratios, dtype=np.float64),
     )
     if histogram_path is not None:
-        draw_aspect_histogram(result.aspect_ratios).save(histogram_path)
+        draw_aspect_histogram(result.ratios).save(histogram_path)
     return result
 
 
