@@ -11,7 +11,6 @@ from infinity_eval.fid import FIDOptions
 from infinity_eval.generate import generate_benchmark
 from infinity_eval.hps import HPSv21Scorer
 from infinity_eval.imagereward import ImageRewardScorer
-from infinity_eval.scoring import run_image_scorer
 from infinity_eval.val_loss import ValLossOptions
 
 
@@ -49,8 +48,12 @@ def test_generate_and_scorer_flags_default_to_the_library_functions() -> None:
         _default(generate_benchmark, name) for name in ("batch_size", "seed", "image_format")
     )
     assert parse(["imagereward", "x", "-o", "out"]).batch_size == _default(
-        ImageRewardScorer.from_pretrained, "batch_size"
+        ImageRewardScorer.__init__, "batch_size"
     )
     hps = parse(["hps", "x", "-o", "out"])
-    assert hps.batch_size == _default(run_image_scorer, "batch_size")
-    assert hps.version == _default(HPSv21Scorer.from_pretrained, "version")
+    assert hps.batch_size == _default(HPSv21Scorer.__init__, "batch_size")
+    assert (
+        hps.version
+        == _default(HPSv21Scorer.__init__, "version")
+        == _default(HPSv21Scorer.from_pretrained, "version")
+    )

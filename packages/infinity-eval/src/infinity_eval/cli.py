@@ -393,12 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import generate_benchmark
     from .hps import HPSv21Scorer
     from .imagereward import ImageRewardScorer
-    from .scoring import run_image_scorer
     from .val_loss import ValLossOptions
 
     generate = _defaults(generate_benchmark)
-    imagereward = _defaults(ImageRewardScorer.from_pretrained)
-    hps = {**_defaults(run_image_scorer), **_defaults(HPSv21Scorer.from_pretrained)}
+    # the scorers' own defaults (their constructors: from_pretrained passes these keywords on)
+    imagereward = _defaults(ImageRewardScorer.__init__)
+    hps = _defaults(HPSv21Scorer.__init__)
     parser = argparse.ArgumentParser(prog="infinity-eval", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
