@@ -208,7 +208,8 @@ def infinity_val_loss(
 ) -> dict[str, Any]:
     """Validation metrics of an `infinity_model.Infinity` over batches of (TextCondition, images in [-1, 1]).
 
-    `schedule_for(h_div_w) -> ScaleSchedule` defaults to `bsq_tokenizer.get_schedule(h_div_w, options.pn)`.
+    `schedule_for(ratio) -> ScaleSchedule` (ratio = the images' height / width) defaults to
+    `bsq_tokenizer.get_schedule(ratio, options.pn)`.
     """
     from bsq_tokenizer import get_schedule
 
