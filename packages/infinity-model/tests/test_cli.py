@@ -15,6 +15,7 @@ from infinity_model.model_folder import ModelFolderNotFoundError
 from infinity_model.serve.cli import serve_limits
 from infinity_model.serve.schema import RequestError, ServeLimits
 from infinity_model.serve.worker import QueueFullError
+from PIL import Image
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
@@ -79,14 +80,26 @@ def test_a_missing_checkpoint_is_reported_in_one_line_with_exit_code_2(tmp_path:
     assert err.startswith("infinity info: error: ") and str(missing) in err and len(err.splitlines()) == 1
 
 
-def test_a_bad_sampler_flag_fails_before_the_model_is_loaded(monkeypatch, capsys) -> None:
+def test_a_bad_sampler_flag_fails_before_the_model_is_loaded(tmp_path: Path, monkeypatch, capsys) -> None:
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("the pipeline was loaded before the flags were checked")
 
     monkeypatch.setattr(cli_module, "load_pipeline", no_loading)
-    assert main(["generate", "a cat", "--top-p", "2"]) == 2  # the shipped default model's folder is only read
+    parts = [
+        "--model",
+        "absent.pth",
+        "--vae",
+        "absent_vae.pth",
+        "--text-encoder",
+        "absent_t5",
+    ]  # never opened
+    assert main(["generate", "a cat", "--top-p", "2", *parts]) == 2
     assert "infinity generate: error: SamplerConfig.top_p must be in [0, 1]" in capsys.readouterr().err
-    assert main(["generate", "a cat", "--batch-size", "0"]) == 2
+    source = tmp_path / "source.png"
+    Image.new("RGB", (32, 24)).save(source)
+    assert main(["edit", str(source), "a cat", "--keep-scales", "1", "--tau", "0", *parts]) == 2
+    assert "infinity edit: error: SamplerConfig.tau must be > 0" in capsys.readouterr().err
+    assert main(["generate", "a cat", "--batch-size", "0", *parts]) == 2
     assert "infinity generate: error: --batch-size must be >= 1, got 0" in capsys.readouterr().err
 
 
