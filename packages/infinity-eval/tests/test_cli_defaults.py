@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 from infinity_eval.cli import build_parser, fid_options, val_loss_options
-from infinity_eval.fid import FIDOptions
+from infinity_eval.fid import FIDOptions, compute_fid
 from infinity_eval.generate import generate_benchmark
 from infinity_eval.hps import HPSv21Scorer
 from infinity_eval.imagereward import ImageRewardScorer
@@ -18,8 +18,11 @@ def _default(function: Any, name: str) -> Any:
     return inspect.signature(function).parameters[name].default
 
 
-def test_fid_flags_default_to_fid_options() -> None:
-    assert fid_options(build_parser().parse_args(["fid", "a", "b"])) == FIDOptions()
+def test_fid_flags_default_to_fid_options_and_compute_fid() -> None:
+    args = build_parser().parse_args(["fid", "a", "b"])
+    assert fid_options(args) == FIDOptions()
+    assert args.num_workers == _default(compute_fid, "num_workers")
+    assert args.stats_protocol == _default(compute_fid, "unrecorded_protocol")
 
 
 def test_val_loss_flags_default_to_val_loss_options() -> None:

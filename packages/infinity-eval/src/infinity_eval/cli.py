@@ -389,13 +389,14 @@ def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     # the flags' defaults are read from the dataclasses and functions the commands fill (their one home)
-    from .fid import FIDOptions
+    from .fid import FIDOptions, compute_fid
     from .generate import generate_benchmark
     from .hps import HPSv21Scorer
     from .imagereward import ImageRewardScorer
     from .val_loss import ValLossOptions
 
     generate = _defaults(generate_benchmark)
+    fid = _defaults(compute_fid)
     # the scorers' own defaults (their constructors: from_pretrained passes these keywords on)
     imagereward = _defaults(ImageRewardScorer.__init__)
     hps = _defaults(HPSv21Scorer.__init__)
@@ -432,11 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stats-protocol",
         choices=("pytorch-fid", "clean"),
-        default="pytorch-fid",
+        default=fid["unrecorded_protocol"],
         help="protocol of .npz statistics that record none (plain mu/sigma files); must equal --protocol",
     )
     p.add_argument("--batch-size", type=int, default=FIDOptions.batch_size)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=fid["num_workers"])
     p.add_argument("--cache-dir", type=Path, default=None, help="cache of reference-set statistics")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument(
