@@ -121,3 +121,13 @@ def test_an_unexpected_error_is_not_swallowed(monkeypatch) -> None:
     monkeypatch.setitem(COMMANDS, "info", fail)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["info", "x.pth"])
+
+
+def test_verbose_sets_info_logging_and_the_default_is_warnings(monkeypatch) -> None:
+    import logging
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setitem(COMMANDS, "info", lambda args: 0)
+    assert main(["-v", "info", "x.pth"]) == 0 and seen["level"] == logging.INFO
+    assert main(["info", "x.pth"]) == 0 and seen["level"] == logging.WARNING
