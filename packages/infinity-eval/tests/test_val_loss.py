@@ -167,20 +167,20 @@ def test_val_loss_cli_loads_saved_tiny_models_and_writes_the_summary(tmp_path):
     from PIL import Image
 
     tiny = pytest.importorskip("infinity_model.tiny")
-    from infinity_model.checkpoint import save_infinity
+    from infinity_model import save_infinity
 
     t5 = tiny.write_tiny_t5(tmp_path / "t5", d_model=32)
     save_infinity(_tiny_infinity(), tmp_path / "model")
     torch.manual_seed(0)
     vae = bsq.BSQVAE(bsq.VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1), patch_size=16)).eval()
-    bsq.save_vae(vae, tmp_path / "vae.safetensors")
+    bsq.save_vae(vae, tmp_path / "vae")
     rng = np.random.default_rng(0)
     with open(tmp_path / "val.jsonl", "w") as f:
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
             f.write(json.dumps({"image": f"{i}.png", "prompt": "a photo of a red cat"}) + "\n")
     args = [
-        "val-loss", "--model", str(tmp_path / "model"), "--vae", str(tmp_path / "vae.safetensors"),
+        "val-loss", "--model", str(tmp_path / "model"), "--vae", str(tmp_path / "vae"),
         "--text-encoder", str(t5), "--manifest", str(tmp_path / "val.jsonl"), "--out", str(tmp_path / "run"),
         "--pn", "0.06M", "--no-progress",
     ]  # fmt: skip

@@ -275,7 +275,7 @@ def _load_pipeline(args: argparse.Namespace) -> InfinityPipeline:
 
 
 def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float) -> ScaleSchedule:
-    from bsq_tokenizer import custom_schedule
+    from bsq_tokenizer.schedules import custom_schedule
 
     if args.scales is not None:
         h, w = args.scales[-1]

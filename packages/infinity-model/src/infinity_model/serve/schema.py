@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bsq_tokenizer import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS, ScaleSchedule, get_schedule
+from bsq_tokenizer import ScaleSchedule, get_schedule
+from bsq_tokenizer.schedules import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS
 
 from ..generation import GenerationConfig
 from ..sampler import SamplerConfig
