@@ -43,28 +43,33 @@ def _kind(call: ast.Call) -> str | None:
     return "strict load_state_dict" if name.endswith("load_state_dict") and strict else None
 
 
+class _Calls(ast.NodeVisitor):
+    """Records ``module:qualified.name`` of every function of one module making one of the watched calls."""
+
+    def __init__(self, module: str, found: dict[str, set[str]]) -> None:
+        self.module, self.found = module, found
+        self.scope: list[str] = []
+
+    def visit_scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
+        self.scope.append(node.name)
+        self.generic_visit(node)
+        self.scope.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = visit_scope
+
+    def visit_Call(self, node: ast.Call) -> None:
+        kind = _kind(node)
+        if kind:
+            self.found.setdefault(kind, set()).add(f"{self.module}:{'.'.join(self.scope) or '<module>'}")
+        self.generic_visit(node)
+
+
 def homes_found(src: Path) -> dict[str, set[str]]:
     """call kind -> the functions (module:qualified name) of the package under ``src`` that make it."""
     found: dict[str, set[str]] = {}
     for path in sorted(src.rglob("*.py")):
         module = ".".join(path.relative_to(src).with_suffix("").parts)
-        scope: list[str] = []
-
-        class Visitor(ast.NodeVisitor):
-            def visit_scope(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
-                scope.append(node.name)
-                self.generic_visit(node)
-                scope.pop()
-
-            visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = visit_scope
-
-            def visit_Call(self, node: ast.Call) -> None:
-                kind = _kind(node)
-                if kind:
-                    found.setdefault(kind, set()).add(f"{module}:{'.'.join(scope) or '<module>'}")
-                self.generic_visit(node)
-
-        Visitor().visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
+        _Calls(module, found).visit(ast.parse(path.read_text(encoding="utf-8"), str(path)))
     return found
 
 
