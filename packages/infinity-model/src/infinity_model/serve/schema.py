@@ -54,7 +54,7 @@ class RequestError(ValueError):
         self.message = message
         self.status = status
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"error": {"field": self.field, "message": self.message}}
 
 
@@ -89,7 +89,7 @@ class ServeLimits:
                 f"ServeLimits: max_cfg and max_tau must be > 0, max_body_bytes >= 1024, batch_wait >= 0; got {self}"
             )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
