@@ -28,9 +28,10 @@ def _autocast(bf16: bool) -> contextlib.AbstractContextManager:
 
 
 def transformer_step(bf16: bool, math: bool) -> Callable[[], None]:
-    from bsq_tokenizer import custom_schedule
+    from bsq_tokenizer.schedules import custom_schedule
     from infinity_model import Infinity, TextCondition
-    from infinity_train import bit_cross_entropy, load_run_config
+    from infinity_train import load_run_config
+    from infinity_train.losses import bit_cross_entropy
     from infinity_train.transformer_trainer import build_infinity_config
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

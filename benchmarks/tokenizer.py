@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from bsq_tokenizer import BSQVAE, PIXEL_BUDGETS, VAEConfig, get_schedule
+from bsq_tokenizer import BSQVAE, VAEConfig, get_schedule
+from bsq_tokenizer.schedules import PIXEL_BUDGETS
 
 T = TypeVar("T")
 

@@ -66,8 +66,8 @@ def make_assets(root: Path) -> dict[str, str]:
     write_tiny_t5(root / "t5", d_model=32)
     torch.manual_seed(0)
     vae = VAEConfig.preset("d32").replace(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1)
-    save_vae(BSQVAE(vae), root / "vae.safetensors")
-    return {"shards": str(root / "shards"), "t5": str(root / "t5"), "vae": str(root / "vae.safetensors")}
+    save_vae(BSQVAE(vae), root / "vae")
+    return {"shards": str(root / "shards"), "t5": str(root / "t5"), "vae": str(root / "vae")}
 
 
 def run_config(run_dir: Path, assets: dict[str, str]) -> dict:

@@ -57,7 +57,8 @@ def worker(args: argparse.Namespace) -> None:
 
     import torch
     from bsq_tokenizer import BSQVAE, VAEConfig
-    from infinity_train import TransformerTrainer, config_from_dict, init_distributed, shutdown_distributed
+    from infinity_train import TransformerTrainer, config_from_dict
+    from infinity_train.distributed import init_distributed, shutdown_distributed
 
     dist = init_distributed()
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # after imports, before the model

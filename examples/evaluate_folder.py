@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from infinity_eval import load_detector, read_geneval_folder, run_geneval
+from infinity_eval import load_detector, run_geneval
 
 # Not re-exported by infinity_eval: the shapes world's palette colour classifier (GenEval's colour step).
 from infinity_eval.geneval.shapes import PaletteColorClassifier
+from infinity_eval.io import read_geneval_folder
 
 
 def main() -> None:

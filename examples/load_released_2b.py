@@ -16,7 +16,8 @@ import argparse
 from pathlib import Path
 
 import torch
-from infinity_model import InfinityPipeline, describe_checkpoint
+from infinity_model import InfinityPipeline
+from infinity_model.checkpoint import describe_checkpoint
 
 
 def main() -> None:

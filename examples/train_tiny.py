@@ -38,7 +38,7 @@ def main() -> None:
     write_tiny_t5(root / "t5", d_model=32)
     torch.manual_seed(args.seed)
     vae = BSQVAE(VAEConfig.preset("d32").replace(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1))
-    save_vae(vae, root / "vae.safetensors")
+    save_vae(vae, root / "vae")
 
     # 3. the run: the same keys as an infinity-train TOML config (`infinity-train --config run.toml`)
     config = config_from_dict(
@@ -54,7 +54,7 @@ def main() -> None:
             "transformer_model": {
                 "preset": "layer12",  # shrunk to depth 2, width 64 by the overrides
                 "overrides": TINY_MODEL,
-                "vae_path": str(root / "vae.safetensors"),
+                "vae_path": str(root / "vae"),
                 "text_encoder_path": str(root / "t5"),
             },
         }

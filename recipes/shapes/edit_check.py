@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bsq_tokenizer import image_to_tensor, psnr, resize_crop_for_template
+from bsq_tokenizer import image_to_tensor, resize_crop_for_template
+from bsq_tokenizer.image import psnr
 from infinity_data.shapes import COLORS, SHAPES, image_size, random_spec, render
 from infinity_eval.geneval.rules import evaluate_detections
 from infinity_eval.geneval.shapes import SHAPES_PALETTE, PaletteColorClassifier, ShapesDetector

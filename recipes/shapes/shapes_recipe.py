@@ -123,7 +123,8 @@ def cmd_text_encoder(args: argparse.Namespace) -> None:
 
 def cmd_t5_shards(args: argparse.Namespace) -> None:
     """Copy the shards, adding each caption's frozen T5 features (``<key>.t5.npy``, float16 [L, C])."""
-    from infinity_data import ShardIndex, ShardSample, ShardWriter, read_shard
+    from infinity_data import ShardIndex, ShardWriter, read_shard
+    from infinity_data.shards import ShardSample
     from infinity_model import TextEncoder
 
     encoder = TextEncoder.from_pretrained(args.text_encoder, max_length=64)
@@ -176,7 +177,8 @@ def _read_specs(path: str) -> list[dict]:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from infinity_eval import PromptItem, generate_benchmark
+    from infinity_eval import generate_benchmark
+    from infinity_eval.prompts import PromptItem
 
     pipe, g = _pipeline(args.model_dir)
     schedule = pipe.schedule(g.ratio, g.pn)

@@ -12,17 +12,13 @@ from bsq_tokenizer import (
     BSQVAE,
     CheckpointError,
     VAEConfig,
-    detect_preset,
-    infer_config,
     load_official_vae,
-    load_safetensors,
-    load_safetensors_metadata,
     load_vae,
     read_state_dict,
-    save_safetensors,
     save_vae,
 )
-from bsq_tokenizer.io import check_state_dict
+from bsq_tokenizer.io import check_state_dict, detect_preset, infer_vae_config
+from bsq_tokenizer.safetensors_io import load_safetensors, load_safetensors_metadata, save_safetensors
 
 TINY = VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 2), patch_size=4)
 
@@ -94,7 +90,7 @@ def test_checkpoint_of_another_variant_names_the_right_preset():
         patch = BSQVAE(VAEConfig.preset("d14_patchify")).state_dict()
     assert detect_preset(d16) == ["d16"]
     assert detect_preset(patch) == ["d14_patchify"]
-    assert infer_config(patch) == VAEConfig.preset("d14_patchify")
+    assert infer_vae_config(patch) == VAEConfig.preset("d14_patchify")
     with pytest.raises(
         CheckpointError, match=r"(?s)infinity_vae_d16\.pth does not match.*looks like preset 'd16'"
     ):
@@ -116,7 +112,7 @@ def test_plain_flux_naming_is_not_silently_renamed(tiny_vae, tmp_path):
 @pytest.mark.parametrize(
     ("old", "new"),
     [
-        ("encoder.conv_in.conv.weight", "encoder.conv_in.weight"),  # a key infer_config reads
+        ("encoder.conv_in.conv.weight", "encoder.conv_in.weight"),  # a key infer_vae_config reads
         ("encoder.conv_out.conv.weight", "encoder.conv_out.conv.kernel"),
         ("decoder.up.1.block.0.conv2.conv.weight", "decoder.up.1.block.0.conv_2.conv.weight"),
     ],
@@ -191,20 +187,35 @@ def test_not_a_checkpoint_errors(tmp_path):
         read_state_dict(other)
 
 
-def test_save_vae_and_load_vae_round_trip(tiny_vae, tmp_path):
-    path = tmp_path / "tiny.safetensors"
-    save_vae(tiny_vae, path)
-    meta = load_safetensors_metadata(path)
-    assert VAEConfig.from_json(meta["bsq_tokenizer.config"]) == TINY
-    assert json.loads(path.with_suffix(".json").read_text())["codebook_dim"] == 8
-    loaded = load_vae(path)
+def test_save_vae_writes_a_folder_like_save_infinity_and_load_vae_reads_it(tiny_vae, tmp_path):
+    folder = save_vae(tiny_vae, tmp_path / "tiny")
+    assert folder == tmp_path / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert VAEConfig.from_json(folder / "config.json") == TINY
+    meta = load_safetensors_metadata(folder / "model.safetensors")
+    assert VAEConfig.from_dict(json.loads(meta["bsq_tokenizer.config"])) == TINY
+    loaded = load_vae(folder)
     _assert_same_weights(tiny_vae, loaded)
     assert loaded.config == TINY
-    # The official loader accepts our safetensors too; the safetensors library reads them.
-    _assert_same_weights(tiny_vae, load_official_vae(path))
-    assert set(st.load_file(path)) == set(tiny_vae.state_dict())
-    with pytest.raises(ValueError, match=r"\.safetensors"):
+    # The official loader and read_state_dict accept the folder too; the safetensors library reads the weights.
+    _assert_same_weights(tiny_vae, load_official_vae(folder))
+    assert set(read_state_dict(folder)) == set(tiny_vae.state_dict())
+    assert set(st.load_file(folder / "model.safetensors")) == set(tiny_vae.state_dict())
+    with pytest.raises(ValueError, match="writes a folder"):
         save_vae(tiny_vae, tmp_path / "tiny.pt")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is missing"):
+        load_vae(tmp_path)
+
+
+def test_the_single_file_form_is_deprecated_for_writing_and_still_read(tiny_vae, tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    with pytest.warns(DeprecationWarning, match="give a folder"):
+        assert save_vae(tiny_vae, path) == path
+    assert json.loads(path.with_suffix(".json").read_text())["codebook_dim"] == 8
+    assert load_safetensors_metadata(path)["bsq_tokenizer.config"]
+    _assert_same_weights(tiny_vae, load_vae(path))
+    assert load_vae(path).config == TINY
+    _assert_same_weights(tiny_vae, load_official_vae(path))
 
 
 def test_load_vae_falls_back_to_the_config_json_beside(tiny_vae, tmp_path):

@@ -71,15 +71,13 @@ def test_info_reports_the_preset_and_config(checkpoint, tmp_path, capsys):
     assert main(["info", str(checkpoint)]) == 0
     text = capsys.readouterr().out
     assert "entries:" in text and "(none matches exactly)" in text and "codebook_dim=8" in text
-    ours = tmp_path / "ours.safetensors"
-    save_vae(load_official_vae(checkpoint), ours)
+    ours = save_vae(load_official_vae(checkpoint), tmp_path / "ours")
     assert main(["info", str(ours)]) == 0
     assert "(from metadata)" in capsys.readouterr().out
 
 
-def test_cli_accepts_our_safetensors(checkpoint, tmp_path, capsys):
-    ours = tmp_path / "ours.safetensors"
-    save_vae(load_official_vae(checkpoint), ours)
+def test_cli_accepts_a_save_vae_folder(checkpoint, tmp_path, capsys):
+    ours = save_vae(load_official_vae(checkpoint), tmp_path / "ours")
     img = _write_image(tmp_path / "in.png", (16, 16))
     assert (
         main(["reconstruct", str(img), "-c", str(ours), "--scales", "1,4", "-o", str(tmp_path / "o.png")])
@@ -128,8 +126,7 @@ def test_errors_for_wrong_preset_pn_and_bits_suffix(checkpoint, tmp_path, capsys
 def test_pixel_budget_resizes_to_the_template(tmp_path, capsys):
     cfg = VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1), patch_size=16)
     torch.manual_seed(0)
-    ckpt = tmp_path / "stride16.safetensors"
-    save_vae(BSQVAE(cfg), ckpt)
+    ckpt = save_vae(BSQVAE(cfg), tmp_path / "stride16")
     img = _write_image(tmp_path / "wide.png", (120, 61))
     out = tmp_path / "o.png"
     assert main(["reconstruct", str(img), "-c", str(ckpt), "--pn", "0.06M", "-o", str(out)]) == 0

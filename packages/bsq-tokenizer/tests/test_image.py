@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bsq_tokenizer import (
-    center_crop_to_multiple,
-    check_multiple,
-    image_to_tensor,
-    load_image,
-    psnr,
-    tensor_to_images,
-    to_rgb,
-)
+from bsq_tokenizer import image_to_tensor, load_image, tensor_to_images
+from bsq_tokenizer.image import center_crop_to_multiple, check_multiple, psnr, to_rgb
 from PIL import Image
 
 

@@ -38,8 +38,9 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow  # starts Python twice (imports torch): several seconds
 def test_python_m_cli_exits_0_on_success_and_2_on_error(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    checkpoint = tmp_path / "tiny_vae.safetensors"
-    save_vae(BSQVAE(VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 2), patch_size=4)), checkpoint)
+    checkpoint = save_vae(
+        BSQVAE(VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 2), patch_size=4)), tmp_path / "tiny_vae"
+    )
     done = run_module("bsq_tokenizer.cli", "info", str(checkpoint), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "codebook_dim" in done.stdout or "8" in done.stdout

@@ -8,9 +8,9 @@ import struct
 import numpy as np
 import pytest
 import torch
-from bsq_tokenizer import (
+from bsq_tokenizer import MultiScaleBSQ, get_schedule
+from bsq_tokenizer.quantizer import (
     BSQ,
-    MultiScaleBSQ,
     RandomBitFlips,
     ResidualSteps,
     area_resize,
@@ -19,7 +19,6 @@ from bsq_tokenizer import (
     codes_from_bits,
     depth_to_space,
     depth_to_space_bits,
-    get_schedule,
     residual_quantize,
     space_to_depth,
     space_to_depth_bits,

@@ -9,16 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bsq_tokenizer import (
+from bsq_tokenizer import ScaleSchedule, get_schedule, resize_crop_for_template
+from bsq_tokenizer.schedules import (
     H_DIV_W_TEMPLATES,
     PIXEL_BUDGETS,
     VAE_STRIDE,
-    ScaleSchedule,
     custom_schedule,
     default_latent_schedule,
-    get_schedule,
     nearest_template,
-    resize_crop_for_template,
     target_pixel_size,
 )
 from PIL import Image
@@ -200,7 +198,7 @@ def test_resize_crop_for_template_covers_and_centre_crops(size):
 
 
 def test_extra_small_budget_is_the_five_scale_prefix_of_every_template():
-    from bsq_tokenizer import EXTRA_PIXEL_BUDGETS
+    from bsq_tokenizer.schedules import EXTRA_PIXEL_BUDGETS
 
     assert EXTRA_PIXEL_BUDGETS == ("0.016M",)
     square = get_schedule(1.0, "0.016M")

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bsq_tokenizer import H_DIV_W_TEMPLATES, resize_crop_for_template, target_pixel_size
-from infinity_data import ConvertConfig, bucket_name, convert_folder, decode_rgb, read_shard, template_of_size
+from bsq_tokenizer import resize_crop_for_template
+from bsq_tokenizer.schedules import H_DIV_W_TEMPLATES, target_pixel_size
+from infinity_data import ConvertConfig, convert_folder, read_shard
+from infinity_data.buckets import bucket_name, template_of_size
+from infinity_data.images import decode_rgb
 from PIL import Image
 
 

@@ -6,7 +6,8 @@ import io
 
 import numpy as np
 import pytest
-from infinity_data import ImageDecodeError, choose_caption, decode_rgb
+from infinity_data.captions import choose_caption
+from infinity_data.images import ImageDecodeError, decode_rgb
 from PIL import Image
 
 LONG = "A red cube on a table. The light comes from the left. Shadows are soft. The floor is wood."

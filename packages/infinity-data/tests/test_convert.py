@@ -18,11 +18,11 @@ from infinity_data import (
     convert_folder,
     convert_img2dataset,
     convert_jsonl,
-    decode_rgb,
     read_shard,
     verify,
 )
 from infinity_data.convert import sample_key
+from infinity_data.images import decode_rgb
 from PIL import Image
 
 

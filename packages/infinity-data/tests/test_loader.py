@@ -13,18 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bsq_tokenizer import resize_crop_for_template, target_pixel_size
+from bsq_tokenizer import resize_crop_for_template
+from bsq_tokenizer.schedules import target_pixel_size
 from infinity_data import (
     BucketLoader,
     ConvertConfig,
     LoaderConfig,
     ShardIndex,
-    ShardSample,
     ShardWriter,
     convert_folder,
-    decode_rgb,
     read_shard,
 )
+from infinity_data.images import decode_rgb
+from infinity_data.shards import ShardSample
 
 SIZES8 = [(48, 48), (64, 48), (48, 64), (64, 32), (32, 64), (40, 50), (50, 40), (30, 90)]
 

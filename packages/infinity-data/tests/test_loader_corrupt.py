@@ -8,8 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from infinity_data import BucketLoader, LoaderConfig, ShardIndex, ShardSample, ShardWriter, read_shard
+from infinity_data import BucketLoader, LoaderConfig, ShardIndex, ShardWriter, read_shard
 from infinity_data.loader import CorruptDataLimitError
+from infinity_data.shards import ShardSample
 
 # 3 samples per shard and shuffle_window=1 with batch_size=3: every batch is exactly one shard's samples,
 # so a damaged shard empties a whole batch

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bsq_tokenizer import target_pixel_size
+from bsq_tokenizer.schedules import target_pixel_size
 from infinity_data import BucketLoader, LoaderConfig, ShardIndex, read_shard, stats, verify
 from infinity_data.cli import main
 from PIL import Image

@@ -42,8 +42,8 @@ def test_every_subcommand_has_a_function_in_the_commands_table():
 
 
 def test_weight_errors_share_the_package_base_error_and_keep_their_builtin_bases():
-    from infinity_eval import InfinityEvalError, WeightsNotFoundError
-    from infinity_eval.weights import WeightsChecksumError
+    from infinity_eval import InfinityEvalError
+    from infinity_eval.weights import WeightsChecksumError, WeightsNotFoundError
 
     assert issubclass(WeightsNotFoundError, InfinityEvalError) and issubclass(
         WeightsNotFoundError, FileNotFoundError

@@ -61,15 +61,16 @@ def test_aggregation_is_the_unweighted_mean_over_batches_plus_sample_weighted():
 
 
 bsq = pytest.importorskip("bsq_tokenizer")
+schedules = pytest.importorskip("bsq_tokenizer.schedules")
 infinity_model = pytest.importorskip("infinity_model")
 
 
 def test_fp64_scale_weights_sum_to_one_and_favour_coarse_scales():
-    w = bsq.scale_token_weights(SCALES, reweight=True, dtype=torch.float64)
+    w = schedules.scale_token_weights(SCALES, reweight=True, dtype=torch.float64)
     assert w.dtype == torch.float64 and w.shape == (5,) and float(w.sum()) == pytest.approx(1.0)
     # sqrt(4)/sqrt(1) = 2 for the 1x1 token, 1 for each 2x2 token -> 2/6 and 1/6
     assert w.tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6], rel=1e-15)
-    uniform = bsq.scale_token_weights(SCALES, reweight=False, dtype=torch.float64)
+    uniform = schedules.scale_token_weights(SCALES, reweight=False, dtype=torch.float64)
     assert uniform.tolist() == [0.2] * 5
 
 
@@ -100,7 +101,7 @@ def _tiny_infinity():
 
 def test_noise_free_bsc_matches_the_tokenizer_and_model_teacher_forcing():
     vae, model = _tiny_vae(), _tiny_infinity()
-    schedule = bsq.custom_schedule([(1, 1), (2, 2), (4, 4)])
+    schedule = schedules.custom_schedule([(1, 1), (2, 2), (4, 4)])
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
     with torch.no_grad():
         latent = vae.encode(images)
@@ -142,7 +143,7 @@ def test_bsc_noise_flips_inputs_but_never_labels_of_the_first_scale_and_is_seede
 
 def test_infinity_val_loss_end_to_end_on_tiny_random_models():
     vae, model = _tiny_vae(), _tiny_infinity()
-    schedule = bsq.custom_schedule([(1, 1), (2, 2), (4, 4)])
+    schedule = schedules.custom_schedule([(1, 1), (2, 2), (4, 4)])
     g = torch.Generator().manual_seed(4)
     text = infinity_model.TextCondition(torch.randn(7, 32, generator=g), torch.tensor([3, 4]))
     batches = [(text, torch.rand(2, 3, 16, 16, generator=g) * 2 - 1) for _ in range(2)]
@@ -167,20 +168,20 @@ def test_val_loss_cli_loads_saved_tiny_models_and_writes_the_summary(tmp_path):
     from PIL import Image
 
     tiny = pytest.importorskip("infinity_model.tiny")
-    from infinity_model.checkpoint import save_infinity
+    from infinity_model import save_infinity
 
     t5 = tiny.write_tiny_t5(tmp_path / "t5", d_model=32)
     save_infinity(_tiny_infinity(), tmp_path / "model")
     torch.manual_seed(0)
     vae = bsq.BSQVAE(bsq.VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1), patch_size=16)).eval()
-    bsq.save_vae(vae, tmp_path / "vae.safetensors")
+    bsq.save_vae(vae, tmp_path / "vae")
     rng = np.random.default_rng(0)
     with open(tmp_path / "val.jsonl", "w") as f:
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
             f.write(json.dumps({"image": f"{i}.png", "prompt": "a photo of a red cat"}) + "\n")
     args = [
-        "val-loss", "--model", str(tmp_path / "model"), "--vae", str(tmp_path / "vae.safetensors"),
+        "val-loss", "--model", str(tmp_path / "model"), "--vae", str(tmp_path / "vae"),
         "--text-encoder", str(t5), "--manifest", str(tmp_path / "val.jsonl"), "--out", str(tmp_path / "run"),
         "--pn", "0.06M", "--no-progress",
     ]  # fmt: skip

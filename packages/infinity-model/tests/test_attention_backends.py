@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from bsq_tokenizer import custom_schedule
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model import attention
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from bsq_tokenizer import custom_schedule
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model.checkpoint import (
     CheckpointError,
     check_state_dict,
-    infer_config,
+    infer_infinity_config,
     load_infinity,
     load_official_infinity,
     load_state_dict_into_meta_model,
@@ -169,7 +169,7 @@ def test_error_says_which_preset_and_vae_the_file_belongs_to() -> None:
     assert "built as preset '2b'" in message
     assert "holds preset '8b' (depth 40, embed_dim 3584, 28 heads, d_vae 56 -> VAE d14_patchify" in message
     assert "InfinityConfig.preset('8b')" in message
-    assert infer_config(state_8b) == InfinityConfig.preset("8b")
+    assert infer_infinity_config(state_8b) == InfinityConfig.preset("8b")
 
 
 def test_wrong_vae_bits_for_a_layer_model_are_diagnosed(tmp_path: Path) -> None:

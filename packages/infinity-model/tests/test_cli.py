@@ -27,8 +27,8 @@ def test_every_subcommand_has_one_function_in_the_commands_table() -> None:
     assert set(COMMANDS) == _subcommands(build_parser()) == {"generate", "edit", "serve", "info"}
 
 
-def test_package_errors_share_one_base_and_keep_their_builtin_bases() -> None:
-    assert issubclass(CheckpointError, InfinityModelError) and issubclass(CheckpointError, ValueError)
+def test_package_errors_share_one_base_and_checkpoint_errors_are_the_tokenizers() -> None:
+    assert issubclass(CheckpointError, BSQTokenizerError) and issubclass(CheckpointError, ValueError)
     assert issubclass(ModelFolderNotFoundError, InfinityModelError)
     assert issubclass(ModelFolderNotFoundError, FileNotFoundError)
     assert issubclass(RequestError, InfinityModelError) and issubclass(RequestError, ValueError)

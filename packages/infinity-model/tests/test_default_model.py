@@ -59,15 +59,17 @@ def test_write_and_load_default_model(neighbour_t5: Path, tmp_path: Path) -> Non
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    vae = tmp_path / "vae.safetensors"
-    vae.write_bytes(b"x")
-    vae.with_suffix(".json").write_text("{}")
+    vae = tmp_path / "vae"  # a save_vae folder
+    vae.mkdir()
+    (vae / "config.json").write_text("{}")
+    (vae / "model.safetensors").write_bytes(b"x")
     root = write_default_model(
         tmp_path / "dm", model, vae, neighbour_t5, {"pn": "0.016M", "cfg": 3.0}, {"score": 1}
     )
     dm = load_default_model(root)
-    assert dm.model == root / "transformer" and dm.vae == root / "vae.safetensors"
-    assert (dm.text_encoder / "config.json").is_file() and (root / "vae.json").is_file()
+    assert dm.model == root / "transformer" and dm.vae == root / "vae"
+    assert (dm.text_encoder / "config.json").is_file() and (root / "vae" / "model.safetensors").is_file()
+    assert json.loads((root / MODEL_INDEX_FILE).read_text())["vae"] == "vae"
     # the settings not given take GenerationConfig's defaults
     assert dm.generation == GenerationConfig(pn="0.016M", cfg=3.0) and dm.provenance == {"score": 1}
     assert GenerationConfig.from_json(root / "generation_config.json") == dm.generation
@@ -179,10 +181,10 @@ def test_cli_generate_without_model_uses_the_default_model(
     model.init_weights(init_std=0.1, aln=0.5, aln_gamma=0.5, head_scale=1.0)
     save_infinity(model, tmp_path / "transformer")
     vae = BSQVAE(VAEConfig(codebook_dim=8, ch=32, ch_mult=(1, 1, 1, 1, 1))).eval()
-    save_vae(vae, tmp_path / "vae.safetensors")
+    save_vae(vae, tmp_path / "vae")
     generation = {"pn": "0.016M", "cfg": 2.0, "tau": 1.0, "top_k": 0, "top_p": 0.0, "candidates": 3}
     root = write_default_model(
-        tmp_path / "dm", tmp_path / "transformer", tmp_path / "vae.safetensors", neighbour_t5, generation
+        tmp_path / "dm", tmp_path / "transformer", tmp_path / "vae", neighbour_t5, generation
     )
     monkeypatch.setattr(dm_module, "_PACKAGED", root)
     prompt = "a photo of a red circle above a blue square"

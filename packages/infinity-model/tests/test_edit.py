@@ -9,16 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bsq_tokenizer import (
-    BSQVAE,
-    H_DIV_W_TEMPLATES,
-    MultiScaleBSQ,
-    VAEConfig,
-    codes_from_bits,
-    custom_schedule,
-    get_schedule,
-    save_vae,
-)
+from bsq_tokenizer import BSQVAE, MultiScaleBSQ, VAEConfig, get_schedule, save_vae
+from bsq_tokenizer.quantizer import codes_from_bits
+from bsq_tokenizer.schedules import H_DIV_W_TEMPLATES, custom_schedule
 from infinity_model.checkpoint import save_infinity
 from infinity_model.cli import main
 from infinity_model.condition import TextCondition
@@ -205,12 +198,12 @@ def test_keep_masks_combine_the_mask_with_kept_scales():
 def parts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("edit")
     save_infinity(tiny_model(), root / "model")
-    save_vae(tiny_vae(), root / "vae.safetensors")
+    save_vae(tiny_vae(), root / "vae")
     write_tiny_t5(root / "t5", d_model=32)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 96, 3), dtype=np.uint8))
     img.save(root / "source.png")
     (root / "broken.png").write_bytes(b"not a png")
-    return {"model": root / "model", "vae": root / "vae.safetensors", "t5": root / "t5", "src": root / "source.png",
+    return {"model": root / "model", "vae": root / "vae", "t5": root / "t5", "src": root / "source.png",
             "broken": root / "broken.png"}  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from bsq_tokenizer import custom_schedule
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig
 from infinity_model.transformer import Infinity

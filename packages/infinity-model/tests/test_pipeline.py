@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from bsq_tokenizer import BSQVAE, VAEConfig, custom_schedule, save_vae
+from bsq_tokenizer import BSQVAE, VAEConfig, save_vae
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model import GenerationConfig
-from infinity_model.checkpoint import CheckpointError, infer_config, match_preset, save_infinity
+from infinity_model.checkpoint import CheckpointError, infer_infinity_config, match_preset, save_infinity
 from infinity_model.cli import main
 from infinity_model.config import InfinityConfig
 from infinity_model.model_folder import ModelFolderNotFoundError, write_model_folder
@@ -67,8 +68,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     vae = tiny_vae()
     out["vae_pth"] = root / "vae_tiny.pth"
     torch.save({"vae": vae.state_dict()}, out["vae_pth"])
-    out["vae_st"] = root / "vae_tiny.safetensors"
-    save_vae(vae, out["vae_st"])
+    out["vae_st"] = save_vae(vae, root / "vae_tiny")  # a folder: config.json + model.safetensors
     patch_vae = tiny_vae(14, patchify=True)
     out["vae14"] = root / "vae_d14_tiny.pth"
     torch.save({"vae": patch_vae.state_dict()}, out["vae14"])
@@ -110,9 +110,8 @@ def test_saved_vae_config_is_used_where_the_shapes_cannot_tell_it(files, tmp_pat
     config = VAEConfig(codebook_dim=8, ch=8, ch_mult=(1, 2, 2, 2, 2), num_res_blocks=1, norm_groups=4)
     torch.manual_seed(2)
     vae = BSQVAE(config).eval()
-    save_vae(vae, tmp_path / "narrow.safetensors")
     pipe = InfinityPipeline.from_pretrained(
-        model=files["ours"], vae=tmp_path / "narrow.safetensors", text_encoder=files["t5"]
+        model=files["ours"], vae=save_vae(vae, tmp_path / "narrow"), text_encoder=files["t5"]
     )
     assert pipe.vae.config == config
     norms = {m.num_groups for m in pipe.vae.modules() if isinstance(m, torch.nn.GroupNorm)}
@@ -240,14 +239,14 @@ def test_missing_files_and_wrong_text_encoder_are_named(files, tmp_path):
 def test_preset_is_inferred_from_official_manifest_shapes(name):
     rows = [line.split("\t") for line in (MANIFESTS / f"infinity_{name}.tsv").read_text().splitlines()]
     shapes = {r[0]: tuple(json.loads(r[1])) for r in rows if not r[0].startswith("#") and r[0] != "key"}
-    config = infer_config(shapes)
+    config = infer_infinity_config(shapes)
     assert match_preset(config) == name
     assert config == InfinityConfig.preset(name)
     assert describe_checkpoint_shapes_preset(shapes) == name
 
 
 def describe_checkpoint_shapes_preset(shapes) -> str | None:
-    return match_preset(infer_config(shapes))
+    return match_preset(infer_infinity_config(shapes))
 
 
 def test_inspect_reports_format_preset_and_parameter_count(files):

@@ -11,7 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from bsq_tokenizer import ScaleSchedule, custom_schedule
+from bsq_tokenizer import ScaleSchedule
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig
 from infinity_model.transformer import Infinity

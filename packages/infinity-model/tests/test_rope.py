@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from bsq_tokenizer import H_DIV_W_TEMPLATES, get_schedule
+from bsq_tokenizer import get_schedule
+from bsq_tokenizer.schedules import H_DIV_W_TEMPLATES
 from infinity_model.rope import apply_rope, rope_cos_sin, rope_inv_freq, star_positions, token_positions
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "rope_positions_star.json").read_text())

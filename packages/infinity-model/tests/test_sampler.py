@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from bsq_tokenizer import custom_schedule, get_schedule
+from bsq_tokenizer import get_schedule
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig
 from infinity_model.sampler import SamplerConfig, ScaleStep, codes_to_uint8, filter_bit_logits, sample

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from bsq_tokenizer import bits_to_codes, custom_schedule, get_schedule, space_to_depth
+from bsq_tokenizer import get_schedule
+from bsq_tokenizer.quantizer import bits_to_codes, space_to_depth
+from bsq_tokenizer.schedules import custom_schedule
 from infinity_model.attention import (
     COS_ATTN_MAX_LOG_SCALE,
     CrossAttention,

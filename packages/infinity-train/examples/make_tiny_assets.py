@@ -16,6 +16,6 @@ write_tiny_t5(root / "t5", d_model=32)
 torch.manual_seed(0)
 save_vae(
     BSQVAE(VAEConfig.preset("d32").replace(ch=32, ch_mult=(1, 1, 1, 1, 1), num_res_blocks=1)),
-    root / "vae.safetensors",
+    root / "vae",
 )
-print(f"wrote {root}/shards, {root}/t5, {root}/vae.safetensors")
+print(f"wrote {root}/shards, {root}/t5, {root}/vae")

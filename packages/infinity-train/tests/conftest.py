@@ -32,12 +32,12 @@ def assets(tmp_path_factory) -> dict[str, str]:
     torch.manual_seed(0)
     from train_scenarios import tiny_vae_config
 
-    save_vae(BSQVAE(tiny_vae_config()), root / "vae.safetensors")
+    save_vae(BSQVAE(tiny_vae_config()), root / "vae")
     return {
         "shards": str(root / "shards"),
         "val_shards": str(root / "val_shards"),
         "t5": str(root / "t5"),
-        "vae": str(root / "vae.safetensors"),
+        "vae": str(root / "vae"),
     }
 
 

@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from bsq_tokenizer import BSQ, MultiScaleBSQ, area_resize, codes_from_bits, trilinear_resize
+from bsq_tokenizer import MultiScaleBSQ
+from bsq_tokenizer.quantizer import BSQ, area_resize, codes_from_bits, trilinear_resize
 from infinity_train.bsc import bitwise_self_correction
 from infinity_train.config import BSCConfig
 
@@ -101,7 +102,7 @@ def test_patchified_tokens_use_space_to_depth_channel_order():
 
 def test_bsc_inputs_equal_the_models_teacher_forcing_inputs_of_the_flipped_bits():
     """With re-quantisation on every scale, BSC's inputs are Infinity.scale_inputs_from_bits(noisy bits)."""
-    from bsq_tokenizer import custom_schedule
+    from bsq_tokenizer.schedules import custom_schedule
     from infinity_model import Infinity, InfinityConfig
 
     schedule = custom_schedule([(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)])

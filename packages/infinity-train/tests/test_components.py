@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from infinity_train import (
-    EMA,
-    LaplacianPyramidLoss,
-    PatchDiscriminator,
-    RunConfig,
-    bsq_entropy_and_commitment,
-    build_ds_config,
-    build_loader,
-    config_from_dict,
-    param_groups,
-)
+from infinity_train import EMA, RunConfig, config_from_dict
 from infinity_train.checkpoint import capture_rng, find_resume_tag, restore_rng
 from infinity_train.cli import main
+from infinity_train.data import build_loader
+from infinity_train.distributed import build_ds_config
+from infinity_train.transformer_trainer import param_groups
+from infinity_train.vae_losses import LaplacianPyramidLoss, PatchDiscriminator, bsq_entropy_and_commitment
 
 
 def test_data_path_without_shards_is_a_clear_error(tmp_path):

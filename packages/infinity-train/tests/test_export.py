@@ -66,9 +66,12 @@ def test_export_of_a_vae_fills_the_aliased_quantizer_names_on_the_meta_model(tmp
 
     torch.manual_seed(0)
     vae = BSQVAE(tiny_vae_config())
-    fake_zero0_run(tmp_path / "run", "tokenizer", vae, ("vae_config.json", tiny_vae_config().to_json()))
+    fake_zero0_run(
+        tmp_path / "run", "tokenizer", vae, ("vae_config.json", json.dumps(tiny_vae_config().to_dict()))
+    )
     out = export_checkpoint(tmp_path / "run", tmp_path / "out")
-    loaded = load_vae(out / "vae.safetensors").state_dict()
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]  # as save_infinity
+    loaded = load_vae(out).state_dict()
     expected = vae.state_dict()
     assert set(loaded) == set(expected) and all(torch.equal(loaded[k], v) for k, v in expected.items())
 

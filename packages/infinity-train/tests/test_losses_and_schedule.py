@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from bsq_tokenizer import scale_token_weights
+from bsq_tokenizer.schedules import scale_token_weights
 from infinity_train.config import OptimConfig
 from infinity_train.losses import bit_cross_entropy
 from infinity_train.lr_schedule import lr_factor, peak_lr, weight_decay_at

@@ -96,7 +96,7 @@ def test_nonfinite_loss_is_skipped_logged_counted_and_stops_after_limit_in_a_row
 
 
 def test_export_of_zero3_checkpoint_loads_in_infinity_model_with_the_same_logits(main_run, work):
-    from bsq_tokenizer import custom_schedule
+    from bsq_tokenizer.schedules import custom_schedule
     from infinity_model import TextCondition, load_infinity
     from infinity_train.export import export_checkpoint
 
@@ -110,7 +110,7 @@ def test_export_of_zero3_checkpoint_loads_in_infinity_model_with_the_same_logits
     torch.testing.assert_close(logits, ref["logits"], rtol=0, atol=1e-5)
 
     # --ema exports the EMA weights (and the buffers of the model)
-    from bsq_tokenizer import load_safetensors
+    from bsq_tokenizer.safetensors_io import load_safetensors
 
     ema = load_safetensors(work / "stages" / "zero3" / "checkpoints" / "step00000008" / "ema.safetensors")
     ema_model = load_infinity(

@@ -77,7 +77,7 @@ def _batches(count: int = 3) -> list[dict]:
 
 @pytest.mark.parametrize("reweight", [False, True])
 def test_trainer_validation_equals_infinity_eval_val_loss_on_the_same_batches(reweight):
-    from bsq_tokenizer import custom_schedule
+    from bsq_tokenizer.schedules import custom_schedule
     from infinity_eval.val_loss import ValLossOptions, infinity_val_loss
     from infinity_train.transformer_trainer import text_condition_from_batch
 

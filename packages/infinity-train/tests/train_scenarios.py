@@ -124,7 +124,7 @@ def scenario_stages(work: Path, assets: dict[str, str]) -> dict[str, Any]:
         out[f"zero{stage}"] = _losses(trainer.run())
         if stage == 3:
             trainer.save()
-            from bsq_tokenizer import custom_schedule
+            from bsq_tokenizer.schedules import custom_schedule
 
             schedule = custom_schedule([tuple(s) for s in SCALES])
             text = trainer.text_encoder.encode(["a red circle", "two blue squares"])
@@ -273,10 +273,10 @@ def scenario_tokenizer(work: Path, assets: dict[str, str]) -> dict[str, Any]:
     resumed_equal = all(torch.equal(trained[k], v) for k, v in resumed.vae_engine.module.state_dict().items())
     lecam = [resumed.lecam_real, resumed.lecam_fake]
     resumed.close()
-    exported = load_vae(export_checkpoint(work / "vae", work / "vae_export") / "vae.safetensors")
+    exported = load_vae(export_checkpoint(work / "vae", work / "vae_export"))
     export_equal = all(torch.equal(trained[k], v) for k, v in exported.state_dict().items())
     # --ema: the EMA's parameters, the trained buffers (the quantizer's int64 mask among them)
-    ema = load_vae(export_checkpoint(work / "vae", work / "vae_export_ema", use_ema=True) / "vae.safetensors")
+    ema = load_vae(export_checkpoint(work / "vae", work / "vae_export_ema", use_ema=True))
     ema_state = ema.state_dict()
     buffers = {k for k, _ in ema.named_buffers()} & set(ema_state)
     buffers_equal = bool(buffers) and all(torch.equal(trained[k], ema_state[k]) for k in buffers)
@@ -379,7 +379,6 @@ def scenario_fast_kernels(work: Path, assets: dict[str, str]) -> dict[str, Any]:
         trainer.close()
         exported = load_vae(
             export_checkpoint(work / f"vae_nhwc{int(nhwc)}", work / f"vae_nhwc{int(nhwc)}_export")
-            / "vae.safetensors"
         )
         out[f"vae_nhwc{int(nhwc)}_export_equal"] = all(
             torch.equal(trained[k], v) for k, v in exported.state_dict().items()

@@ -28,9 +28,10 @@ from .io import (
     CONFIG_METADATA_KEY,
     CheckpointError,
     detect_preset,
-    infer_config,
+    infer_vae_config,
     load_official_vae,
     read_state_dict,
+    saved_vae_config,
 )
 from .safetensors_io import load_safetensors, load_safetensors_metadata, save_safetensors
 from .schedules import (
@@ -139,7 +140,7 @@ def encode_command(args: argparse.Namespace) -> int:
     tensors = {f"bits.{k}": b.to(torch.uint8).cpu() for k, b in enumerate(out.bits)}
     meta = {
         "scales": json.dumps([list(s) for s in out.scales]),
-        CONFIG_METADATA_KEY: model.config.to_json(),
+        CONFIG_METADATA_KEY: json.dumps(model.config.to_dict(), sort_keys=True),
         "image_hw": json.dumps([int(x.shape[2]), int(x.shape[3])]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +175,7 @@ def decode_command(args: argparse.Namespace) -> int:
     bits, meta = read_bits(args.bits)
     model = _load_model(args)
     if CONFIG_METADATA_KEY in meta:
-        written = VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
+        written = VAEConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
         if written.codebook_dim != model.config.codebook_dim:
             raise ValueError(
                 f"{args.bits} holds {written.codebook_dim}-bit codes but {args.checkpoint} is a "
@@ -188,7 +189,8 @@ def decode_command(args: argparse.Namespace) -> int:
 
 
 def info_command(args: argparse.Namespace) -> int:
-    sd, meta = read_state_dict(args.checkpoint, use_ema=args.ema)
+    sd = read_state_dict(args.checkpoint, use_ema=args.ema)
+    saved = saved_vae_config(args.checkpoint)
     params = sum(v.numel() for k, v in sd.items() if not k.endswith(".mask"))
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in sd.values()})
     presets = detect_preset(sd)
@@ -197,11 +199,11 @@ def info_command(args: argparse.Namespace) -> int:
     print(f"parameters:  {params:,}")
     print(f"dtypes:      {', '.join(dtypes)}")
     print(f"preset:      {' / '.join(presets) if presets else '(none matches exactly)'}")
-    if CONFIG_METADATA_KEY in meta:
-        print(f"config:      {VAEConfig.from_json(meta[CONFIG_METADATA_KEY])} (from metadata)")
+    if saved is not None:
+        print(f"config:      {saved} (from metadata)")
     else:
         try:
-            print(f"config:      {infer_config(sd)} (inferred from shapes)")
+            print(f"config:      {infer_vae_config(sd)} (inferred from shapes)")
         except CheckpointError as exc:
             print(f"config:      cannot infer ({exc})")
     return 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 __all__ = ["VAE_PRESETS", "VAEConfig"]
 
@@ -125,12 +128,50 @@ class VAEConfig:
             values["ch_mult"] = tuple(values["ch_mult"])
         return cls(**values)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    @overload
+    def to_json(self, path: str | os.PathLike[str]) -> Path: ...
+    @overload
+    def to_json(self, path: None = None) -> str: ...
+    def to_json(self, path: str | os.PathLike[str] | None = None) -> Path | str:
+        """Write the config as JSON to ``path`` (``config.json`` in a :func:`save_vae` folder) and return it.
+
+        Without ``path`` (deprecated, removed in the next minor version) it returns the JSON text; use
+        ``json.dumps(config.to_dict())`` for that.
+        """
+        if path is None:
+            warnings.warn(
+                "VAEConfig.to_json() without a path is deprecated; it writes a file like InfinityConfig.to_json. "
+                "Use json.dumps(config.to_dict()) for the text.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return json.dumps(self.to_dict(), sort_keys=True)
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
 
     @classmethod
-    def from_json(cls, text: str) -> VAEConfig:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, path: str | os.PathLike[str]) -> VAEConfig:
+        """Read a config written by :meth:`to_json`; raises ValueError naming the file when it is not valid.
+
+        Given JSON text instead of a path (deprecated, removed in the next minor version) it parses the text;
+        use ``VAEConfig.from_dict(json.loads(text))`` for that.
+        """
+        if isinstance(path, str) and path.lstrip().startswith("{"):
+            warnings.warn(
+                "VAEConfig.from_json(text) is deprecated; it reads a file like InfinityConfig.from_json. "
+                "Use VAEConfig.from_dict(json.loads(text)) for text.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return cls.from_dict(json.loads(path))
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read VAE config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"VAE config {path} holds a JSON {type(data).__name__}, expected an object")
+        return cls.from_dict(data)
 
 
 VAE_PRESETS: Mapping[str, VAEConfig] = MappingProxyType(

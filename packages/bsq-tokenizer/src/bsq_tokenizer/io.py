@@ -1,4 +1,9 @@
-"""Checkpoint I/O: official ``.pth`` files (strict, ``weights_only=True``) and our safetensors + config format."""
+"""Checkpoint I/O: official ``.pth`` files (strict, ``weights_only=True``) and our folder format.
+
+``save_vae(model, folder)`` writes ``config.json`` + ``model.safetensors``, the same layout as
+``infinity_model.save_infinity``; ``load_vae`` reads that folder and the older single ``.safetensors`` file (config in
+its metadata or a ``.json`` beside it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import logging
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,24 +26,34 @@ from .safetensors_io import load_safetensors, load_safetensors_metadata, save_sa
 from .vae import BSQVAE
 
 __all__ = [
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
     "CheckpointError",
+    "check_state_dict",
     "detect_preset",
     "expected_state_dict_shapes",
     "infer_config",
+    "infer_vae_config",
     "load_official_vae",
     "load_vae",
     "read_state_dict",
     "save_vae",
+    "saved_vae_config",
 ]
 
 logger = logging.getLogger(__name__)
 
 CONFIG_METADATA_KEY = "bsq_tokenizer.config"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 _MAX_LISTED = 12
 
 
 class CheckpointError(BSQTokenizerError, ValueError):
-    """A checkpoint file cannot be read or does not match the requested architecture."""
+    """A checkpoint file cannot be read or does not match the requested architecture.
+
+    The one checkpoint error of the stack: ``infinity_model`` raises (and re-exports) this same class.
+    """
 
 
 def expected_state_dict_shapes(config: VAEConfig) -> dict[str, tuple[int, ...]]:
@@ -62,7 +78,7 @@ def _dim(state_dict: Mapping[str, Tensor], candidates: Sequence[tuple[str, int]]
     return None
 
 
-def infer_config(state_dict: Mapping[str, Tensor]) -> VAEConfig:
+def infer_vae_config(state_dict: Mapping[str, Tensor]) -> VAEConfig:
     """Reconstruct a ``VAEConfig`` from the keys and shapes of a state dict (exact preset when one matches).
 
     Every size is read from the first of several keys that carry it, so one renamed or missing key still yields
@@ -127,7 +143,7 @@ def _preset_hint(state_dict: Mapping[str, Tensor], config: VAEConfig | None = No
             f" The file looks like preset {' / '.join(repr(p) for p in presets)}: load it with that preset."
         )
     try:
-        cfg = infer_config(state_dict)
+        cfg = infer_vae_config(state_dict)
     except CheckpointError:
         return _flux_naming_hint(state_dict)
     if cfg == config:
@@ -189,17 +205,18 @@ def _torch_load(path: Path) -> object:
         raise CheckpointError(f"refusing to load {path}: weights_only=True rejected it ({exc})") from exc
 
 
-def read_state_dict(
-    path: str | os.PathLike[str], use_ema: bool = False
-) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """(state dict, metadata) of an official ``.pth`` ({"vae": sd[, "ema": sd]} or a flat dict) or a safetensors file."""
+def read_state_dict(path: str | os.PathLike[str], use_ema: bool = False) -> dict[str, Tensor]:
+    """Flat state dict of an official ``.pth`` ({"vae": sd[, "ema": sd]} or flat), a safetensors file or a
+    :func:`save_vae` folder (memory-mapped). The config stored beside the weights is :func:`saved_vae_config`."""
     path = Path(path)
+    if path.is_dir():
+        path = _weights_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
         if use_ema:
             raise CheckpointError(f"{path}: safetensors files hold one set of weights; drop use_ema")
-        return load_safetensors(path), load_safetensors_metadata(path)
+        return load_safetensors(path)
     obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a dict with a 'vae' state dict")
@@ -216,7 +233,17 @@ def read_state_dict(
         )
     if not isinstance(sd, Mapping) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{path}: entry {key!r} is not a state dict of tensors")
-    return dict(sd), {}
+    return dict(sd)
+
+
+def _weights_file(folder: Path) -> Path:
+    """``model.safetensors`` of a :func:`save_vae` folder; CheckpointError naming the folder when it is absent."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(
+            f"{folder} is not a saved VAE folder: {WEIGHTS_FILE} is missing (see bsq_tokenizer.save_vae)"
+        )
+    return weights
 
 
 def _resolve_config(
@@ -228,7 +255,7 @@ def _resolve_config(
         return VAEConfig.preset(config)
     if config is None:
         try:
-            cfg = infer_config(state_dict)
+            cfg = infer_vae_config(state_dict)
         except CheckpointError as exc:
             raise CheckpointError(f"{source}: {exc}") from None
         logger.info("%s: inferred VAE config %s", source, cfg)
@@ -266,51 +293,96 @@ def load_official_vae(
     mismatch the CheckpointError names the missing/unexpected keys and the preset the file looks like.
     """
     path = Path(path)
-    sd, meta = read_state_dict(path, use_ema=use_ema)
-    if config is None and CONFIG_METADATA_KEY in meta:
-        config = VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
+    sd = read_state_dict(path, use_ema=use_ema)
+    if config is None:
+        config = saved_vae_config(path)
     cfg = _resolve_config(config, sd, str(path))
     return _build(sd, cfg, str(path), device, dtype)
 
 
-def save_vae(model: BSQVAE, path: str | os.PathLike[str]) -> None:
-    """Write ``model``'s weights as safetensors with its config JSON in the metadata and beside it (``.json``)."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"save_vae writes safetensors; give a path ending in .safetensors, got {path}")
-    config_json = model.config.to_json()
-    tensors = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    save_safetensors(tensors, path, metadata={"format": "pt", CONFIG_METADATA_KEY: config_json})
-    path.with_suffix(".json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+def save_vae(model: BSQVAE, folder: str | os.PathLike[str]) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (config also in its metadata) into ``folder``; returns it.
+
+    The same layout as ``infinity_model.save_infinity``; read it back with :func:`load_vae`. A path ending in
+    ``.safetensors`` writes the older single file with a ``.json`` beside it (deprecated, removed in the next minor
+    version).
+    """
+    path = Path(folder)
+    if path.suffix in (".pt", ".pth", ".bin", ".json") or path.is_file():
+        raise ValueError(f"save_vae writes a folder (config.json + model.safetensors); {path} is a file name")
+    if path.suffix == ".safetensors":
+        warnings.warn(
+            f"save_vae(model, {str(path)!r}) writing a single .safetensors file is deprecated; give a folder: "
+            "save_vae writes config.json + model.safetensors there, like infinity_model.save_infinity",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        _write_weights(model, path)
+        model.config.to_json(path.with_suffix(".json"))
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    _write_weights(model, path / WEIGHTS_FILE)
+    model.config.to_json(path / CONFIG_FILE)
+    return path
+
+
+def _write_weights(model: BSQVAE, path: Path) -> None:
+    metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(model.config.to_dict(), sort_keys=True)}
+    tensors = {}
+    for key, value in model.state_dict().items():
+        if value.is_meta:
+            raise CheckpointError(f"cannot save {key}: the model is still on the meta device (not loaded)")
+        tensors[key] = value.detach()
+    save_safetensors(tensors, path, metadata=metadata)  # atomic: temp file, fsync, rename
 
 
 def load_vae(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> BSQVAE:
-    """Load a model written by ``save_vae``: config from the metadata (else ``<name>.json`` beside), strict weights."""
+    """Load a model written by :func:`save_vae` strictly, in eval mode and frozen.
+
+    ``path`` is a ``save_vae`` folder (``config.json`` + ``model.safetensors``) or an older single ``.safetensors``
+    file (config in its metadata, else ``<name>.json`` beside it).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VAE file {path} does not exist")
+    if not path.exists():
+        raise FileNotFoundError(f"VAE {path} does not exist; pass a folder written by save_vae")
+    weights = _weights_file(path) if path.is_dir() else path
     config = saved_vae_config(path)
     if config is None:
         raise CheckpointError(
-            f"{path} has no '{CONFIG_METADATA_KEY}' metadata and no {path.with_suffix('.json').name} beside it; "
-            "use load_official_vae(path, preset) to give the architecture explicitly"
+            f"{path} has no {CONFIG_FILE}, no '{CONFIG_METADATA_KEY}' metadata and no "
+            f"{path.with_suffix('.json').name} beside it; use load_official_vae(path, preset) to give the "
+            "architecture explicitly"
         )
-    return _build(load_safetensors(path), config, str(path), device, dtype)
+    return _build(load_safetensors(weights), config, str(path), device, dtype)
 
 
 def saved_vae_config(path: str | os.PathLike[str]) -> VAEConfig | None:
-    """The config ``save_vae`` stored with a safetensors file (metadata, else ``<name>.json`` beside); None if none.
+    """The config :func:`save_vae` stored with the weights, or None when there is none.
 
+    A folder's ``config.json``; for a single ``.safetensors`` file its metadata, else ``<name>.json`` beside it.
     Prefer it to inferring from tensor shapes: some fields (``norm_groups``) leave no trace in the shapes.
     """
     path = Path(path)
+    if path.is_dir():
+        return VAEConfig.from_json(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else None
     if path.suffix != ".safetensors":
         return None
     meta = load_safetensors_metadata(path)
     if CONFIG_METADATA_KEY in meta:
-        return VAEConfig.from_json(meta[CONFIG_METADATA_KEY])
+        return VAEConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
     if path.with_suffix(".json").is_file():
-        return VAEConfig.from_dict(json.loads(path.with_suffix(".json").read_text()))
+        return VAEConfig.from_json(path.with_suffix(".json"))
     return None
+
+
+def infer_config(state_dict: Mapping[str, Tensor]) -> VAEConfig:
+    """Deprecated name of :func:`infer_vae_config` (removed in the next minor version)."""
+    warnings.warn(
+        "bsq_tokenizer.io.infer_config is deprecated; use infer_vae_config (infinity_model's is "
+        "infer_infinity_config)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return infer_vae_config(state_dict)

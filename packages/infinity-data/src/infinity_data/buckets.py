@@ -7,7 +7,7 @@ should shrink an image.
 
 from __future__ import annotations
 
-from bsq_tokenizer import (
+from bsq_tokenizer.schedules import (
     EXTRA_PIXEL_BUDGETS,
     H_DIV_W_TEMPLATES,
     PIXEL_BUDGETS,

@@ -31,7 +31,8 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
-from bsq_tokenizer import resize_crop_for_template, target_pixel_size
+from bsq_tokenizer import resize_crop_for_template
+from bsq_tokenizer.schedules import target_pixel_size
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 

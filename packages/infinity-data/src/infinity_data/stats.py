@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bsq_tokenizer import H_DIV_W_TEMPLATES
+from bsq_tokenizer.schedules import H_DIV_W_TEMPLATES
 from PIL import Image, ImageDraw, ImageFont
 
 from .shards import ShardIndex, read_shard

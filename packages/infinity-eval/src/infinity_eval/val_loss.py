@@ -81,7 +81,7 @@ def bitwise_metrics(
     if logits.shape[1] != L:
         raise ValueError(f"schedule {list(scales)} has {L} tokens, logits have {logits.shape[1]}")
     try:
-        from bsq_tokenizer import scale_token_weights
+        from bsq_tokenizer.schedules import scale_token_weights
     except ImportError as err:
         raise ImportError(
             "bitwise_metrics needs the per-scale token weights of bsq-tokenizer: "
@@ -156,7 +156,13 @@ def bsc_inputs_and_labels(
     The next scale's input is the trilinear resize of the full-grid accumulation. fp32 throughout.
     With `patchify` (8B) the VAE-side grids are doubled and tokens are 2x2 space-to-depth (D = 4d).
     """
-    from bsq_tokenizer import BSQ, RandomBitFlips, residual_quantize, space_to_depth, space_to_depth_bits
+    from bsq_tokenizer.quantizer import (
+        BSQ,
+        RandomBitFlips,
+        residual_quantize,
+        space_to_depth,
+        space_to_depth_bits,
+    )
 
     B, d = latent.shape[:2]
     full = tuple(latent.shape[-2:])
@@ -246,7 +252,8 @@ def infinity_val_loss(
 def _manifest_batches(manifest: Path, text_encoder: Any, batch_size: int, pn: str, device: torch.device):
     """(TextCondition, images) batches from a JSONL manifest; images are cover-resized and centre-cropped to the
     nearest template at `pn` (bsq_tokenizer.resize_crop_for_template); one aspect template per batch."""
-    from bsq_tokenizer import image_to_tensor, nearest_template, resize_crop_for_template
+    from bsq_tokenizer import image_to_tensor, resize_crop_for_template
+    from bsq_tokenizer.schedules import nearest_template
 
     from .io import load_image, read_manifest
 

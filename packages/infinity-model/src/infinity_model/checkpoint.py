@@ -14,17 +14,18 @@ import math
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from bsq_tokenizer import VAEConfig, load_safetensors, save_safetensors
+from bsq_tokenizer import CheckpointError, VAEConfig
+from bsq_tokenizer.safetensors_io import load_safetensors, save_safetensors
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from infinity_model.config import PRESETS, InfinityConfig
-from infinity_model.errors import InfinityModelError
 from infinity_model.transformer import AttnBackend, Infinity, default_cfg_uncond
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "check_state_dict",
     "describe_checkpoint",
     "infer_config",
+    "infer_infinity_config",
     "inspect_checkpoint",
     "load_infinity",
     "load_official_infinity",
@@ -53,10 +55,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 _BLOCK_KEY = re.compile(r"^(?:block_chunks\.(\d+)\.module\.(\d+)|blocks\.(\d+))\.")
 _MAX_LISTED = 8
-
-
-class CheckpointError(InfinityModelError, ValueError):
-    """A checkpoint file does not exist, cannot be read safely, or does not fit the requested model."""
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -188,7 +186,9 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 # -------------------------------------------------------------------------------------- diagnostics
 
 
-def infer_config(shapes: Mapping[str, Sequence[int] | Tensor], drop_path_rate: float = 0.1) -> InfinityConfig:
+def infer_infinity_config(
+    shapes: Mapping[str, Sequence[int] | Tensor], drop_path_rate: float = 0.1
+) -> InfinityConfig:
     """The architecture a state dict was made for, from its key names and shapes.
 
     d_vae = 56 is taken as the patchified 8B tokenizer (the only released 56-bit setting); drop_path_rate is
@@ -298,7 +298,7 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], source
     message = f"{source} does not fit the model: " + "; ".join(problems) + "."
     config = getattr(model, "config", None)
     try:
-        found = infer_config(got)
+        found = infer_infinity_config(got)
     except CheckpointError as exc:
         message += f" The file cannot be read as one architecture: {exc}."
         found = None
@@ -315,7 +315,9 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], source
         else:
             message += f" The model was built as {_describe(config)}, but the file holds {_describe(found)}"
             name = match_preset(found)
-            hint = f"InfinityConfig.preset({name!r})" if name else "infer_config(read_state_dict(path))"
+            hint = (
+                f"InfinityConfig.preset({name!r})" if name else "infer_infinity_config(read_state_dict(path))"
+            )
             message += f"; load it with {hint} (or config=None to infer it)."
     raise CheckpointError(message)
 
@@ -408,12 +410,12 @@ def load_official_infinity(
     """Load an official Infinity checkpoint strictly: a flat `.pth` (e.g. infinity_2b_reg.pth), a sharded
     HF-style folder (infinity_8b_weights/: index json + .bin or .safetensors shards) or a single file.
 
-    config None infers the architecture from the shapes (see `infer_config`). Returns the model in eval mode.
+    config None infers the architecture from the shapes (see `infer_infinity_config`). Returns the model in eval mode.
     """
     state = read_state_dict(path)
     if config is None:
         try:
-            config = infer_config(state)
+            config = infer_infinity_config(state)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from None
         logger.info("%s: inferred %s", path, _describe(config))
@@ -527,7 +529,7 @@ def _open_checkpoint(path: str | Path) -> tuple[CheckpointInfo, dict[str, Tensor
     dtypes = tuple(sorted({str(v.dtype).removeprefix("torch.") for v in state.values()}))
     fmt = _format(path)
     config = InfinityConfig.from_json(path / CONFIG_FILE) if fmt == "safetensors folder" else None
-    config = config or infer_config(shapes)
+    config = config or infer_infinity_config(shapes)
     return CheckpointInfo(path, fmt, config, match_preset(config), shapes, dtypes), state
 
 
@@ -571,3 +573,14 @@ def check_compatible(
             f"({model_config.vae_channels} bits, stride {stride}), but VAE {vae_src} has "
             f"{vae_config.codebook_dim} bits at stride {vae_config.patch_size}; pass the matching VAE"
         )
+
+
+def infer_config(shapes: Mapping[str, Sequence[int] | Tensor], drop_path_rate: float = 0.1) -> InfinityConfig:
+    """Deprecated name of :func:`infer_infinity_config` (removed in the next minor version)."""
+    warnings.warn(
+        "infinity_model.infer_config is deprecated; use infinity_model.checkpoint.infer_infinity_config "
+        "(bsq_tokenizer's is infer_vae_config)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return infer_infinity_config(shapes, drop_path_rate)

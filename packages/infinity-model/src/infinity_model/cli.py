@@ -314,7 +314,7 @@ def sampler_config(args: argparse.Namespace, generation: GenerationConfig) -> Sa
 
 
 def _schedule(args: argparse.Namespace, pipe: InfinityPipeline, ratio: float, pn: str) -> ScaleSchedule:
-    from bsq_tokenizer import custom_schedule
+    from bsq_tokenizer.schedules import custom_schedule
 
     if args.scales is not None:
         h, w = args.scales[-1]

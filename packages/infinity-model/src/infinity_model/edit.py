@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bsq_tokenizer import ScaleSchedule, cover_crop_geometry, cover_resize_crop, load_image, to_rgb
+from bsq_tokenizer import ScaleSchedule, load_image
+from bsq_tokenizer.image import to_rgb
+from bsq_tokenizer.schedules import cover_crop_geometry, cover_resize_crop
 from PIL import Image
 from torch import Tensor
 

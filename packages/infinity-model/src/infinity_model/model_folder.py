@@ -4,11 +4,12 @@ The shape of diffusers' ``model_index.json`` (``DiffusionPipeline.from_pretraine
 ``src/diffusers/pipelines/pipeline_utils.py``): an index names each part's path inside the folder, and
 ``InfinityPipeline.from_pretrained(folder)`` opens it::
 
-    model_index.json         {"model": "transformer", "vae": "vae.safetensors", "text_encoder": "text_encoder",
+    model_index.json         {"model": "transformer", "vae": "vae", "text_encoder": "text_encoder",
                               "provenance": {...}}  (score, run: where the model comes from)
     generation_config.json   GenerationConfig: pn, ratio, cfg, tau, top_k, top_p, candidates
     transformer/             save_infinity output (config.json + model.safetensors)
-    vae.safetensors          save_vae output (config in the metadata, .json beside)
+    vae/                     save_vae output (config.json + model.safetensors); folders written before
+                             0.2 hold vae.safetensors (config in the metadata, .json beside) instead
     text_encoder/            T5 encoder + tokenizer (save_pretrained), see local_t5.py
 
 Folders written before this layout hold one ``default_model.json`` with the generation settings inline under
@@ -99,7 +100,8 @@ def write_model_folder(
     generation: GenerationConfig | dict[str, Any],
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Copy a ``save_infinity`` folder, a ``save_vae`` file (+ its .json) and a T5 folder into ``folder``, and
+    """Copy a ``save_infinity`` folder, a ``save_vae`` folder (or older file + its .json) and a T5 folder into
+    ``folder``, and
     write its ``generation_config.json`` and ``model_index.json``.
 
     Existing parts in ``folder`` are replaced; the index is written last, so a folder without it is never
@@ -112,21 +114,27 @@ def write_model_folder(
     for path, what in ((model, "model folder"), (text_encoder, "text encoder folder")):
         if not path.is_dir():
             raise FileNotFoundError(f"{what} {path} does not exist")
-    if not vae.is_file():
-        raise FileNotFoundError(f"VAE file {vae} does not exist")
+    if not vae.exists():
+        raise FileNotFoundError(f"VAE {vae} does not exist")
     root.mkdir(parents=True, exist_ok=True)
-    for name in (MODEL_INDEX_FILE, LEGACY_INDEX_FILE):
+    for name in (MODEL_INDEX_FILE, LEGACY_INDEX_FILE, "vae.safetensors", "vae.json"):
         (root / name).unlink(missing_ok=True)
     for name, source in (("transformer", model), ("text_encoder", text_encoder)):
         shutil.rmtree(root / name, ignore_errors=True)
         shutil.copytree(source, root / name)
-    shutil.copyfile(vae, root / "vae.safetensors")
-    if vae.with_suffix(".json").is_file():
-        shutil.copyfile(vae.with_suffix(".json"), root / "vae.json")
+    shutil.rmtree(root / "vae", ignore_errors=True)
+    if vae.is_dir():
+        shutil.copytree(vae, root / "vae")
+        vae_part = "vae"
+    else:  # an older single-file save_vae output
+        shutil.copyfile(vae, root / "vae.safetensors")
+        if vae.with_suffix(".json").is_file():
+            shutil.copyfile(vae.with_suffix(".json"), root / "vae.json")
+        vae_part = "vae.safetensors"
     generation.to_json(root / GENERATION_CONFIG_FILE)
     index = {
         "model": "transformer",
-        "vae": "vae.safetensors",
+        "vae": vae_part,
         "text_encoder": "text_encoder",
         "provenance": portable_provenance(provenance or {}, _repository_root(root)),
     }

@@ -15,18 +15,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from bsq_tokenizer import (
-    BSQVAE,
-    ScaleSchedule,
-    VAEConfig,
-    get_schedule,
-    image_to_tensor,
-    load_official_vae,
-    read_state_dict,
-    saved_vae_config,
-    to_rgb,
-)
-from bsq_tokenizer import infer_config as infer_vae_config
+from bsq_tokenizer import BSQVAE, ScaleSchedule, VAEConfig, get_schedule, image_to_tensor, load_official_vae
+from bsq_tokenizer.image import to_rgb
+from bsq_tokenizer.io import infer_vae_config, read_state_dict, saved_vae_config
 from PIL import Image
 
 from .checkpoint import (
@@ -63,10 +54,10 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------- VAE side
 def _vae_config(path: Path, preset: str | None) -> VAEConfig:
     """The VAE architecture: a preset name, else the config saved with our safetensors, else the tensor shapes."""
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(
-            f"VAE checkpoint {path} does not exist; pass an official infinity_vae_*.pth or a .safetensors "
-            "written by bsq_tokenizer.save_vae"
+            f"VAE checkpoint {path} does not exist; pass an official infinity_vae_*.pth or a folder (or older "
+            ".safetensors file) written by bsq_tokenizer.save_vae"
         )
     if preset is not None:
         return VAEConfig.preset(preset)
@@ -76,7 +67,7 @@ def _vae_config(path: Path, preset: str | None) -> VAEConfig:
     if path.suffix == ".safetensors":
         state = {k: torch.empty(shape, device="meta") for k, shape in _safetensors_shapes(path).items()}
     else:
-        state, _ = read_state_dict(path)
+        state = read_state_dict(path)
     return infer_vae_config(state)
 
 

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
-from bsq_tokenizer import (
+from bsq_tokenizer import ScaleSchedule
+from bsq_tokenizer.quantizer import (
     BSQ,
     ResidualSteps,
-    ScaleSchedule,
     bits_to_codes,
     depth_to_space_bits,
     space_to_depth,

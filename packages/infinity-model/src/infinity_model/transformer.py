@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import torch
-from bsq_tokenizer import ScaleSchedule, bits_to_codes, depth_to_space_bits, space_to_depth, trilinear_resize
+from bsq_tokenizer import ScaleSchedule
+from bsq_tokenizer.quantizer import bits_to_codes, depth_to_space_bits, space_to_depth, trilinear_resize
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 

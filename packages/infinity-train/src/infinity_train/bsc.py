@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from bsq_tokenizer import BSQ, RandomBitFlips, residual_quantize
+from bsq_tokenizer.quantizer import BSQ, RandomBitFlips, residual_quantize
 
 from .config import BSCConfig
 

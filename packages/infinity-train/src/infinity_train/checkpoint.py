@@ -29,8 +29,10 @@ from .config import RunConfig, save_run_config
 __all__ = [
     "capture_rng",
     "find_resume_tag",
+    "load_strict",
     "load_trainer_state",
     "publish_checkpoint",
+    "read_torch_file",
     "restore_rng",
     "save_trainer_state",
     "step_tag",
@@ -39,6 +41,20 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"
+
+
+def read_torch_file(path: Path) -> Any:
+    """The package's one ``torch.load``: the run's own ``.pt`` files, weights only, memory-mapped.
+
+    Official checkpoints are not read here: they go through ``infinity_model.load_official_infinity`` and
+    ``bsq_tokenizer.load_official_vae``, which check them with their ``check_state_dict`` first.
+    """
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, assign: bool = False) -> None:
+    """The package's one strict state-dict load: every key and shape must match (torch's strict comparison)."""
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def step_tag(step: int) -> str:
@@ -104,7 +120,7 @@ def load_trainer_state(ckpt_dir: Path, rank: int, world_size: int) -> dict[str, 
             f"{path} is missing: the checkpoint {ckpt_dir} was written by a run with a different number of "
             f"processes (this run has {world_size}); resume with the same world size"
         )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_torch_file(path)
 
 
 def publish_checkpoint(root: Path, tag: str, config: RunConfig, *, is_main: bool, keep_last: int) -> None:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import torch
 
-from .checkpoint import find_resume_tag
+from .checkpoint import find_resume_tag, load_strict, read_torch_file
 from .config import config_from_dict
 
 __all__ = ["consolidated_state_dict", "export_checkpoint"]
@@ -37,7 +37,7 @@ def consolidated_state_dict(save_dir: Path, tag: str, zero_stage: int) -> dict[s
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: not a ZeRO-0 DeepSpeed checkpoint")
         # memory-mapped: the file also holds the optimizer state (twice the weights for AdamW), never read here
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = read_torch_file(path)
         return {k: v.float() if v.is_floating_point() else v for k, v in state["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -59,7 +59,7 @@ def _fill_aliases(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> Non
 def _adopt(model: ModuleT, state: dict[str, torch.Tensor]) -> ModuleT:
     """Give a meta-device ``model`` the tensors of ``state`` (strict, no copy: ``assign=True``)."""
     _fill_aliases(model, state)
-    model.load_state_dict(state, strict=True, assign=True)
+    load_strict(model, state, assign=True)
     left = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"tensors {left[:5]} were not in the checkpoint and have no value (meta device)")
@@ -69,8 +69,8 @@ def _adopt(model: ModuleT, state: dict[str, torch.Tensor]) -> ModuleT:
 def export_checkpoint(
     run_dir: str | Path, out: str | Path, *, tag: str | None = None, use_ema: bool = False
 ) -> Path:
-    """Write the trained model of ``run_dir`` to ``out``: transformer → ``save_infinity`` folder
-    (safetensors + config.json); tokenizer → ``out/vae.safetensors`` (+ .json) via ``save_vae``."""
+    """Write the trained model of ``run_dir`` to the folder ``out`` (``config.json`` + ``model.safetensors``):
+    the transformer through ``save_infinity``, the tokenizer through ``save_vae``."""
     run_dir, out = Path(run_dir), Path(out)
     root, tag = _resolve(run_dir, tag)
     ckpt = root / tag
@@ -82,7 +82,7 @@ def export_checkpoint(
     )
     state = consolidated_state_dict(root, tag, config.deepspeed.zero_stage)
     if use_ema:
-        from bsq_tokenizer import load_safetensors
+        from bsq_tokenizer.safetensors_io import load_safetensors
 
         ema_path = ckpt / "ema.safetensors"
         if not ema_path.is_file():
@@ -104,9 +104,9 @@ def export_checkpoint(
     else:
         from bsq_tokenizer import BSQVAE, VAEConfig, save_vae
 
-        vae_config = VAEConfig.from_json((ckpt / "vae_config.json").read_text())
+        vae_config = VAEConfig.from_json(ckpt / "vae_config.json")
         with torch.device("meta"):
             vae = BSQVAE(vae_config)
-        save_vae(_adopt(vae, state), out / "vae.safetensors")
+        save_vae(_adopt(vae, state), out)
     log.info("exported %s (%s%s) to %s", ckpt, config.task, ", EMA" if use_ema else "", out)
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from bsq_tokenizer import scale_token_weights
+from bsq_tokenizer.schedules import scale_token_weights
 
 __all__ = ["BitLoss", "bit_cross_entropy"]
 

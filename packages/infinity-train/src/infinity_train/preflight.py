@@ -8,21 +8,15 @@ Every message names the config file and the dotted key.
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from infinity_data.storage import is_url  # URLs (object stores, HTTP) are passed on as given
+
 from .config import ConfigError, RunConfig
 
-__all__ = ["check_run_config", "is_url"]
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def is_url(value: str) -> bool:
-    """True for ``scheme://...`` locations (object stores, HTTP): they are passed on as given, not checked here."""
-    return bool(_URL.match(value))
+__all__ = ["check_run_config"]
 
 
 def _check_shards(value: str, key: str, source: str, *, required: bool) -> None:

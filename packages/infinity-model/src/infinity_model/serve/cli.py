@@ -101,7 +101,8 @@ def build_app(
 ) -> Starlette:
     """The app for a loaded pipeline: sampling defaults from ``settings`` (the model folder's generation
     settings, or a mapping of some of them), budgets that fit the model."""
-    from bsq_tokenizer import H_DIV_W_TEMPLATES, get_schedule
+    from bsq_tokenizer import get_schedule
+    from bsq_tokenizer.schedules import H_DIV_W_TEMPLATES
 
     from .app import create_app
     from .schema import available_pixel_budgets

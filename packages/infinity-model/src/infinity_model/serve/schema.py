@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bsq_tokenizer import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS, ScaleSchedule, get_schedule
+from bsq_tokenizer import ScaleSchedule, get_schedule
+from bsq_tokenizer.schedules import EXTRA_PIXEL_BUDGETS, PIXEL_BUDGETS
 
 from ..errors import InfinityModelError
 from ..generation import GenerationConfig
@@ -59,7 +60,7 @@ class RequestError(InfinityModelError, ValueError):
         self.message = message
         self.status = status
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"error": {"field": self.field, "message": self.message}}
 
 
@@ -103,7 +104,7 @@ class ServeLimits:
                 f"batch_wait >= 0; got {self}"
             )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 

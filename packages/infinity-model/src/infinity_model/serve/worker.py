@@ -140,7 +140,7 @@ class BatcherStats:
     failed_batches: int = 0
     recent_batches: deque[int] = field(default_factory=lambda: deque(maxlen=64))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "batches": self.batches,
             "images": self.images,
