@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -20,8 +19,9 @@ from .distribute import DISTRIBUTORS
 from .errors import InfinityDataError
 from .loader import BucketLoader, LoaderConfig
 from .shards import INDEX_NAME, ShardIndex
+from .sources import detect_kind
 from .stats import stats
-from .storage import UnsupportedLocationError, check_location, is_url, join, redact
+from .storage import check_location, join
 from .verify import verify
 
 _KINDS = ("auto", "folder", "jsonl", "img2dataset")
@@ -56,18 +56,6 @@ def _add_num_workers(p: argparse.ArgumentParser, default: int, help: str) -> Non
     p.add_argument("--workers", dest="num_workers", type=int, action=_DeprecatedFlag, new="--num-workers")
 
 
-def _detect_kind(path: Path) -> str:
-    if path.is_file():
-        return "jsonl" if path.suffix.lower() == ".jsonl" else "img2dataset"
-    if path.is_dir():
-        if any(path.glob("*.jsonl")):
-            return "jsonl"
-        if any(path.glob("*.tar")):
-            return "img2dataset"
-        return "folder"
-    raise FileNotFoundError(f"{path} does not exist")
-
-
 @contextmanager
 def _bar(desc: str, total: int | None, unit: str) -> Iterator[Callable[[int], object]]:
     with tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=None) as bar:
@@ -89,14 +77,10 @@ def _convert_output(args: argparse.Namespace) -> str:
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    if is_url(args.input):
-        raise UnsupportedLocationError(
-            f"{redact(args.input)}: remote inputs are not supported yet; copy them to a local folder first"
-        )
     output = _convert_output(args)
     check_location(output, write=True)  # a URL output needs its extra and a writable scheme
-    source = Path(args.input)
-    kind = _detect_kind(source) if args.kind == "auto" else args.kind
+    source = args.input  # a local path or a URL (an img2dataset folder or a JSONL/parquet list in a bucket)
+    kind = detect_kind(source) if args.kind == "auto" else args.kind
     config = ConvertConfig(
         pn=args.pn,
         workers=args.num_workers,

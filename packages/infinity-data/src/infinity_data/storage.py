@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import posixpath
 import re
 import tempfile
 import time
@@ -44,6 +45,8 @@ __all__ = [
     "is_url",
     "local_copy",
     "redact",
+    "resolve",
+    "split_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,6 +128,26 @@ def join(root: Path | str, rel: str) -> Path | str:
     return root / rel if isinstance(root, Path) else f"{root}/{rel}"
 
 
+def split_url(url: str) -> tuple[str, str]:
+    """``(folder URL, object name)`` of an object URL (``s3://b/ds/a.tar`` -> ``s3://b/ds``, ``a.tar``)."""
+    scheme, _, rest = url.partition("://")
+    folder, _, name = rest.rstrip("/").rpartition("/")
+    if not folder or not name:
+        raise UnsupportedLocationError(f"{redact(url)}: expected the URL of an object inside a bucket/folder")
+    return f"{scheme}://{folder}", name
+
+
+def resolve(base: Path | str, rel: str) -> str:
+    """``rel`` (a relative posix path or a URL) against a local folder or a folder URL, normalised
+    (``images/../images/a.jpg`` is ``images/a.jpg``); a URL is returned as it is."""
+    if is_url(rel):
+        return rel
+    if isinstance(base, Path):
+        return os.path.normpath(base / rel)
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{posixpath.normpath(rest.rstrip('/') + '/' + rel)}"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Transient failures are retried ``attempts - 1`` times, waiting base * 2**k seconds (capped)."""
@@ -178,6 +201,8 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 def _is_permanent(exc: BaseException) -> bool:
     """Missing objects and 4xx answers (other than 408 timeout / 429 slow down) are not worth retrying."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return True
+    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # botocore: no retry helps
         return True
     status = getattr(exc, "status", None)
     return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
@@ -285,6 +310,20 @@ class Store:
             )
         pattern = f"{self._path('*/*.tar')}"
         found = self.call("list", "", lambda: self.fs.glob(pattern))
+        prefix = self.fs._strip_protocol(str(self.root)).rstrip("/") + "/"
+        return sorted(str(p)[len(prefix) :] for p in found if str(p).startswith(prefix))
+
+    def glob(self, pattern: str) -> list[str]:
+        """Relative paths of the objects matching ``pattern`` directly under the root, sorted (http(s)
+        roots cannot be listed: name the file itself there)."""
+        if not self.is_remote:
+            root = Path(self.root)
+            return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+        if str(self.root).split("://", 1)[0] in READ_ONLY_SCHEMES:
+            raise UnsupportedLocationError(
+                f"{self.display(None)}: http(s) locations cannot be listed; give the URL of the file itself"
+            )
+        found = self.call("list", "", lambda: self.fs.glob(self._path(pattern)))
         prefix = self.fs._strip_protocol(str(self.root)).rstrip("/") + "/"
         return sorted(str(p)[len(prefix) :] for p in found if str(p).startswith(prefix))
 
