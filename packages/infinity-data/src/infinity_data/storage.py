@@ -21,7 +21,9 @@ import logging
 import os
 import posixpath
 import re
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -174,6 +176,21 @@ class IOStats:
     retries: int = 0  # transient failures that were retried
     failed_shards: int = 0  # shards that still failed after every retry
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # the loader's prefetch thread counts too
+
+    def __getstate__(self) -> dict[str, int]:
+        return self.to_dict()
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def count(self, **deltas: int) -> None:
+        """Add to counters, safely from several threads."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
@@ -259,7 +276,7 @@ class Store:
                         f"{self.display(rel)}: {what} failed after {self.retry.attempts} attempts "
                         f"({type(exc).__name__}: {redact(str(exc))})"
                     ) from exc
-                self.stats.retries += 1
+                self.stats.count(retries=1)
                 delay = self.retry.delay(attempt)
                 logger.warning(
                     "%s: %s failed (%s), retry %d in %.2f s",
@@ -277,8 +294,7 @@ class Store:
         if not self.is_remote:
             return Path(self._path(rel)).read_bytes()
         data: bytes = self.call("read", rel, lambda: self.fs.cat_file(self._path(rel)))
-        self.stats.fetches += 1
-        self.stats.bytes_fetched += len(data)
+        self.stats.count(fetches=1, bytes_fetched=len(data))
         return data
 
     def fetch(self, rel: str, dest: Path) -> Path:
@@ -290,8 +306,7 @@ class Store:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        self.stats.fetches += 1
-        self.stats.bytes_fetched += dest.stat().st_size
+        self.stats.count(fetches=1, bytes_fetched=dest.stat().st_size)
         return dest
 
     def exists(self, rel: str) -> bool:
@@ -359,6 +374,24 @@ def local_copy(store: Store, rel: str) -> Iterator[Path]:
         yield store.fetch(rel, Path(tmp) / Path(rel).name)
 
 
+@contextlib.contextmanager
+def _shard_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (POSIX; elsewhere no lock: two workers may then download the
+    same shard, which costs time but not correctness, since copies are renamed into place whole)."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # a waiter holding the old file re-checks the cache first
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 class ShardCache:
     """Local copies of a remote store's shards in ``folder``, at most ``max_bytes`` in all (least recently
     used out, by modification time, which every hit refreshes). Several processes may share one folder:
@@ -385,22 +418,35 @@ class ShardCache:
         digest = hashlib.sha1(self.store.display(rel).encode("utf-8")).hexdigest()[:24]
         return self._folder() / f"{digest}-{Path(rel).name}"
 
-    def local(self, rel: str) -> Path:
-        """The local copy of shard ``rel`` (downloaded whole on a miss); ShardUnavailableError on failure."""
+    def _hit(self, path: Path) -> bool:
+        try:
+            os.utime(path)  # a hit: now the most recently used
+        except FileNotFoundError:
+            return False
+        self.store.stats.count(cache_hits=1)
+        return True
+
+    def local(self, rel: str, count_failure: bool = True) -> Path:
+        """The local copy of shard ``rel`` (downloaded whole on a miss); ShardUnavailableError on failure
+        (counted in ``failed_shards`` unless ``count_failure`` is off, as for a prefetch the reader will
+        retry). Processes and threads sharing the folder download each shard once: a miss takes a lock
+        file of that shard, and whoever waited on it finds the copy made meanwhile."""
         if not self.store.is_remote:
             return Path(self.store._path(rel))
         path = self._name(rel)
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(path)  # a hit: now the most recently used
-            self.store.stats.cache_hits += 1
+        if self._hit(path):
             return path
-        try:
-            self.store.fetch(rel, path)
-        except (OSError, ValueError) as exc:
-            self.store.stats.failed_shards += 1
-            raise ShardUnavailableError(
-                f"{self.store.display(rel)}: shard unavailable ({type(exc).__name__}: {redact(str(exc))})"
-            ) from exc
+        with _shard_lock(path.with_name(f".{path.name}.lock")):
+            if self._hit(path):
+                return path
+            try:
+                self.store.fetch(rel, path)
+            except (OSError, ValueError) as exc:
+                if count_failure:
+                    self.store.stats.count(failed_shards=1)
+                raise ShardUnavailableError(
+                    f"{self.store.display(rel)}: shard unavailable ({type(exc).__name__}: {redact(str(exc))})"
+                ) from exc
         self._evict(keep=path)
         return path
 
