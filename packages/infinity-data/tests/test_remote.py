@@ -290,6 +290,8 @@ def test_s3_faults_every_sample_delivered_exactly_once(converted: Path, s3: S3Se
     assert s3.faults.failed > 0
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 45
     assert loader.io_stats["failed_shards"] == 0
+    # neither s3fs nor botocore retries behind our back: every failed GET is one counted retry
+    assert loader.io_stats["retries"] == s3.faults.failed
 
 
 # ---- http(s): read-only ---------------------------------------------------------------------------------

@@ -62,6 +62,12 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "https": ("aiohttp", "http"),
 }
 READ_ONLY_SCHEMES = frozenset({"http", "https"})
+# Backend options that leave retrying to :meth:`Store.call`, so that every retry is counted in IOStats: s3fs
+# retries some errors itself (``retries``, default 5) and botocore retries 5xx/throttling below it
+# (``total_max_attempts``, default 5 in its legacy mode); both are set to a single attempt.
+_SINGLE_ATTEMPT: dict[str, dict[str, Any]] = {
+    "s3": {"config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"}}},
+}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _T = TypeVar("_T")
 
@@ -256,7 +262,11 @@ class Store:
             import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
 
             # a private instance: tests and long jobs may see the environment (endpoint) change
-            self._fs, _ = fsspec.core.url_to_fs(str(self.root), skip_instance_cache=True)
+            scheme = str(self.root).split("://", 1)[0].lower()
+            options = _SINGLE_ATTEMPT.get(scheme, {})
+            self._fs, _ = fsspec.core.url_to_fs(str(self.root), skip_instance_cache=True, **options)
+            if scheme == "s3":
+                self._fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor option)
         return self._fs
 
     def _path(self, rel: str) -> str:
