@@ -6,11 +6,12 @@ with a warm cache folder, and convert images/s with the process pool vs Ray, all
 
 The loader rows time one epoch each (256x256 batches of 16), each from a fresh loader: "local" reads the
 shards from disk; "s3, cold" starts with an empty cache (the default: one temporary folder shared by the
-loader's workers, each shard downloaded once, the next batches' shards downloaded by a background thread
-while the current batch is decoded); "no prefetch" turns the background thread off
-(``prefetch_shard_batches=0``); "warm cache dir" reads through a cache folder filled by an earlier epoch
-(the cost of the cache lookups only). The loader rows are interleaved over ``--rounds`` rounds and the best
-of each is kept; ratios are relative to local in the same run (target: the store at >= 0.8x on loopback).
+loader's workers, each shard downloaded once); "prefetch 2" adds a background thread per worker that
+downloads the shards of its next 2 batches while it decodes the current one
+(``prefetch_shard_batches=2``); "warm cache dir" reads through a cache folder filled by an earlier epoch
+(the cost of the cache lookups only). The loader rows are interleaved over ``--rounds`` rounds, in an order
+rotated each round (the row right after another ran slower, whichever it was), and the best of each is
+kept; ratios are relative to local in the same run (target: the store at >= 0.8x on loopback).
 The convert rows time ``convert_folder`` with 2 workers; Ray's row includes its task overhead but not
 ``ray.init`` (stated separately). Needs the dev group (moto server, s3fs, ray).
 """
@@ -84,6 +85,7 @@ def main() -> None:
                 AWS_SECRET_ACCESS_KEY="bench",
                 AWS_DEFAULT_REGION="us-east-1",
                 AWS_ENDPOINT_URL=f"http://{host}:{port}",
+                XDG_CACHE_HOME=str(tmp / "xdg"),  # the bucket conversion's staging folder: fresh each run
             )
             Store("s3://bench").fs.mkdir("bench")
             local = tmp / "shards"
@@ -94,19 +96,21 @@ def main() -> None:
             convert_folder(src, url, ConvertConfig(max_samples_per_shard=50, workers=2))
 
             cfg = LoaderConfig(batch_size=16, num_workers=args.workers, load_t5=False)
-            no_prefetch = LoaderConfig(**{**cfg.__dict__, "prefetch_shard_batches": 0})
+            prefetch = LoaderConfig(**{**cfg.__dict__, "prefetch_shard_batches": 2})
             warm_cfg = LoaderConfig(**{**cfg.__dict__, "cache_dir": str(tmp / "cache")})
             _epoch(local, cfg)  # warm the page cache and the imports
             _epoch(url, warm_cfg)  # fills the warm cache folder
             runs = {
                 "loader: local disk": (local, cfg),
                 "loader: s3 loopback, cold (default)": (url, cfg),
-                "loader: s3 loopback, cold, no prefetch": (url, no_prefetch),
+                "loader: s3 loopback, cold, prefetch 2": (url, prefetch),
                 "loader: s3 loopback, warm cache dir": (url, warm_cfg),
             }
             best = dict.fromkeys(runs, 0.0)
-            for _ in range(args.rounds):  # interleaved: the shared machine's load hits every row alike
-                for name, (root, run_cfg) in runs.items():
+            names = list(runs)
+            for r in range(args.rounds):  # interleaved: the shared machine's load hits every row alike
+                for name in names[r % len(names) :] + names[: r % len(names)]:  # each row in each position
+                    root, run_cfg = runs[name]
                     best[name] = max(best[name], _epoch(root, run_cfg))
             base = best["loader: local disk"]
             rows += [(name, rate, rate / base) for name, rate in best.items()]

@@ -285,7 +285,8 @@ def test_s3_faults_every_sample_delivered_exactly_once(converted: Path, s3: S3Se
     url = f"{s3.url}/ds"
     _upload(converted, url)
     s3.faults.every = 3  # one GET of a shard in three answers 503
-    loader = BucketLoader(url, LoaderConfig(batch_size=4, num_workers=2, load_t5=False))
+    cfg = LoaderConfig(batch_size=4, num_workers=2, load_t5=False, prefetch_shard_batches=2)
+    loader = BucketLoader(url, cfg)  # readers and prefetch threads share one cache folder
     keys = [k for _, ks, _ in _epoch(loader) for k in ks]
     assert s3.faults.failed > 0
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 45
@@ -305,7 +306,7 @@ def test_http_verbs_and_loader_match_local(converted: Path, http_root: Callable[
     assert stats(url).bucket_sizes == stats(converted).bucket_sizes
     cfg = LoaderConfig(batch_size=4, num_workers=2, seed=1, load_t5=False, mode="resampled")
     local = BucketLoader(converted, cfg)
-    remote = BucketLoader(url, cfg)
+    remote = BucketLoader(url, LoaderConfig(**{**cfg.__dict__, "prefetch_shard_batches": 2}))
     _same_batches(_epoch(local), _epoch(remote))
 
 

@@ -92,8 +92,10 @@ class LoaderConfig:
     cache_dir: str | None = None
     cache_max_bytes: int = 8 << 30
     # remote shards: how many of its next batches each worker downloads shards for in a background thread
-    # while it decodes the current one (0 = download only when a shard is first read)
-    prefetch_shard_batches: int = 2
+    # while it decodes the current one (0 = download when a shard is first read). Off by default: on a
+    # loopback store with 2 busy cores it was slower (benchmarks/loader_remote.py); it pays when GET latency,
+    # not CPU, bounds the loader
+    prefetch_shard_batches: int = 0
 
     def __post_init__(self) -> None:
         check_pn(self.pn)
