@@ -100,7 +100,7 @@ def main() -> None:
             warm_cfg = LoaderConfig(**{**cfg.__dict__, "cache_dir": str(tmp / "cache")})
             _epoch(local, cfg)  # warm the page cache and the imports
             _epoch(url, warm_cfg)  # fills the warm cache folder
-            runs = {
+            runs: dict[str, tuple[str | Path, LoaderConfig]] = {
                 "loader: local disk": (local, cfg),
                 "loader: s3 loopback, cold (default)": (url, cfg),
                 "loader: s3 loopback, cold, prefetch 2": (url, prefetch),

@@ -31,6 +31,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -326,14 +327,15 @@ class _ShardPrefetcher:
             self._building = position
             self._cond.notify_all()
 
+    def _may_fetch(self, position: int) -> bool:
+        return self._stopped or self._building >= position - self._ahead
+
     def _run(self) -> None:
         fetched: set[str] = set()
         for position, rel in self._needs:
             with self._cond:
-                limit = (
-                    position - self._ahead
-                )  # fetch for batch ``position`` once the worker builds ``limit``
-                self._cond.wait_for(lambda limit=limit: self._stopped or self._building >= limit)
+                # fetch for batch ``position`` once the worker builds batch ``position - ahead``
+                self._cond.wait_for(partial(self._may_fetch, position))
                 if self._stopped:
                     return
             if rel in fetched:
