@@ -94,8 +94,8 @@ class LoaderConfig:
     cache_max_bytes: int = 8 << 30
     # remote shards: how many of its next batches each worker downloads shards for in a background thread
     # while it decodes the current one (0 = download when a shard is first read). Off by default: on a
-    # loopback store with 2 busy cores it was slower (benchmarks/loader_remote.py); it pays when GET latency,
-    # not CPU, bounds the loader
+    # loopback store with 2 busy cores it was no faster (benchmarks/loader_remote.py); it can pay when GET
+    # latency, not CPU, bounds the loader
     prefetch_shard_batches: int = 0
 
     def __post_init__(self) -> None:
