@@ -4,11 +4,14 @@ free loopback port, both stopped in ``finally``; fault hooks fail a share of the
 from __future__ import annotations
 
 import http.server
+import io
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import uuid
@@ -19,9 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
-from infinity_data import BucketLoader, ConvertConfig, LoaderConfig, ShardIndex, convert_folder, stats, verify
+from infinity_data import (
+    BucketLoader,
+    ConvertConfig,
+    LoaderConfig,
+    ShardIndex,
+    convert_folder,
+    convert_img2dataset,
+    convert_jsonl,
+    stats,
+    verify,
+)
 from infinity_data.cli import main
 from infinity_data.remote import staging_folder
 from infinity_data.shards import read_member_table
@@ -226,7 +241,7 @@ def test_verify_stats_and_index_read_a_dataset_in_s3(converted: Path, s3: S3Serv
     assert report.num_samples == 45
     local, remote = stats(converted), stats(url)
     assert remote.bucket_sizes == local.bucket_sizes
-    np.testing.assert_array_equal(remote.aspect_ratios, local.aspect_ratios)
+    np.testing.assert_array_equal(remote.ratios, local.ratios)
     store = Store(url, write=True)
     store.fs.rm_file(f"{url}/index.json")
     assert main(["index", url]) == 0
@@ -270,11 +285,14 @@ def test_s3_faults_every_sample_delivered_exactly_once(converted: Path, s3: S3Se
     url = f"{s3.url}/ds"
     _upload(converted, url)
     s3.faults.every = 3  # one GET of a shard in three answers 503
-    loader = BucketLoader(url, LoaderConfig(batch_size=4, num_workers=2, load_t5=False))
+    cfg = LoaderConfig(batch_size=4, num_workers=2, load_t5=False, prefetch_shard_batches=2)
+    loader = BucketLoader(url, cfg)  # readers and prefetch threads share one cache folder
     keys = [k for _, ks, _ in _epoch(loader) for k in ks]
     assert s3.faults.failed > 0
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 45
     assert loader.io_stats["failed_shards"] == 0
+    # neither s3fs nor botocore retries behind our back: every failed GET is one counted retry
+    assert loader.io_stats["retries"] == s3.faults.failed
 
 
 # ---- http(s): read-only ---------------------------------------------------------------------------------
@@ -288,7 +306,7 @@ def test_http_verbs_and_loader_match_local(converted: Path, http_root: Callable[
     assert stats(url).bucket_sizes == stats(converted).bucket_sizes
     cfg = LoaderConfig(batch_size=4, num_workers=2, seed=1, load_t5=False, mode="resampled")
     local = BucketLoader(converted, cfg)
-    remote = BucketLoader(url, cfg)
+    remote = BucketLoader(url, LoaderConfig(**{**cfg.__dict__, "prefetch_shard_batches": 2}))
     _same_batches(_epoch(local), _epoch(remote))
 
 
@@ -400,8 +418,11 @@ def test_convert_refuses_url_outputs_it_cannot_write_without_creating_local_fold
         assert main(["convert", str(src), out, "--workers", "0"]) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
-    assert main(["convert", "s3://bucket/in", "out", "--workers", "0"]) == 2
-    assert "remote inputs" in capsys.readouterr().err
+    assert main(["convert", "ftp://bucket/in", "-o", "out", "--num-workers", "0"]) == 2
+    assert "'ftp' is not supported" in capsys.readouterr().err
+    with pytest.raises(UnsupportedLocationError, match="JSONL or parquet"):  # images in a bucket: as a list
+        convert_folder("s3://bucket/images", tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 
 @pytest.mark.slow
@@ -445,3 +466,113 @@ def test_convert_into_s3_killed_and_resumed_gives_the_objects_of_an_uninterrupte
     assert sorted(resumed) == sorted(expected)
     for name in expected:
         assert resumed[name] == expected[name], name
+
+
+# ---- remote inputs --------------------------------------------------------------------------------------
+
+
+def _tars(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.glob("*/*.tar"))}
+
+
+def _img2dataset_folder(root: Path, image_bytes: Callable[..., bytes]) -> Path:
+    """img2dataset's output layout: ``NNNNN.tar`` (jpg/txt/json per key) with a metadata parquet beside."""
+    root.mkdir(parents=True)
+    for shard, keys in enumerate((["000000000", "000000001", "000000002"], ["000010000", "000010001"])):
+        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
+            for i, key in enumerate(keys):
+                meta = {"key": key, "caption": f"caption {key}", "status": "success"}
+                for ext, payload in (
+                    ("jpg", image_bytes(40 + 8 * i, 48, seed=shard * 10 + i)),
+                    ("txt", f"caption {key}".encode()),
+                    ("json", json.dumps(meta).encode()),
+                ):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+        pq.write_table(
+            pa.table({"key": keys, "status": ["success"] * len(keys)}), root / f"{shard:05d}.parquet"
+        )
+    return root
+
+
+@pytest.mark.slow
+def test_img2dataset_output_in_s3_or_over_http_converts_to_the_shards_of_local_disk(
+    tmp_path: Path,
+    image_bytes: Callable[..., bytes],
+    s3: S3Server,
+    http_root: Callable[[Path], HttpServer],
+) -> None:
+    src = _img2dataset_folder(tmp_path / "i2d", image_bytes)
+    local = convert_img2dataset(src, tmp_path / "local", ConvertConfig(max_samples_per_shard=2))
+    assert local.num_accepted == 5
+    url = f"{s3.url}/i2d"
+    _upload(src, url)
+    s3.faults.every = 2  # one GET of a tar in two answers 503: retried, nothing lost
+    out = tmp_path / "from_s3"
+    argv = ["convert", url, "-o", str(out), "--num-workers", "0", "--shard-size", "2"]
+    assert main(argv) == 0  # kind detected by listing the bucket folder
+    assert s3.faults.failed > 0
+    assert _tars(out) == _tars(tmp_path / "local") and _tars(out)
+    assert json.loads((out / "index.json").read_text())["info"]["input"]["input"] == url
+    # one tar over https-style http (a folder there cannot be listed: the file is named)
+    server = http_root(tmp_path)
+    one_local = convert_img2dataset(src / "00001.tar", tmp_path / "one_local", ConvertConfig(workers=0))
+    one_http = convert_img2dataset(
+        f"{server.url}/i2d/00001.tar", tmp_path / "one_http", ConvertConfig(workers=0)
+    )
+    assert one_http.num_accepted == one_local.num_accepted == 2
+    assert _tars(tmp_path / "one_http") == _tars(tmp_path / "one_local")
+    with pytest.raises(UnsupportedLocationError, match="cannot be listed"):
+        convert_img2dataset(f"{server.url}/i2d", tmp_path / "folder_http")
+
+
+@pytest.mark.slow
+def test_jsonl_and_parquet_lists_in_s3_read_images_from_the_store_like_local_lists(
+    tmp_path: Path, make_folder: Callable[..., Path], s3: S3Server
+) -> None:
+    data = tmp_path / "data"
+    make_folder(data / "imgs", 6)
+    names = [f"img{i:04d}.jpg" for i in range(6)] + ["missing.jpg"]
+    url = f"{s3.url}/data"
+    # relative image paths: resolved against the list's folder in the bucket, read from the bucket
+    lines = [json.dumps({"image_path": f"imgs/{n}", "long_caption": f"photo {n}"}) for n in names]
+    (data / "list.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    keys = [f"k{i}" for i in range(len(names))]
+    table = pa.table({"key": keys, "image_path": [f"imgs/{n}" for n in names], "caption": names})
+    pq.write_table(table, data / "list.parquet")
+    # image URLs inside a list: the same list gives the same shards wherever the list itself lives
+    urls = [json.dumps({"image_path": f"{url}/imgs/{n}", "long_caption": f"photo {n}"}) for n in names]
+    (data / "lists").mkdir()
+    (data / "lists" / "urls.jsonl").write_text("\n".join(urls) + "\n", encoding="utf-8")
+    _upload(data, url)
+    config = ConvertConfig(workers=2, max_samples_per_shard=2)
+    relative = convert_jsonl(f"{url}/list.jsonl", tmp_path / "rel", config)
+    assert relative.num_accepted == 6 and relative.rejected_by_reason == {"unreadable_file": 1}
+    report = json.loads(relative.report_path.read_text(encoding="utf-8"))
+    assert f"{url}/imgs/missing.jpg" in report["rejected"][0]["reason"]
+    stored = {m["meta"]["source"]: m["image"] for m in _samples(tmp_path / "rel")}
+    assert stored["list.jsonl:1"] == (data / "imgs" / names[0]).read_bytes()
+    for where, out in ((data / "lists", "urls_local"), (f"{url}/lists", "urls_s3")):
+        result = convert_jsonl(where, tmp_path / out, config)  # a folder of *.jsonl, listed in the bucket
+        assert result.num_accepted == 6
+    assert _tars(tmp_path / "urls_s3") == _tars(tmp_path / "urls_local")
+    # a parquet list with img2dataset's key column: byte-identical to the local list
+    from_s3 = convert_img2dataset(f"{url}/list.parquet", tmp_path / "pq_s3", config)
+    from_disk = convert_img2dataset(data / "list.parquet", tmp_path / "pq_local", config)
+    assert from_s3.num_accepted == from_disk.num_accepted == 6
+    assert _tars(tmp_path / "pq_s3") == _tars(tmp_path / "pq_local")
+
+
+def _samples(out: Path) -> list[dict[str, Any]]:
+    """Every sample of a converted folder: its metadata and its stored image bytes."""
+    samples = []
+    for tar_path in sorted(out.glob("*/*.tar")):
+        with tarfile.open(tar_path) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore[union-attr]
+        for name, payload in members.items():
+            if name.endswith(".json"):
+                stem = name[: -len(".json")]
+                image = next(v for k, v in members.items() if k.startswith(stem + ".") and k != name)
+                samples.append({"meta": json.loads(payload), "image": image})
+    return samples

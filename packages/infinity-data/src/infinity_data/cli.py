@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -21,8 +20,9 @@ from .distribute import DISTRIBUTORS
 from .errors import InfinityDataError
 from .loader import BucketLoader, LoaderConfig
 from .shards import INDEX_NAME, ShardIndex
+from .sources import detect_kind
 from .stats import stats
-from .storage import UnsupportedLocationError, check_location, is_url, join, redact
+from .storage import check_location, join
 from .verify import verify
 
 _KINDS = ("auto", "folder", "jsonl", "img2dataset")
@@ -61,18 +61,6 @@ def _warn_deprecated(prog: str, old: str, new: str) -> None:
 def _add_num_workers(p: argparse.ArgumentParser, default: int, help: str) -> None:
     p.add_argument("--num-workers", type=int, default=default, help=help)
     p.add_argument("--workers", dest="num_workers", type=int, action=_DeprecatedFlag, new="--num-workers")
-
-
-def _detect_kind(path: Path) -> str:
-    if path.is_file():
-        return "jsonl" if path.suffix.lower() == ".jsonl" else "img2dataset"
-    if path.is_dir():
-        if any(path.glob("*.jsonl")):
-            return "jsonl"
-        if any(path.glob("*.tar")):
-            return "img2dataset"
-        return "folder"
-    raise FileNotFoundError(f"{path} does not exist")
 
 
 @contextmanager
@@ -118,14 +106,10 @@ def loader_config(args: argparse.Namespace) -> LoaderConfig:
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    if is_url(args.input):
-        raise UnsupportedLocationError(
-            f"{redact(args.input)}: remote inputs are not supported yet; copy them to a local folder first"
-        )
     output = _convert_output(args)
     check_location(output, write=True)  # a URL output needs its extra and a writable scheme
-    source = Path(args.input)
-    kind = _detect_kind(source) if args.kind == "auto" else args.kind
+    source = args.input  # a local path or a URL (an img2dataset folder or a JSONL/parquet list in a bucket)
+    kind = detect_kind(source) if args.kind == "auto" else args.kind
     config = convert_config(args)
     start = time.perf_counter()
     with _bar(f"convert ({kind})", None, "img") as progress:

@@ -39,6 +39,7 @@ from .sources import (
     img2dataset_items,
     jsonl_items,
 )
+from .storage import Store, UnsupportedLocationError, check_location, is_url, redact, split_url
 
 if sys.platform != "win32":
     import fcntl
@@ -159,7 +160,7 @@ def _name_image(source: str, image_path: str | None, reason: str) -> str:
     already name the image, so every reject leads to its file."""
     if image_path is None or image_path in reason or Path(image_path).as_posix().endswith(source):
         return reason
-    return f"{image_path}: {reason}"
+    return f"{redact(image_path)}: {reason}"
 
 
 def _clean_text(text: str | None, what: str) -> str | None:
@@ -215,21 +216,42 @@ def _read_captions(item: SourceItem) -> dict[str, str | None]:
     return fields
 
 
-def _process(item: SourceItem, config: ConvertConfig) -> _Accepted | _Rejected:
+def _read_image(image_path: str, stores: dict[str, Store]) -> bytes:
+    """The bytes of a local image file or of an image URL (one GET through fsspec, with retries; ``stores``
+    keeps one store per URL folder so that a worker reuses its connections)."""
+    try:
+        if not is_url(image_path):
+            return Path(image_path).read_bytes()
+        folder, name = split_url(image_path)
+        if folder not in stores:
+            stores[folder] = Store(folder)
+        return stores[folder].read_bytes(name)
+    except OSError as exc:
+        shown = redact(image_path)
+        detail = redact(str(exc.strerror or exc))
+        raise _Reject("unreadable_file", f"cannot read {shown}: {detail}") from exc
+    except UnsupportedLocationError as exc:
+        raise _Reject("unreadable_file", str(exc)) from exc
+    except Exception as exc:  # an HTTP client error (e.g. 403) is this record's fault, not the run's
+        shown = redact(image_path)
+        raise _Reject(
+            "unreadable_file", f"cannot read {shown}: {type(exc).__name__}: {redact(str(exc))}"
+        ) from exc
+
+
+def _process(
+    item: SourceItem, config: ConvertConfig, stores: dict[str, Store] | None = None
+) -> _Accepted | _Rejected:
     try:
         if item.error is not None:
             raise _Reject(*item.error)
         captions = _read_captions(item)
         data = item.image_bytes
+        stores = {} if stores is None else stores
         if data is None:
             if item.image_path is None:
                 raise _Reject("missing_image", "record names no image")
-            try:
-                data = Path(item.image_path).read_bytes()
-            except OSError as exc:
-                raise _Reject(
-                    "unreadable_file", f"cannot read {item.image_path}: {exc.strerror or exc}"
-                ) from exc
+            data = _read_image(item.image_path, stores)
         try:
             img, fmt = open_image(data)
             rgb = to_rgb(img)
@@ -273,7 +295,8 @@ def _process(item: SourceItem, config: ConvertConfig) -> _Accepted | _Rejected:
 
 
 def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Accepted | _Rejected]:
-    return [_process(item, config) for item in items]
+    stores: dict[str, Store] = {}
+    return [_process(item, config, stores) for item in items]
 
 
 class _Pool:
@@ -315,8 +338,9 @@ def _results(
 ) -> Iterator[_Accepted | _Rejected]:
     """Process items in input order; with workers, keep a bounded number of chunks in flight."""
     if config.workers == 0:
+        stores: dict[str, Store] = {}
         for item in items:
-            yield _process(item, config)
+            yield _process(item, config, stores)
         return
     pool = _Pool(config)
     in_flight: deque[tuple[list[SourceItem], Future[list[_Accepted | _Rejected]]]] = deque()
@@ -637,6 +661,19 @@ def _convert_locked(
     return ConvertResult(index, index.num_samples, len(journal.rejects), by_reason, resumed, report_path)
 
 
+def _input_location(location: str | Path) -> Path | str:
+    """An absolute local path, or a readable URL (its scheme checked; see :func:`storage.check_location`)."""
+    where = check_location(location)
+    return where.resolve() if isinstance(where, Path) else where
+
+
+def _shown(location: Path | str | None) -> str | None:
+    """How an input is recorded in the journal and index (a URL without credentials)."""
+    if location is None:
+        return None
+    return str(location) if isinstance(location, Path) else redact(location)
+
+
 def convert_folder(
     input_dir: str | Path,
     out_dir: str | Path,
@@ -644,6 +681,11 @@ def convert_folder(
     progress: Callable[[int], object] | None = None,
 ) -> ConvertResult:
     """Images under ``input_dir`` (recursive) with captions in ``<stem>.txt`` or ``<stem>.json`` sidecars."""
+    if is_url(input_dir):
+        raise UnsupportedLocationError(
+            f"{redact(str(input_dir))}: a folder of images is read from local disk only; for images in a "
+            "bucket, list their URLs and captions in a JSONL or parquet file and convert that list"
+        )
     source = Path(input_dir).resolve()
     items = folder_items(source, skip_dir=Path(out_dir).resolve())
     return convert_items(items, out_dir, config, {"kind": "folder", "input": str(source)}, progress)
@@ -657,12 +699,11 @@ def convert_jsonl(
     progress: Callable[[int], object] | None = None,
 ) -> ConvertResult:
     """The reference's JSONL lists (a file or a folder of ``*.jsonl``); see :func:`sources.jsonl_items`."""
-    source = Path(input_path).resolve()
-    root = str(Path(image_root).resolve()) if image_root is not None else None
+    source = _input_location(input_path)
+    root = _input_location(image_root) if image_root is not None else None
     items = jsonl_items(source, image_root=root)
-    return convert_items(
-        items, out_dir, config, {"kind": "jsonl", "input": str(source), "image_root": root}, progress
-    )
+    description = {"kind": "jsonl", "input": _shown(source), "image_root": _shown(root)}
+    return convert_items(items, out_dir, config, description, progress)
 
 
 def convert_img2dataset(
@@ -675,11 +716,11 @@ def convert_img2dataset(
 ) -> ConvertResult:
     """img2dataset output: a folder of ``*.tar`` (+ parquet) shards, one .tar, or a parquet/CSV table with
     image paths and captions (columns found by name or given explicitly)."""
-    source = Path(input_path).resolve()
+    source = _input_location(input_path)
     items = img2dataset_items(source, path_column=path_column, caption_column=caption_column)
     description = {
         "kind": "img2dataset",
-        "input": str(source),
+        "input": _shown(source),
         "path_column": path_column,
         "caption_column": caption_column,
     }

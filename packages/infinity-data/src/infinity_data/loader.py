@@ -18,14 +18,20 @@ batch index)``: no cross-rank agreement beyond the index is needed, which suits 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
+import shutil
+import tempfile
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -41,7 +47,7 @@ from .captions import choose_caption
 from .errors import InfinityDataError
 from .images import SHARD_IMAGE_EXTS, ImageDecodeError, batch_to_tensor_pm1, decode_rgb
 from .shards import T5_EXT, MemberTable, ShardIndex, read_member_table
-from .storage import IOStats, ShardCache, Store
+from .storage import IOStats, ShardCache, ShardUnavailableError, Store
 
 __all__ = ["BucketLoader", "CorruptDataLimitError", "LoaderConfig"]
 
@@ -83,10 +89,15 @@ class LoaderConfig:
     dynamic_caption_length: bool = False
     buckets: tuple[str, ...] | None = None  # only these bucket names (e.g. ("1.000",)); None = all
     max_skipped_samples: int | None = 1000
-    # remote shards (URL roots): local copies, shared by workers, least recently used out past the bound;
-    # None = a private temporary folder per worker (same bound)
+    # remote shards (URL roots): local copies shared by the loader's workers (each shard downloaded once),
+    # least recently used out past the bound; None = a temporary folder of this loader, removed with it
     cache_dir: str | None = None
     cache_max_bytes: int = 8 << 30
+    # remote shards: how many of its next batches each worker downloads shards for in a background thread
+    # while it decodes the current one (0 = download when a shard is first read). Off by default: on a
+    # loopback store with 2 busy cores it was no faster (benchmarks/loader_remote.py); it can pay when GET
+    # latency, not CPU, bounds the loader
+    prefetch_shard_batches: int = 0
 
     def __post_init__(self) -> None:
         check_pn(self.pn)
@@ -103,6 +114,8 @@ class LoaderConfig:
             raise ValueError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         if self.cache_max_bytes < 1:
             raise ValueError(f"cache_max_bytes must be >= 1, got {self.cache_max_bytes}")
+        if self.prefetch_shard_batches < 0:
+            raise ValueError(f"prefetch_shard_batches must be >= 0, got {self.prefetch_shard_batches}")
         if not 0.0 <= self.short_caption_prob <= 1.0:
             raise ValueError(f"short_caption_prob must be in [0, 1], got {self.short_caption_prob}")
         if self.max_skipped_samples is not None and self.max_skipped_samples < 0:
@@ -296,24 +309,82 @@ def _caption_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, digest, 2])
 
 
+class _ShardPrefetcher:
+    """Downloads, in a background thread, the shards a worker's next batches will read, at most ``ahead``
+    batches ahead of the one it builds, so that the download of one shard overlaps the decoding of another.
+    A shard that fails here is left to the reader, which retries and reports it."""
+
+    def __init__(self, shards: ShardCache, needs: Iterator[tuple[int, str]], ahead: int) -> None:
+        self._shards, self._needs, self._ahead = shards, needs, ahead
+        self._cond = threading.Condition()
+        self._building = -1
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="shard-prefetch", daemon=True)
+        self._thread.start()
+
+    def building(self, position: int) -> None:
+        """The worker builds its ``position``-th batch now."""
+        with self._cond:
+            self._building = position
+            self._cond.notify_all()
+
+    def _may_fetch(self, position: int) -> bool:
+        return self._stopped or self._building >= position - self._ahead
+
+    def _run(self) -> None:
+        fetched: set[str] = set()
+        for position, rel in self._needs:
+            with self._cond:
+                # fetch for batch ``position`` once the worker builds batch ``position - ahead``
+                self._cond.wait_for(partial(self._may_fetch, position))
+                if self._stopped:
+                    return
+            if rel in fetched:
+                continue
+            fetched.add(rel)
+            with contextlib.suppress(ShardUnavailableError):
+                self._shards.local(rel, count_failure=False)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join()
+
+
 class _BatchStream(IterableDataset):
     """This rank's batches ``start..end-1`` of one epoch, split over DataLoader workers."""
 
-    def __init__(self, plan: _Plan, epoch: int, start: int) -> None:
+    def __init__(self, plan: _Plan, epoch: int, start: int, cache_dir: str | None) -> None:
         super().__init__()
-        self.plan, self.epoch, self.start = plan, epoch, start
+        self.plan, self.epoch, self.start, self.cache_dir = plan, epoch, start, cache_dir
+
+    def _shards_needed(self, indices: range) -> Iterator[tuple[int, str]]:
+        """``(position, shard)`` of every sample of the worker's batches, in the order it reads them."""
+        cache: dict[str, Any] = {}
+        for position, index in enumerate(indices):
+            b, ids = self.plan.batch_members(self.epoch, index, cache)
+            bucket = self.plan.buckets[b]
+            for shard in np.searchsorted(bucket.starts, ids, side="right") - 1:
+                yield position, bucket.shard_paths[int(shard)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         cfg = self.plan.config
         store = Store(self.plan.root)
-        shards = ShardCache(store, cfg.cache_dir, cfg.cache_max_bytes)
+        shards = ShardCache(store, self.cache_dir, cfg.cache_max_bytes)
         reader = _ShardReader(shards)
         cache: dict[str, Any] = {}
         reported: dict[str, int] = {}
+        indices = range(self.start + worker, self.plan.batches_per_rank, num_workers)
+        prefetch = None
+        if store.is_remote and cfg.prefetch_shard_batches > 0:
+            prefetch = _ShardPrefetcher(shards, self._shards_needed(indices), cfg.prefetch_shard_batches)
         try:
-            for index in range(self.start + worker, self.plan.batches_per_rank, num_workers):
+            for position, index in enumerate(indices):
+                if prefetch is not None:
+                    prefetch.building(position)
                 # exactly one item per index, even when nothing was readable: the DataLoader takes items from
                 # the workers in turn, so a worker that skipped an index would put the order out of step
                 batch = self._build(index, reader, cache)
@@ -321,6 +392,8 @@ class _BatchStream(IterableDataset):
                 reported = store.stats.to_dict()
                 yield batch
         finally:
+            if prefetch is not None:
+                prefetch.close()
             reader.close()
             shards.close()
 
@@ -423,6 +496,12 @@ class BucketLoader:
         self._next = 0
         self._skipped = 0
         self._io = IOStats()
+        self._cache_dir = config.cache_dir
+        if config.cache_dir is None and isinstance(self.index.root, str):
+            # one folder for all workers of all epochs (a shard read by two workers is downloaded once),
+            # removed when the loader is garbage-collected or the interpreter exits
+            self._cache_dir = tempfile.mkdtemp(prefix="infinity-shards-")
+            weakref.finalize(self, shutil.rmtree, self._cache_dir, ignore_errors=True)
 
     def _make_plan(self) -> _Plan:
         cfg = self.config
@@ -487,7 +566,7 @@ class BucketLoader:
             self._epoch, self._next = self._epoch + 1, 0
         epoch = self._epoch
         cfg = self.config
-        stream = _BatchStream(self._plan, epoch, self._next)
+        stream = _BatchStream(self._plan, epoch, self._next, self._cache_dir)
         loader = DataLoader(
             stream,
             batch_size=None,

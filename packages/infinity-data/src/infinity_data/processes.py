@@ -34,9 +34,18 @@ def worker_pool(max_workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=max_workers,
         mp_context=worker_context(),
-        initializer=die_with_parent,
-        initargs=(os.getpid(),),
+        initializer=_start_worker,
+        initargs=(os.getpid(), dict(os.environ)),
     )
+
+
+def _start_worker(owner_pid: int, environ: dict[str, str]) -> None:
+    """Pool initializer: take the pool creator's current environment (the fork server keeps the one of
+    the moment it started, so store settings such as ``AWS_ENDPOINT_URL`` set later would not reach the
+    worker), then watch the owner (:func:`die_with_parent`)."""
+    os.environ.clear()
+    os.environ.update(environ)
+    die_with_parent(owner_pid)
 
 
 def _alive(pid: int) -> bool:

@@ -19,8 +19,11 @@ import hashlib
 import importlib.util
 import logging
 import os
+import posixpath
 import re
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +47,8 @@ __all__ = [
     "is_url",
     "local_copy",
     "redact",
+    "resolve",
+    "split_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,6 +62,12 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "https": ("aiohttp", "http"),
 }
 READ_ONLY_SCHEMES = frozenset({"http", "https"})
+# Backend options that leave retrying to :meth:`Store.call`, so that every retry is counted in IOStats: s3fs
+# retries some errors itself (``retries``, default 5) and botocore retries 5xx/throttling below it
+# (``total_max_attempts``, default 5 in its legacy mode); both are set to a single attempt.
+_SINGLE_ATTEMPT: dict[str, dict[str, Any]] = {
+    "s3": {"config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"}}},
+}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _T = TypeVar("_T")
 
@@ -125,6 +136,26 @@ def join(root: Path | str, rel: str) -> Path | str:
     return root / rel if isinstance(root, Path) else f"{root}/{rel}"
 
 
+def split_url(url: str) -> tuple[str, str]:
+    """``(folder URL, object name)`` of an object URL (``s3://b/ds/a.tar`` -> ``s3://b/ds``, ``a.tar``)."""
+    scheme, _, rest = url.partition("://")
+    folder, _, name = rest.rstrip("/").rpartition("/")
+    if not folder or not name:
+        raise UnsupportedLocationError(f"{redact(url)}: expected the URL of an object inside a bucket/folder")
+    return f"{scheme}://{folder}", name
+
+
+def resolve(base: Path | str, rel: str) -> str:
+    """``rel`` (a relative posix path or a URL) against a local folder or a folder URL, normalised
+    (``images/../images/a.jpg`` is ``images/a.jpg``); a URL is returned as it is."""
+    if is_url(rel):
+        return rel
+    if isinstance(base, Path):
+        return os.path.normpath(base / rel)
+    scheme, _, rest = base.partition("://")
+    return f"{scheme}://{posixpath.normpath(rest.rstrip('/') + '/' + rel)}"
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Transient failures are retried ``attempts - 1`` times, waiting base * 2**k seconds (capped)."""
@@ -150,6 +181,21 @@ class IOStats:
     cache_hits: int = 0  # shards served from the local cache folder
     retries: int = 0  # transient failures that were retried
     failed_shards: int = 0  # shards that still failed after every retry
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # the loader's prefetch thread counts too
+
+    def __getstate__(self) -> dict[str, int]:
+        return self.to_dict()
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def count(self, **deltas: int) -> None:
+        """Add to counters, safely from several threads."""
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -178,6 +224,8 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 def _is_permanent(exc: BaseException) -> bool:
     """Missing objects and 4xx answers (other than 408 timeout / 429 slow down) are not worth retrying."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return True
+    if type(exc).__name__ in ("NoCredentialsError", "PartialCredentialsError"):  # botocore: no retry helps
         return True
     status = getattr(exc, "status", None)
     return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
@@ -214,7 +262,11 @@ class Store:
             import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
 
             # a private instance: tests and long jobs may see the environment (endpoint) change
-            self._fs, _ = fsspec.core.url_to_fs(str(self.root), skip_instance_cache=True)
+            scheme = str(self.root).split("://", 1)[0].lower()
+            options = _SINGLE_ATTEMPT.get(scheme, {})
+            self._fs, _ = fsspec.core.url_to_fs(str(self.root), skip_instance_cache=True, **options)
+            if scheme == "s3":
+                self._fs.retries = 1  # s3fs's own retry loop (a class attribute, not a constructor option)
         return self._fs
 
     def _path(self, rel: str) -> str:
@@ -234,7 +286,7 @@ class Store:
                         f"{self.display(rel)}: {what} failed after {self.retry.attempts} attempts "
                         f"({type(exc).__name__}: {redact(str(exc))})"
                     ) from exc
-                self.stats.retries += 1
+                self.stats.count(retries=1)
                 delay = self.retry.delay(attempt)
                 logger.warning(
                     "%s: %s failed (%s), retry %d in %.2f s",
@@ -252,8 +304,7 @@ class Store:
         if not self.is_remote:
             return Path(self._path(rel)).read_bytes()
         data: bytes = self.call("read", rel, lambda: self.fs.cat_file(self._path(rel)))
-        self.stats.fetches += 1
-        self.stats.bytes_fetched += len(data)
+        self.stats.count(fetches=1, bytes_fetched=len(data))
         return data
 
     def fetch(self, rel: str, dest: Path) -> Path:
@@ -265,8 +316,7 @@ class Store:
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        self.stats.fetches += 1
-        self.stats.bytes_fetched += dest.stat().st_size
+        self.stats.count(fetches=1, bytes_fetched=dest.stat().st_size)
         return dest
 
     def exists(self, rel: str) -> bool:
@@ -285,6 +335,20 @@ class Store:
             )
         pattern = f"{self._path('*/*.tar')}"
         found = self.call("list", "", lambda: self.fs.glob(pattern))
+        prefix = self.fs._strip_protocol(str(self.root)).rstrip("/") + "/"
+        return sorted(str(p)[len(prefix) :] for p in found if str(p).startswith(prefix))
+
+    def glob(self, pattern: str) -> list[str]:
+        """Relative paths of the objects matching ``pattern`` directly under the root, sorted (http(s)
+        roots cannot be listed: name the file itself there)."""
+        if not self.is_remote:
+            root = Path(self.root)
+            return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+        if str(self.root).split("://", 1)[0] in READ_ONLY_SCHEMES:
+            raise UnsupportedLocationError(
+                f"{self.display(None)}: http(s) locations cannot be listed; give the URL of the file itself"
+            )
+        found = self.call("list", "", lambda: self.fs.glob(self._path(pattern)))
         prefix = self.fs._strip_protocol(str(self.root)).rstrip("/") + "/"
         return sorted(str(p)[len(prefix) :] for p in found if str(p).startswith(prefix))
 
@@ -320,6 +384,24 @@ def local_copy(store: Store, rel: str) -> Iterator[Path]:
         yield store.fetch(rel, Path(tmp) / Path(rel).name)
 
 
+@contextlib.contextmanager
+def _shard_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (POSIX; elsewhere no lock: two workers may then download the
+    same shard, which costs time but not correctness, since copies are renamed into place whole)."""
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # a waiter holding the old file re-checks the cache first
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 class ShardCache:
     """Local copies of a remote store's shards in ``folder``, at most ``max_bytes`` in all (least recently
     used out, by modification time, which every hit refreshes). Several processes may share one folder:
@@ -346,22 +428,35 @@ class ShardCache:
         digest = hashlib.sha1(self.store.display(rel).encode("utf-8")).hexdigest()[:24]
         return self._folder() / f"{digest}-{Path(rel).name}"
 
-    def local(self, rel: str) -> Path:
-        """The local copy of shard ``rel`` (downloaded whole on a miss); ShardUnavailableError on failure."""
+    def _hit(self, path: Path) -> bool:
+        try:
+            os.utime(path)  # a hit: now the most recently used
+        except FileNotFoundError:
+            return False
+        self.store.stats.count(cache_hits=1)
+        return True
+
+    def local(self, rel: str, count_failure: bool = True) -> Path:
+        """The local copy of shard ``rel`` (downloaded whole on a miss); ShardUnavailableError on failure
+        (counted in ``failed_shards`` unless ``count_failure`` is off, as for a prefetch the reader will
+        retry). Processes and threads sharing the folder download each shard once: a miss takes a lock
+        file of that shard, and whoever waited on it finds the copy made meanwhile."""
         if not self.store.is_remote:
             return Path(self.store._path(rel))
         path = self._name(rel)
-        with contextlib.suppress(FileNotFoundError):
-            os.utime(path)  # a hit: now the most recently used
-            self.store.stats.cache_hits += 1
+        if self._hit(path):
             return path
-        try:
-            self.store.fetch(rel, path)
-        except (OSError, ValueError) as exc:
-            self.store.stats.failed_shards += 1
-            raise ShardUnavailableError(
-                f"{self.store.display(rel)}: shard unavailable ({type(exc).__name__}: {redact(str(exc))})"
-            ) from exc
+        with _shard_lock(path.with_name(f".{path.name}.lock")):
+            if self._hit(path):
+                return path
+            try:
+                self.store.fetch(rel, path)
+            except (OSError, ValueError) as exc:
+                if count_failure:
+                    self.store.stats.count(failed_shards=1)
+                raise ShardUnavailableError(
+                    f"{self.store.display(rel)}: shard unavailable ({type(exc).__name__}: {redact(str(exc))})"
+                ) from exc
         self._evict(keep=path)
         return path
 

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import signal
 import socket
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .checkpoint import find_resume_tag
 from .config import RunConfig
+from .errors import InfinityTrainError
 
 __all__ = [
     "DistInfo",
+    "PeerLostError",
+    "StoppedByLauncherError",
     "build_ds_config",
     "create_engine",
     "init_distributed",
+    "is_peer_loss",
+    "peer_lost_error",
     "shutdown_distributed",
+    "sigterm_raises",
     "skip_shm_comm_op",
 ]
 
@@ -98,6 +110,91 @@ def skip_shm_comm_op() -> None:
         )
 
 
+class PeerLostError(InfinityTrainError, RuntimeError):
+    """A collective or the rendezvous store failed because another rank (its node) is gone."""
+
+
+class StoppedByLauncherError(InfinityTrainError, RuntimeError):
+    """SIGTERM arrived during a multi-process run: torchrun's agent sends it to its workers when it loses the
+    rendezvous with another node (a scheduler's cancel or preemption sends it too)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`StoppedByLauncherError` inside the block (main thread only), so that the
+    trainer unwinds and reports where to resume instead of dying silently; the old handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise StoppedByLauncherError("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# What gloo / NCCL / the c10d store say when the other end of a connection has gone away (older torch raises
+# them as plain RuntimeError; newer ones as torch.distributed.DistError subclasses).
+_PEER_LOSS_MARKERS = (
+    "connection closed by peer",
+    "connection reset by peer",
+    "nccl communicator was aborted",
+    "gloo/transport",
+)
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective / rendezvous failure (another rank stopped answering), as opposed to
+    a failure of this rank's own work."""
+    if isinstance(exc, StoppedByLauncherError):
+        return True
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    if type(exc) is not RuntimeError:
+        return False
+    text = str(exc).lower()
+    return any(marker in text for marker in _PEER_LOSS_MARKERS)
+
+
+def peer_lost_error(exc: BaseException, dist: DistInfo, step: int | None, ckpt_root: Path) -> PeerLostError:
+    """The one message a surviving rank reports: who it is, what was lost, at which step (``step`` optimizer
+    steps were done; None: the trainer was still being set up), where the last checkpoint is and how to
+    resume."""
+    try:
+        tag = find_resume_tag(ckpt_root)
+    except (OSError, ValueError, RuntimeError):
+        tag = None
+    where = (
+        f"the last complete checkpoint is {ckpt_root / tag}"
+        if tag is not None
+        else f"no complete checkpoint was written yet (in {ckpt_root}): a relaunch starts from step 0"
+    )
+    node = os.environ.get("GROUP_RANK")  # torchrun's node rank
+    when = "while setting up the trainer" if step is None else f"during training step {step + 1}"
+    who = f"rank {dist.rank} of {dist.world_size}" + (f" (node {node})" if node is not None else "")
+    if isinstance(exc, StoppedByLauncherError):
+        what = (
+            f"was stopped by its launcher (SIGTERM) {when}: torchrun stops its workers when it loses the "
+            "rendezvous with another node, so a peer node is most likely gone (a scheduler's cancel or "
+            "preemption also sends SIGTERM)"
+        )
+    else:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        what = (
+            f"lost contact with another rank {when}: a peer process or node is gone "
+            f"({type(exc).__name__}: {detail[:300]})"
+        )
+    return PeerLostError(
+        f"{who} {what}; {where}. Relaunch every node with the same command (same run_dir and number of "
+        "processes) to resume from it."
+    )
+
+
 def shutdown_distributed(*, failed: bool = False) -> None:
     """Destroy the process group (ZeRO-3 runs abort at exit without this).
 
@@ -113,7 +210,10 @@ def shutdown_distributed(*, failed: bool = False) -> None:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     elif torch.distributed.get_backend() == "gloo":
-        torch.distributed.destroy_process_group()
+        try:
+            torch.distributed.destroy_process_group()
+        except Exception as exc:  # a peer already gone: the failure being reported matters, not this one
+            log.debug("destroying the process group after a failure: %s: %s", type(exc).__name__, exc)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
