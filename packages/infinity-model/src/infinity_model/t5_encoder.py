@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -148,7 +148,7 @@ class _Block(nn.Module):
         self.layer = nn.ModuleList([_SelfAttentionLayer(config, has_bias), _FeedForwardLayer(config)])
 
     def forward(self, x: Tensor, bias: Tensor) -> Tensor:
-        attn, ff = self.layer[0], self.layer[1]
+        attn, ff = cast(_SelfAttentionLayer, self.layer[0]), cast(_FeedForwardLayer, self.layer[1])
         x = x + attn.SelfAttention(attn.layer_norm(x), bias)
         return x + ff.DenseReluDense(ff.layer_norm(x))
 
@@ -196,7 +196,7 @@ class T5Encoder(nn.Module):
         positions = torch.arange(length, dtype=torch.long, device=mask.device)
         relative = positions[None, :] - positions[:, None]
         buckets = _relative_buckets(relative, self.config.num_buckets, self.config.max_distance)
-        first = self.encoder.block[0].layer[0].SelfAttention
+        first = cast(_SelfAttentionLayer, cast(_Block, self.encoder.block[0]).layer[0]).SelfAttention
         bias = first.relative_attention_bias(buckets).permute([2, 0, 1]).unsqueeze(0)
         keep = mask.bool()[:, None, None, :].expand(-1, 1, length, -1)
         return torch.where(keep, bias, torch.finfo(bias.dtype).min).contiguous()
