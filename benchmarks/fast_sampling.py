@@ -55,8 +55,8 @@ def main() -> None:
         dm.model, dm.vae, dm.text_encoder, device="cpu", dtype=torch.float32
     )
     bf16 = InfinityPipeline(fp32.model, fp32.vae, fp32.text_encoder, dtype=torch.bfloat16)
-    schedule = fp32.schedule(g["ratio"], g["pn"])
-    sampling = {k: g[k] for k in ("cfg", "tau", "top_k", "top_p", "candidates")}
+    schedule = fp32.schedule(g.ratio, g.pn)
+    sampling = {k: getattr(g, k) for k in ("cfg", "tau", "top_k", "top_p", "candidates")}
     configs = {
         "fp32 (today)": (fp32, 0),
         "fp32 cfg_off_last=1": (fp32, 1),

@@ -71,14 +71,18 @@ class TextEncoder:
         ``dtype`` defaults to fp16 on CUDA (as the reference runs flan-t5-xl) and fp32 elsewhere. A hub id is
         first looked up in the local Hugging Face cache; the network is used only when ``allow_download=True``.
         """
-        from transformers import AutoTokenizer, T5EncoderModel
-
         device = torch.device(device)
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
         folder = Path(path).expanduser()
         if folder.is_dir():
             _check_local_folder(folder)
+            from .t5_encoder import load_local_t5  # plain torch, same bits, no transformers import (start-up)
+
+            local = load_local_t5(folder, dtype)
+            if local is not None:
+                logger.info("loaded T5 encoder from %s (plain-torch path, %s, %s)", folder, dtype, device)
+                return cls(local[0].to(device), local[1], max_length=max_length)
             source, local_only = str(folder), True
         elif folder.exists():
             raise NotADirectoryError(
@@ -87,6 +91,8 @@ class TextEncoder:
             )
         else:
             source, local_only = str(path), not allow_download
+        from transformers import AutoTokenizer, T5EncoderModel
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, legacy=True)
             model: nn.Module = T5EncoderModel.from_pretrained(
