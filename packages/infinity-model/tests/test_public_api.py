@@ -11,6 +11,7 @@ import torch
 
 FRONT_DOOR = [
     "CheckpointError",
+    "InfinityModelError",
     "GenerationConfig",
     "Infinity",
     "InfinityConfig",
