@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from bsq_tokenizer import CheckpointError, VAEConfig
@@ -55,6 +56,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 _BLOCK_KEY = re.compile(r"^(?:block_chunks\.(\d+)\.module\.(\d+)|blocks\.(\d+))\.")
 _MAX_LISTED = 8
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -395,8 +397,18 @@ def _adopt_state_dict(
         target = value.dtype if dtype is None else dtype
         if value.dtype != target or value.device != device:
             state[key] = value.to(device=device, dtype=target)
+    return assign_state_dict(model, state, source, checked=True).eval()
+
+
+def assign_state_dict(
+    model: ModuleT, state: Mapping[str, Tensor], source: str, *, checked: bool = False
+) -> ModuleT:
+    """Adopt ``state`` as ``model``'s weights (strict, assigned: a meta-device model takes the tensors themselves),
+    after :func:`check_state_dict` names any missing, unexpected or misshapen key (skipped when ``checked``)."""
+    if not checked:
+        check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True, assign=True)
-    return model.eval()
+    return model
 
 
 def load_official_infinity(

@@ -278,7 +278,9 @@ def load_local_t5(folder: Path, dtype: torch.dtype) -> tuple[T5Encoder, FastT5To
     state = load_file(str(weights))  # memory-mapped by safetensors
     if "encoder.embed_tokens.weight" in state:  # tied to shared.weight in transformers
         state.pop("encoder.embed_tokens.weight")
+    from .checkpoint import assign_state_dict
+
     with torch.device("meta"):
         model = T5Encoder(config)
-    model.load_state_dict(state, strict=True, assign=True)
+    assign_state_dict(model, state, str(weights))
     return model.eval(), FastT5Tokenizer(tokenizer_file, int(data.get("pad_token_id", 0)))
