@@ -86,7 +86,7 @@ def _add_model_options(cmd: argparse.ArgumentParser) -> None:
         "--vae",
         type=Path,
         required=False,
-        help="BSQ-VAE: official infinity_vae_*.pth or a .safetensors from save_vae",
+        help="BSQ-VAE: official infinity_vae_*.pth, a save_vae folder, or an older .safetensors file",
     )
     cmd.add_argument("--text-encoder", help="local flan-t5-xl folder (or a hub id with --allow-download)")
     cmd.add_argument(
