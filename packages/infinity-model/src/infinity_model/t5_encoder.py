@@ -227,6 +227,7 @@ class FastT5Tokenizer:
         if eos is None:
             raise ValueError(f"{path}: the tokenizer has no </s> token, which every T5 prompt ends with")
         self.eos_token_id = eos
+        self.model_max_length = 512  # TextEncoder sets its own; transformers' attribute, for callers that read it
 
     @property
     def pad_token_id(self) -> int:
@@ -235,7 +236,10 @@ class FastT5Tokenizer:
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
         """The token strings of ``ids`` (as transformers' tokenizer method of that name)."""
         return [self.tokenizer.id_to_token(i) or "" for i in ids]
-        self.model_max_length = 512
+
+    def tokenize(self, text: str) -> list[str]:
+        """The token strings of ``text`` without ``</s>`` (as transformers' tokenizer method of that name)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False).tokens)
 
     def __call__(
         self, prompts: list[str], *, max_length: int, padding: str, truncation: bool, return_tensors: str
