@@ -227,7 +227,9 @@ class FastT5Tokenizer:
         if eos is None:
             raise ValueError(f"{path}: the tokenizer has no </s> token, which every T5 prompt ends with")
         self.eos_token_id = eos
-        self.model_max_length = 512  # TextEncoder sets its own; transformers' attribute, for callers that read it
+        self.model_max_length = (
+            512  # TextEncoder sets its own; transformers' attribute, for callers that read it
+        )
 
     @property
     def pad_token_id(self) -> int:
