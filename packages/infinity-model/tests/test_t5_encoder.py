@@ -43,18 +43,30 @@ def test_default_model_encoder_is_bit_identical_to_transformers() -> None:
     _assert_same(Path(load_default_model(None).text_encoder))
 
 
-def test_relu_random_t5_is_bit_identical_to_transformers(tmp_path: Path) -> None:
+def _random_t5_folder(folder: Path, feed_forward_proj: str) -> Path:
     from transformers import T5Config, T5EncoderModel
 
-    folder = tmp_path / "t5"
     source = Path(load_default_model(None).text_encoder)
     config = T5Config(vocab_size=72, d_model=32, d_kv=8, num_heads=4, num_layers=3, d_ff=48,
-                      feed_forward_proj="relu", relative_attention_num_buckets=32, dropout_rate=0.0)  # fmt: skip
+                      feed_forward_proj=feed_forward_proj, relative_attention_num_buckets=32,
+                      dropout_rate=0.0)  # fmt: skip
     torch.manual_seed(0)
     T5EncoderModel(config).save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((source / name).read_bytes())
-    _assert_same(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "feed_forward_proj", ["relu", "gated-gelu"]
+)  # T5 v1.0, and v1.1 / flan-T5 (Infinity's)
+def test_random_t5_is_bit_identical_to_transformers(tmp_path: Path, feed_forward_proj: str) -> None:
+    _assert_same(_random_t5_folder(tmp_path / "t5", feed_forward_proj))
+
+
+def test_exact_gelu_t5_is_left_to_transformers(tmp_path: Path) -> None:
+    # "gelu" without "gated-" is the exact GELU in transformers, which this module does not compute
+    assert load_local_t5(_random_t5_folder(tmp_path / "t5", "gelu"), torch.float32) is None
 
 
 def test_unsupported_folders_fall_back_to_transformers() -> None:

@@ -47,10 +47,8 @@ class T5EncoderConfig:
         """The config of a ``config.json`` dict, or None when it is not a T5 this module computes exactly."""
         proj = str(data.get("feed_forward_proj", "relu"))
         gated = proj.startswith("gated-")
-        activation = proj.split("-")[-1]
-        activation = (
-            "gelu_new" if activation == "gelu" else activation
-        )  # transformers maps gated-gelu to gelu_new
+        # transformers maps only "gated-gelu" to gelu_new; a plain "gelu" is the exact GELU (not computed here)
+        activation = "gelu_new" if proj == "gated-gelu" else proj.split("-")[-1]
         if data.get("model_type") != "t5" or activation not in _ACTIVATIONS or data.get("is_decoder", False):
             return None
         return cls(
