@@ -1,0 +1,262 @@
+"""Image inputs in object storage: a real S3-compatible server (moto's server mode) and an HTTP server, both on
+a free 127.0.0.1 port and stopped in `finally`, give exactly the results of the same files on local disk."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from infinity_eval.cli import _input, main
+from infinity_eval.fid import FeatureStatistics
+from infinity_eval.fid import api as fid_api
+from infinity_eval.geneval.shapes import SHAPES_PALETTE
+from infinity_eval.io import read_geneval_folder, write_manifest
+from infinity_eval.remote import RemoteInputError, local_images, redact
+from PIL import Image, ImageDraw
+
+SHAPES = "infinity_eval.geneval.shapes"
+# three prompts of the shapes world; sample 0 of each is right, sample 1 wrong
+PROMPTS = [
+    {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"},
+    {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}], "prompt": "a red square"},
+    {
+        "tag": "counting",
+        "include": [{"class": "triangle", "count": 2}],
+        "exclude": [{"class": "triangle", "count": 3}],
+        "prompt": "two triangles",
+    },
+]
+
+
+def _draw(index: int, right: bool) -> Image.Image:
+    image = Image.new("RGB", (96, 80), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    if index == 0:
+        shape = draw.ellipse if right else draw.rectangle
+        shape((20, 20, 59, 59), fill=SHAPES_PALETTE["green"])
+    elif index == 1:
+        draw.rectangle((20, 20, 49, 49), fill=SHAPES_PALETTE["red" if right else "blue"])
+    else:
+        for x in (5, 50) if right else (5,):
+            draw.polygon([(x + 20, 10), (x, 50), (x + 40, 50)], fill=SHAPES_PALETTE["yellow"])
+    return image
+
+
+def _geneval_folder(root: Path) -> Path:
+    for index, meta in enumerate(PROMPTS):
+        folder = root / f"{index:05d}"
+        (folder / "samples").mkdir(parents=True)
+        (folder / "metadata.jsonl").write_text(json.dumps(meta) + "\n")
+        _draw(index, True).save(folder / "samples" / "0000.png")
+        _draw(index, False).save(folder / "samples" / "0001.jpg", quality=95)
+    (root / "notes.txt").write_text("not an image: never copied")
+    return root
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
+    """``(s3://bucket, filesystem)``: a fresh bucket on moto's S3 server on a free loopback port."""
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        bucket = f"eval-{uuid.uuid4().hex[:12]}"  # moto's backend outlives one server: a fresh bucket
+        fs.mkdir(bucket)
+        yield f"s3://{bucket}", fs
+    finally:
+        server.stop()
+
+
+def _upload(fs: Any, local: Path, url: str) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            fs.put_file(str(path), f"{url.removeprefix('s3://')}/{path.relative_to(local).as_posix()}")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_folder() -> Iterator[Callable[[Path], str]]:
+    """``serve(folder)`` -> the URL of an HTTP server of ``folder`` on a free loopback port."""
+    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def serve(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    try:
+        yield serve
+    finally:
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Temporary copies go to a folder the test can inspect (it must be empty after every command)."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _geneval(source: str, out: Path) -> tuple[dict[str, Any], dict[tuple[str, str], Any]]:
+    args = ["geneval", source, "-o", str(out), "--no-progress", "--detector", f"{SHAPES}:ShapesDetector"]
+    assert main([*args, "--color-classifier", f"{SHAPES}:PaletteColorClassifier"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    verdicts = {(r["prompt_id"], r["sample_index"]): (r["correct"], r["reason"], r["details"]) for r in rows}
+    return summary, verdicts
+
+
+def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k != "header"}
+
+
+def test_geneval_of_a_folder_in_s3_or_a_manifest_over_http_equals_the_local_folder(
+    tmp_path: Path, s3: tuple[str, Any], http_folder: Callable[[Path], str], private_tmp: Path
+) -> None:
+    local = _geneval_folder(tmp_path / "images")
+    summary, verdicts = _geneval(str(local), tmp_path / "local")
+    assert summary["tags"] == {"single_object": 0.5, "colors": 0.5, "counting": 0.5}  # not a vacuous run
+    assert len(verdicts) == 6
+
+    bucket, fs = s3
+    _upload(fs, local, f"{bucket}/runs/geneval")
+    remote_summary, remote_verdicts = _geneval(f"{bucket}/runs/geneval/", tmp_path / "s3")
+    assert _comparable(remote_summary) == _comparable(summary) and remote_verdicts == verdicts
+    rows = [json.loads(x) for x in (tmp_path / "s3/results.jsonl").read_text().splitlines()]
+    assert sorted(r["image"] for r in rows) == sorted(
+        f"{bucket}/runs/geneval/{i:05d}/samples/{n}" for i in range(3) for n in ("0000.png", "0001.jpg")
+    )
+    assert list(private_tmp.iterdir()) == []  # the temporary copy is gone
+
+    # a rerun resumes by URL: nothing is scored twice, although the copy lands in a new temporary folder
+    _geneval(f"{bucket}/runs/geneval", tmp_path / "s3")
+    assert len((tmp_path / "s3/results.jsonl").read_text().splitlines()) == 6
+
+    # http(s) folders cannot be listed; a manifest names the images relative to it
+    write_manifest(read_geneval_folder(local), local / "manifest.jsonl")
+    http_summary, http_verdicts = _geneval(f"{http_folder(local)}/manifest.jsonl", tmp_path / "http")
+    assert _comparable(http_summary) == _comparable(summary) and http_verdicts == verdicts
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_fid_of_an_s3_folder_against_s3_statistics_equals_the_local_fid(
+    tmp_path: Path, s3: tuple[str, Any], random_fid_weights: Path, fast_sqrtm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    local = tmp_path / "a"
+    local.mkdir()
+    for i, size in enumerate([(48, 40), (56, 40)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(local / f"{i}.png")
+    reference = FeatureStatistics.from_features(rng.normal(size=(6, 2048)))
+    reference.meta = {"protocol": "pytorch-fid", "backbone": "pytorch-fid"}
+    reference.save(local / "ref.npz")  # not an image: the folder's listing skips it
+    bucket, fs = s3
+    _upload(fs, local, f"{bucket}/a")
+    common = ["--weights", str(random_fid_weights), "--no-progress"]
+
+    assert main(["fid", str(local), str(local / "ref.npz"), "-o", str(tmp_path / "local"), *common]) == 0
+    assert main(["fid", f"{bucket}/a", f"{bucket}/a/ref.npz", "-o", str(tmp_path / "s3"), *common]) == 0
+    here, there = (json.loads((tmp_path / f"{r}/summary.json").read_text()) for r in ("local", "s3"))
+    assert there["fid"] == here["fid"] and there["n_a"] == here["n_a"] == 2
+    assert (there["a"], there["b"]) == (f"{bucket}/a", f"{bucket}/a/ref.npz")
+
+    # statistics of a folder in a store are cached by URL and content: the second run extracts nothing
+    calls: list[int] = []
+    real = fid_api.extract_features
+    monkeypatch.setattr(fid_api, "extract_features", lambda p, *a, **k: calls.append(len(p)) or real(p, *a, **k))
+    for name in ("s1.npz", "s2.npz"):
+        args = ["fid", f"{bucket}/a", "--save-stats", str(tmp_path / name), "--cache-dir", str(tmp_path / "c")]
+        assert main([*args, *common]) == 0
+    assert calls == [2]
+    s1, s2 = (FeatureStatistics.load(tmp_path / n) for n in ("s1.npz", "s2.npz"))
+    assert s1.meta["source"] == f"{bucket}/a" and np.array_equal(s1.mu, s2.mu)
+
+
+def test_a_url_is_never_a_local_path_and_unknown_schemes_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _input("s3://bucket/images") == "s3://bucket/images" and _input("images") == Path("images")
+    assert main(["geneval", "ftp://user:hunter2@host/images", "-o", "run", "--detector", "x:y"]) == 2
+    err = capsys.readouterr().err
+    assert "URL scheme 'ftp' is not supported" in err and "s3://" in err and "hunter2" not in err
+    assert main(["fid", "webdav://host/a", "webdav://host/b"]) == 2
+    assert "URL scheme 'webdav' is not supported" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no 'ftp:' or 'run' folder was made
+
+
+def test_a_missing_extra_is_refused_with_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # import fails, find_spec says "not installed"
+    with pytest.raises(RemoteInputError, match=r"gs:// needs the gcsfs package.*infinity-eval\[gcs\]"):
+        with local_images("gs://bucket/images"):
+            pass
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    assert main(["fid", "s3://bucket/a", "s3://bucket/b.npz"]) == 2
+    assert "pip install 'infinity-eval[s3]'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # fsspec comes with every remote extra
+    with pytest.raises(RemoteInputError, match=r"needs the fsspec package.*infinity-eval\[http\]"):
+        with local_images("https://host/m.jsonl"):
+            pass
+
+
+def test_http_folders_cannot_be_listed_and_unsafe_names_are_refused(
+    tmp_path: Path, http_folder: Callable[[Path], str], private_tmp: Path
+) -> None:
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "../secret.png"}) + "\n")
+    url = http_folder(tmp_path)
+    with pytest.raises(RemoteInputError, match="http\\(s\\) folders cannot be listed; give the URL of a JSONL"):
+        with local_images(f"{url}/images"):
+            pass
+    with pytest.raises(RemoteInputError, match="m.jsonl:1: '../secret.png' is not a plain relative path"):
+        with local_images(f"{url}/m.jsonl"):
+            pass
+    with pytest.raises(RemoteInputError, match=f"{url}/missing.jsonl: cannot read it \\(FileNotFoundError"):
+        with local_images(f"{url}/missing.jsonl"):
+            pass
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_an_unreadable_bucket_is_named_without_credentials(s3: tuple[str, Any]) -> None:
+    bucket, _ = s3
+    with pytest.raises(RemoteInputError, match=f"{bucket}/nothing: no such folder"):
+        with local_images(f"{bucket}/nothing"):
+            pass
+
+
+def test_redact_removes_user_info_and_signed_queries_from_every_url_in_a_text() -> None:
+    text = "GET https://user:secret@host:9000/a/b.png?X-Amz-Signature=abc failed; s3://key:pw@bucket/x ok"
+    assert redact(text) == "GET https://host:9000/a/b.png failed; s3://bucket/x ok"
+    assert redact("/local/path with spaces.png") == "/local/path with spaces.png"
