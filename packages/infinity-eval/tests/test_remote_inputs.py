@@ -3,14 +3,12 @@ a free 127.0.0.1 port and stopped in `finally`, give exactly the results of the 
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
+import os
 import sys
 import tempfile
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +63,9 @@ def _geneval_folder(root: Path) -> Path:
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
-    """``(s3://bucket, filesystem)``: a fresh bucket on moto's S3 server on a free loopback port."""
+    """``(s3://bucket, filesystem)``: a fresh bucket on moto's S3 server on a free loopback port. Objects are
+    uploaded public-read, so the server also answers plain GETs of ``$AWS_ENDPOINT_URL/bucket/key``: the
+    tests' http:// store."""
     import s3fs
     from moto.server import ThreadedMotoServer
 
@@ -77,7 +77,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
         monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs = s3fs.S3FileSystem(skip_instance_cache=True, s3_additional_kwargs={"ACL": "public-read"})
         bucket = f"eval-{uuid.uuid4().hex[:12]}"  # moto's backend outlives one server: a fresh bucket
         fs.mkdir(bucket)
         yield f"s3://{bucket}", fs
@@ -89,33 +89,6 @@ def _upload(fs: Any, local: Path, url: str) -> None:
     for path in sorted(local.rglob("*")):
         if path.is_file():
             fs.put_file(str(path), f"{url.removeprefix('s3://')}/{path.relative_to(local).as_posix()}")
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def http_folder() -> Iterator[Callable[[Path], str]]:
-    """``serve(folder)`` -> the URL of an HTTP server of ``folder`` on a free loopback port."""
-    servers: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
-
-    def serve(folder: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(folder))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return f"http://127.0.0.1:{server.server_port}"
-
-    try:
-        yield serve
-    finally:
-        for server, thread in servers:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -141,7 +114,7 @@ def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_geneval_of_a_folder_in_s3_or_a_manifest_over_http_equals_the_local_folder(
-    tmp_path: Path, s3: tuple[str, Any], http_folder: Callable[[Path], str], private_tmp: Path
+    tmp_path: Path, s3: tuple[str, Any], private_tmp: Path
 ) -> None:
     local = _geneval_folder(tmp_path / "images")
     summary, verdicts = _geneval(str(local), tmp_path / "local")
@@ -164,14 +137,20 @@ def test_geneval_of_a_folder_in_s3_or_a_manifest_over_http_equals_the_local_fold
 
     # http(s) folders cannot be listed; a manifest names the images relative to it
     write_manifest(read_geneval_folder(local), local / "manifest.jsonl")
-    http_summary, http_verdicts = _geneval(f"{http_folder(local)}/manifest.jsonl", tmp_path / "http")
+    _upload(fs, local, f"{bucket}/runs/geneval")
+    url = f"{os.environ['AWS_ENDPOINT_URL']}/{bucket.removeprefix('s3://')}/runs/geneval"
+    http_summary, http_verdicts = _geneval(f"{url}/manifest.jsonl", tmp_path / "http")
     assert _comparable(http_summary) == _comparable(summary) and http_verdicts == verdicts
     assert list(private_tmp.iterdir()) == []
 
 
 @pytest.mark.slow
 def test_fid_of_an_s3_folder_against_s3_statistics_equals_the_local_fid(
-    tmp_path: Path, s3: tuple[str, Any], random_fid_weights: Path, fast_sqrtm: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    s3: tuple[str, Any],
+    random_fid_weights: Path,
+    fast_sqrtm: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rng = np.random.default_rng(0)
     local = tmp_path / "a"
@@ -194,9 +173,18 @@ def test_fid_of_an_s3_folder_against_s3_statistics_equals_the_local_fid(
     # statistics of a folder in a store are cached by URL and content: the second run extracts nothing
     calls: list[int] = []
     real = fid_api.extract_features
-    monkeypatch.setattr(fid_api, "extract_features", lambda p, *a, **k: calls.append(len(p)) or real(p, *a, **k))
+    monkeypatch.setattr(
+        fid_api, "extract_features", lambda p, *a, **k: calls.append(len(p)) or real(p, *a, **k)
+    )
     for name in ("s1.npz", "s2.npz"):
-        args = ["fid", f"{bucket}/a", "--save-stats", str(tmp_path / name), "--cache-dir", str(tmp_path / "c")]
+        args = [
+            "fid",
+            f"{bucket}/a",
+            "--save-stats",
+            str(tmp_path / name),
+            "--cache-dir",
+            str(tmp_path / "c"),
+        ]
         assert main([*args, *common]) == 0
     assert calls == [2]
     s1, s2 = (FeatureStatistics.load(tmp_path / n) for n in ("s1.npz", "s2.npz"))
@@ -216,44 +204,45 @@ def test_a_url_is_never_a_local_path_and_unknown_schemes_are_refused(
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no 'ftp:' or 'run' folder was made
 
 
+def _refusal(location: str) -> str:
+    """The message of the RemoteInputError that opening ``location`` raises."""
+    with pytest.raises(RemoteInputError) as info, local_images(location):
+        pass
+    return str(info.value)
+
+
 def test_a_missing_extra_is_refused_with_the_extra_to_install(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "gcsfs", None)  # import fails, find_spec says "not installed"
-    with pytest.raises(RemoteInputError, match=r"gs:// needs the gcsfs package.*infinity-eval\[gcs\]"):
-        with local_images("gs://bucket/images"):
-            pass
+    message = _refusal("gs://bucket/images")
+    assert "gs:// needs the gcsfs package" in message and "pip install 'infinity-eval[gcs]'" in message
     monkeypatch.setitem(sys.modules, "s3fs", None)
     assert main(["fid", "s3://bucket/a", "s3://bucket/b.npz"]) == 2
     assert "pip install 'infinity-eval[s3]'" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "fsspec", None)  # fsspec comes with every remote extra
-    with pytest.raises(RemoteInputError, match=r"needs the fsspec package.*infinity-eval\[http\]"):
-        with local_images("https://host/m.jsonl"):
-            pass
+    message = _refusal("https://host/m.jsonl")
+    assert "needs the fsspec package" in message and "infinity-eval[http]" in message
 
 
 def test_http_folders_cannot_be_listed_and_unsafe_names_are_refused(
-    tmp_path: Path, http_folder: Callable[[Path], str], private_tmp: Path
+    tmp_path: Path, s3: tuple[str, Any], private_tmp: Path
 ) -> None:
+    bucket, fs = s3
     (tmp_path / "m.jsonl").write_text(json.dumps({"image": "../secret.png"}) + "\n")
-    url = http_folder(tmp_path)
-    with pytest.raises(RemoteInputError, match="http\\(s\\) folders cannot be listed; give the URL of a JSONL"):
-        with local_images(f"{url}/images"):
-            pass
-    with pytest.raises(RemoteInputError, match="m.jsonl:1: '../secret.png' is not a plain relative path"):
-        with local_images(f"{url}/m.jsonl"):
-            pass
-    with pytest.raises(RemoteInputError, match=f"{url}/missing.jsonl: cannot read it \\(FileNotFoundError"):
-        with local_images(f"{url}/missing.jsonl"):
-            pass
-    assert list(private_tmp.iterdir()) == []
+    fs.put_file(str(tmp_path / "m.jsonl"), f"{bucket.removeprefix('s3://')}/m.jsonl")
+    url = f"{os.environ['AWS_ENDPOINT_URL']}/{bucket.removeprefix('s3://')}"
+    assert "http(s) folders cannot be listed; give the URL of a JSONL" in _refusal(f"{url}/images")
+    assert "m.jsonl:1: '../secret.png' is not a plain relative path" in _refusal(f"{url}/m.jsonl")
+    assert _refusal(f"{url}/missing.jsonl").startswith(
+        f"{url}/missing.jsonl: cannot read it (FileNotFoundError"
+    )
+    assert list(private_tmp.iterdir()) == []  # nothing left behind by the refused inputs
 
 
-def test_an_unreadable_bucket_is_named_without_credentials(s3: tuple[str, Any]) -> None:
+def test_a_missing_folder_in_a_bucket_is_named(s3: tuple[str, Any]) -> None:
     bucket, _ = s3
-    with pytest.raises(RemoteInputError, match=f"{bucket}/nothing: no such folder"):
-        with local_images(f"{bucket}/nothing"):
-            pass
+    assert _refusal(f"{bucket}/nothing") == f"{bucket}/nothing: no such folder (or it holds no objects)"
 
 
 def test_redact_removes_user_info_and_signed_queries_from_every_url_in_a_text() -> None:

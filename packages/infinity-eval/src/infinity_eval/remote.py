@@ -27,14 +27,9 @@ from .io import IMAGE_EXTENSIONS, ImageRecord
 
 __all__ = ["SCHEME_EXTRAS", "LocalImages", "RemoteInputError", "is_url", "local_images", "redact"]
 
-# URL scheme -> (module its fsspec backend imports, infinity-eval extra that installs it)
-SCHEME_EXTRAS: dict[str, tuple[str, str]] = {
-    "s3": ("s3fs", "s3"),
-    "gs": ("gcsfs", "gcs"),
-    "gcs": ("gcsfs", "gcs"),
-    "http": ("aiohttp", "http"),
-    "https": ("aiohttp", "http"),
-}
+# URL scheme -> the infinity-eval extra (named as infinity-data's) -> the module its fsspec backend imports
+SCHEME_EXTRAS: dict[str, str] = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http"}
+_BACKENDS: dict[str, str] = {"s3": "s3fs", "gcs": "gcsfs", "http": "aiohttp"}
 _UNLISTABLE = frozenset({"http", "https"})
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 # a URL anywhere in a text: scheme, optional user info, the rest up to a query/fragment/space
@@ -66,8 +61,8 @@ def _filesystem(url: str) -> tuple[Any, str]:
         raise RemoteInputError(
             f"{redact(url)}: URL scheme {scheme!r} is not supported; give a local path or one of {known}"
         )
-    backend, extra = SCHEME_EXTRAS[scheme]
-    for module in ("fsspec", backend):
+    extra = SCHEME_EXTRAS[scheme]
+    for module in ("fsspec", _BACKENDS[extra]):
         if importlib.util.find_spec(module) is None:
             raise RemoteInputError(
                 f"{redact(url)}: reading {scheme}:// needs the {module} package; install it with "
