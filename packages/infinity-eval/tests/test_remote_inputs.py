@@ -17,9 +17,11 @@ import pytest
 from infinity_eval.cli import _input, main
 from infinity_eval.fid import FeatureStatistics
 from infinity_eval.fid import api as fid_api
+from infinity_eval.geneval import PrecomputedDetector
 from infinity_eval.geneval.shapes import SHAPES_PALETTE
-from infinity_eval.io import read_geneval_folder, write_manifest
+from infinity_eval.io import ImageRecord, read_geneval_folder, write_manifest
 from infinity_eval.remote import RemoteInputError, local_images, redact
+from infinity_eval.runs import run_header
 from PIL import Image, ImageDraw
 
 SHAPES = "infinity_eval.geneval.shapes"
@@ -249,3 +251,22 @@ def test_redact_removes_user_info_and_signed_queries_from_every_url_in_a_text() 
     text = "GET https://user:secret@host:9000/a/b.png?X-Amz-Signature=abc failed; s3://key:pw@bucket/x ok"
     assert redact(text) == "GET https://host:9000/a/b.png failed; s3://bucket/x ok"
     assert redact("/local/path with spaces.png") == "/local/path with spaces.png"
+
+
+def test_the_recorded_command_line_carries_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        sys, "argv", ["infinity-eval", "fid", "https://u:secret@host/m.jsonl?sig=abc", "b.npz"]
+    )
+    header = run_header("fid", "p", {})
+    assert header["command_line"] == ["infinity-eval", "fid", "https://host/m.jsonl", "b.npz"]
+
+
+def test_precomputed_detections_may_name_images_by_url(tmp_path: Path) -> None:
+    row = {
+        "image": "s3://key:secret@bucket/g/00000/samples/0000.png",
+        "detections": {"circle": [[1, 2, 3, 4, 0.9]]},
+    }
+    (tmp_path / "dets.jsonl").write_text(json.dumps(row) + "\n")
+    copy = ImageRecord(tmp_path / "copy.png", url="s3://bucket/g/00000/samples/0000.png")
+    (found,) = PrecomputedDetector(tmp_path / "dets.jsonl").detect(Image.new("RGB", (8, 8)), copy)["circle"]
+    assert found.box == (1, 2, 3, 4) and found.score == pytest.approx(0.9)
