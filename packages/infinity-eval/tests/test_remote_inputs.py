@@ -270,3 +270,63 @@ def test_precomputed_detections_may_name_images_by_url(tmp_path: Path) -> None:
     copy = ImageRecord(tmp_path / "copy.png", url="s3://bucket/g/00000/samples/0000.png")
     (found,) = PrecomputedDetector(tmp_path / "dets.jsonl").detect(Image.new("RGB", (8, 8)), copy)["circle"]
     assert found.box == (1, 2, 3, 4) and found.score == pytest.approx(0.9)
+
+
+class _RedScorer:
+    """Stands in for the ImageReward/HPS networks (their own tests cover them): the score is pixel (0, 0)'s red."""
+
+    def __init__(self, folder: Path) -> None:
+        self.weights_file, self.vocab_file = folder / "w.pt", folder / "vocab.txt"
+        self.weights_file.write_bytes(b"w")
+        self.vocab_file.write_bytes(b"v")
+        self.images = 0
+
+    def score(self, prompts: list[str], images: list[Image.Image]) -> list[float]:
+        self.images += len(images)
+        return [image.getpixel((0, 0))[0] / 255.0 for image in images]
+
+    def options(self) -> dict[str, Any]:
+        return {"stub": True}
+
+
+def test_imagereward_and_hps_of_folders_in_s3_equal_the_local_folders(
+    tmp_path: Path, s3: tuple[str, Any], monkeypatch: pytest.MonkeyPatch, private_tmp: Path
+) -> None:
+    from infinity_eval import hps, imagereward
+
+    scorer = _RedScorer(tmp_path)
+    for cls in (imagereward.ImageRewardScorer, hps.HPSv21Scorer):
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(lambda cls, *a, **k: scorer))
+    rng = np.random.default_rng(1)
+    ir, styles, prompts = tmp_path / "ir", tmp_path / "hps", tmp_path / "prompts"
+    for folder in (ir, prompts):
+        folder.mkdir()
+    ir_prompts = [{"id": "p1", "prompt": "a cat"}, {"id": "p2", "prompt": "a dog"}]
+    (tmp_path / "ir.json").write_text(json.dumps(ir_prompts))
+    for pid in ("p1", "p2"):
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(ir / f"{pid}_{i}.png")
+    for style in ("anime", "concept-art", "paintings", "photo"):  # the four benchmark styles
+        (prompts / f"{style}.json").write_text(json.dumps([f"{style} {i}" for i in range(3)]))
+        (styles / style).mkdir(parents=True)
+        for i in range(2):  # image 2 of each style is missing; upper-case extensions count, as locally
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                styles / style / f"{i:05d}.JPG"
+            )
+    bucket, fs = s3
+    _upload(fs, tmp_path, f"{bucket}/eval")
+    commands = {
+        "imagereward": (["--prompts", str(tmp_path / "ir.json")], "ir"),
+        "hps": (["--prompts-dir", str(prompts)], "hps"),
+    }
+    for command, (flags, folder) in commands.items():
+        summaries = []
+        for where, source in (("local", str(tmp_path / folder)), ("s3", f"{bucket}/eval/{folder}")):
+            out = tmp_path / "runs" / command / where
+            assert main([command, source, *flags, "-o", str(out), "--no-progress"]) == 0
+            summaries.append(_comparable(json.loads((out / "summary.json").read_text())))
+            images = [json.loads(line)["image"] for line in (out / "results.jsonl").read_text().splitlines()]
+            assert len(images) == (6 if command == "imagereward" else 8)
+            assert all(i.startswith(f"{bucket}/eval/{folder}/") == (where == "s3") for i in images)
+        assert summaries[0] == summaries[1]
+    assert scorer.images == 2 * (6 + 8) and list(private_tmp.iterdir()) == []
