@@ -198,6 +198,8 @@ def test_a_url_is_never_a_local_path_and_unknown_schemes_are_refused(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert _input("s3://bucket/images") == "s3://bucket/images" and _input("images") == Path("images")
+    with local_images(f"file://{tmp_path}") as local:  # a local path spelt as a URL is read in place
+        assert local.path == tmp_path and local.url is None
     assert main(["geneval", "ftp://user:hunter2@host/images", "-o", "run", "--detector", "x:y"]) == 2
     err = capsys.readouterr().err
     assert "URL scheme 'ftp' is not supported" in err and "s3://" in err and "hunter2" not in err

@@ -143,10 +143,12 @@ class LocalImages:
 
 @contextlib.contextmanager
 def local_images(location: str | os.PathLike[str], recursive: bool = True) -> Iterator[LocalImages]:
-    """A local view of an input: a local path as it is; a URL copied into a temporary folder (removed on
+    """A local view of an input: a local path (or ``file://`` URL) as it is; a URL copied into a temporary folder (removed on
     exit). A URL ending in ``.jsonl`` is a manifest (its images, relative to it, are copied too), one ending
     in ``.npz`` a statistics file, any other an ``s3://``/``gs://`` folder: its images (sub-folders too when
     ``recursive``) and GenEval ``metadata.jsonl`` files. http(s) folders cannot be listed: give a manifest."""
+    if is_url(location) and str(location).lower().startswith("file://"):
+        location = str(location)[len("file://") :]  # a local path spelt as a URL
     if not is_url(location):
         yield LocalImages(Path(location))
         return
