@@ -10,10 +10,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InfinityEvalError
 from .runs import Shard
+
+if TYPE_CHECKING:
+    from .remote import LocalImages
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -55,6 +58,13 @@ class _DeprecatedFlag(argparse.Action):
 
 # Commands whose -o/--output is required (checked after parsing, since the deprecated --out also fills it).
 _OUTPUT_REQUIRED = frozenset({"prompts", "generate", "geneval", "imagereward", "hps", "val-loss"})
+
+
+def _input(text: str) -> Path | str:
+    """An input argument: a URL (``s3://``, ``gs://``, ``https://``) stays a string, anything else is a path."""
+    from .remote import is_url
+
+    return text if is_url(text) else Path(text)
 
 
 def _add_output(p: argparse.ArgumentParser, help: str) -> None:
@@ -134,6 +144,7 @@ def val_loss_options(args: argparse.Namespace) -> Any:
 
 def fid_command(args: argparse.Namespace) -> int:
     from .fid import FeatureStatistics, compute_fid, compute_statistics, load_fid_inception
+    from .fid.api import _is_statistics_file
 
     options = fid_options(args)
     if args.merge_stats:
@@ -150,7 +161,7 @@ def fid_command(args: argparse.Namespace) -> int:
         if args.save_stats is None:
             raise ValueError("with one input, pass --save-stats PATH (or give two inputs to compute FID)")
         # weights are loaded only for images: an .npz input needs none
-        is_npz = args.inputs[0].suffix == ".npz" and args.inputs[0].is_file()
+        is_npz = _is_statistics_file(args.inputs[0])
         backbone = None if is_npz else load_fid_inception(args.weights, device=args.device)
         stats = compute_statistics(
             args.inputs[0],
@@ -197,6 +208,13 @@ def _geneval_records(path: Path):
 
 
 def geneval_command(args: argparse.Namespace) -> int:
+    from .remote import local_images
+
+    with local_images(args.input) as images:  # a URL: a temporary copy, removed when the run ends
+        return _geneval(args, images)
+
+
+def _geneval(args: argparse.Namespace, images: LocalImages) -> int:
     from .geneval import (
         GenEvalOptions,
         Mask2FormerDetector,
@@ -209,7 +227,7 @@ def geneval_command(args: argparse.Namespace) -> int:
     from .weights import describe_weight_file
 
     options = GenEvalOptions(**_key_values(args.option, "--option"))
-    records = _geneval_records(args.input)
+    records = images.named(_geneval_records(images.path))
     weights: list[dict[str, Any]] = []
     chosen = [x for x in (args.detector, args.detections, args.mask2former) if x]
     if len(chosen) != 1:
@@ -235,7 +253,7 @@ def geneval_command(args: argparse.Namespace) -> int:
         if not isinstance(classifier, ColorClassifier):
             raise ValueError(f"{args.color_classifier} did not return a callable(crops, object_name)")
         name += f"+colors:{args.color_classifier}"
-    elif any("color" in c for r in records for c in r.meta.get("include", [])):
+    elif any("color" in c for r in records for c in (r.meta or {}).get("include", [])):
         if args.clip_backend == "open_clip":
             classifier, clip_path = load_openclip_color_classifier(args.clip_weights, device=args.device)
             files = [clip_path]
@@ -263,17 +281,24 @@ def geneval_command(args: argparse.Namespace) -> int:
 
 
 def imagereward_command(args: argparse.Namespace) -> int:
-    from .imagereward import ImageRewardScorer, imagereward_benchmark_summary
     from .io import read_imagereward_folder, read_manifest
     from .prompts import imagereward_prompts
-    from .scoring import run_image_scorer
+    from .remote import local_images
 
     missing: list[str] = []
-    if args.input.is_file():
-        records = read_manifest(args.input)
-    else:
-        prompts = json.loads(args.prompts.read_text()) if args.prompts else imagereward_prompts()
-        records, missing = read_imagereward_folder(args.input, prompts)
+    with local_images(args.input) as images:  # a URL: a temporary copy, removed when the run ends
+        if images.path.is_file():
+            records = read_manifest(images.path)
+        else:
+            prompts = json.loads(args.prompts.read_text()) if args.prompts else imagereward_prompts()
+            records, missing = read_imagereward_folder(images.path, prompts)
+        return _imagereward(args, images.named(records), missing)
+
+
+def _imagereward(args: argparse.Namespace, records: list[Any], missing: list[str]) -> int:
+    from .imagereward import ImageRewardScorer, imagereward_benchmark_summary
+    from .scoring import run_image_scorer
+
     scorer = ImageRewardScorer.from_pretrained(
         args.weights, vocab=args.vocab, device=args.device, batch_size=args.batch_size
     )
@@ -305,20 +330,27 @@ def imagereward_command(args: argparse.Namespace) -> int:
 
 
 def hps_command(args: argparse.Namespace) -> int:
-    from .hps import HPSv21Scorer, hps_benchmark_summary
     from .io import read_hps_folder, read_manifest
     from .prompts import hps_prompts
-    from .scoring import run_image_scorer
+    from .remote import local_images
 
     missing: list[str] = []
-    if args.input.is_file():
-        records = read_manifest(args.input)
-    else:
-        if args.prompts_dir is None:
-            raise ValueError(
-                "an HPS folder needs --prompts-dir with anime.json etc. (Hugging Face dataset zhwang/HPDv2)"
-            )
-        records, missing = read_hps_folder(args.input, hps_prompts(args.prompts_dir))
+    with local_images(args.input) as images:  # a URL: a temporary copy, removed when the run ends
+        if images.path.is_file():
+            records = read_manifest(images.path)
+        else:
+            if args.prompts_dir is None:
+                raise ValueError(
+                    "an HPS folder needs --prompts-dir with anime.json etc. (Hugging Face dataset zhwang/HPDv2)"
+                )
+            records, missing = read_hps_folder(images.path, hps_prompts(args.prompts_dir))
+        return _hps(args, images.named(records), missing)
+
+
+def _hps(args: argparse.Namespace, records: list[Any], missing: list[str]) -> int:
+    from .hps import HPSv21Scorer, hps_benchmark_summary
+    from .scoring import run_image_scorer
+
     for m in missing:
         logging.getLogger(__name__).warning("HPS: %s", m)
     kwargs: dict[str, Any] = {}
@@ -426,7 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fid", help="FID between two folders / manifests / .npz statistics")
     p.add_argument(
-        "inputs", nargs="*", type=Path, help="A B (B is the cached reference) or one input with --save-stats"
+        "inputs",
+        nargs="*",
+        type=_input,
+        help="A B (B is the cached reference) or one input with --save-stats; folders, manifests and .npz "
+        "may be URLs (s3://, gs://; https:// for files)",
     )
     p.add_argument("--weights", type=Path, default=None, help="FID Inception weights (file or folder)")
     p.add_argument("--protocol", choices=("pytorch-fid", "clean"), default=FIDOptions.protocol)
@@ -451,7 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("geneval", help="GenEval on a GenEval folder or manifest, with a detector")
     p.add_argument(
-        "input", type=Path, help="GenEval folder (<index>/metadata.jsonl + samples/) or manifest .jsonl"
+        "input",
+        type=_input,
+        help="GenEval folder (<index>/metadata.jsonl + samples/) or manifest .jsonl (local, s3://, gs://; "
+        "https:// for a manifest)",
     )
     p.add_argument("--detector", default=None, help="module:factory returning a Detector")
     p.add_argument("--detector-arg", action="append", help="key=value passed to the detector factory")
@@ -476,7 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "imagereward", help="ImageReward-v1.0 on a folder (official / Infinity layout) or manifest"
     )
-    p.add_argument("input", type=Path)
+    p.add_argument(
+        "input", type=_input, help="folder or manifest .jsonl (local, s3://, gs://; https:// manifest)"
+    )
     p.add_argument(
         "--prompts", type=Path, default=None, help="benchmark prompts JSON (default: the shipped 100)"
     )
@@ -486,7 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser("hps", help="HPSv2.1 (or v2.0) on <style>/<idx>.jpg folders or a manifest")
-    p.add_argument("input", type=Path)
+    p.add_argument(
+        "input", type=_input, help="folder or manifest .jsonl (local, s3://, gs://; https:// manifest)"
+    )
     p.add_argument(
         "--prompts-dir", type=Path, default=None, help="folder with anime.json, concept-art.json, ..."
     )

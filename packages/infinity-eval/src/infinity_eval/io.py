@@ -47,7 +47,8 @@ _DIGITS = re.compile(r"^\d+$")
 class ImageRecord:
     """One image to score: its file, prompt, prompt id, sample index and benchmark fields.
 
-    `tag` is the GenEval tag or HPS style; `meta` holds the GenEval metadata object.
+    `tag` is the GenEval tag or HPS style; `meta` holds the GenEval metadata object. `url` is set when `image`
+    is the temporary local copy of an object in a store (`infinity_eval.remote`): results name it instead.
     """
 
     image: Path
@@ -56,9 +57,15 @@ class ImageRecord:
     sample_index: int = 0
     tag: str | None = None
     meta: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    url: str | None = None
+
+    @property
+    def location(self) -> str:
+        """The image's name in results, resume keys and messages: its URL, else its local path."""
+        return self.url if self.url is not None else str(self.image)
 
     def key_fields(self) -> tuple[str, str, int]:
-        return (str(self.image), self.prompt_id, self.sample_index)
+        return (self.location, self.prompt_id, self.sample_index)
 
 
 def load_image(path: str | os.PathLike[str], exif_transpose: bool = False) -> Image.Image:

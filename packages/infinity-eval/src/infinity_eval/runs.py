@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .remote import redact
+
 __all__ = [
     "HARNESS_VERSION",
     "ResultStore",
@@ -236,5 +238,5 @@ def run_header(
         "weights": [dict(w) for w in weights],
         "libraries": library_versions(extra_libraries),
         "device": device,
-        "command_line": list(sys.argv),
+        "command_line": [redact(arg) for arg in sys.argv],  # URLs without credentials
     }

@@ -50,11 +50,11 @@ def run_image_scorer(
     protocol = protocol_id(metric, options)
     out = Path(out_dir)
     store = ResultStore(out / f"results{shard.suffix}.jsonl")
-    work = shard.select(records, key=lambda r: (str(r.image), r.prompt_id, r.sample_index))
+    work = shard.select(records, key=lambda r: (r.location, r.prompt_id, r.sample_index))
     todo = [
         r
         for r in work
-        if (metric, protocol, weights_id, str(r.image), r.prompt_id, str(r.sample_index)) not in store
+        if (metric, protocol, weights_id, r.location, r.prompt_id, str(r.sample_index)) not in store
     ]
     logger.info("%s: %d images in this shard, %d already scored", metric, len(work), len(work) - len(todo))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -73,7 +73,7 @@ def run_image_scorer(
                 "metric": metric,
                 "protocol": protocol,
                 "weights": weights_id,
-                "image": str(r.image),
+                "image": r.location,
                 "prompt_id": r.prompt_id,
                 "sample_index": str(r.sample_index),
                 "prompt": r.prompt,

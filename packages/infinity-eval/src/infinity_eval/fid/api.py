@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from ..io import read_image_inputs
+from ..io import ImageRecord, read_image_inputs
+from ..remote import is_url, local_images, redact
 from ..runs import Shard, protocol_id, run_header, write_json
 from ..weights import describe_weight_file
 from .checkpoint import FIDBackbone, load_fid_inception
@@ -55,38 +56,51 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "infinity-eval"
 
 
-def _set_fingerprint(paths: list[Path], options: FIDOptions, weights_sha: str) -> str:
+def _set_fingerprint(records: list[ImageRecord], options: FIDOptions, weights_sha: str) -> str:
+    """A local file by path, size and mtime; a copy of an object in a store by URL, size and content."""
     h = hashlib.sha256()
     h.update(json.dumps({"protocol": options.protocol, "weights": weights_sha, "v": METRIC_VERSION}).encode())
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for r in records:
+        st = r.image.stat()
+        if r.url is None:
+            h.update(f"{r.image.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        else:
+            content = hashlib.sha256(r.image.read_bytes()).hexdigest()
+            h.update(f"{r.url}\0{st.st_size}\0{content}\n".encode())
     return h.hexdigest()[:24]
 
 
 def _is_statistics_file(source: str | os.PathLike[str]) -> bool:
+    """An `.npz` file, local or at a URL (whose existence is checked when it is read)."""
+    if is_url(source):
+        return str(source).rstrip("/").endswith(".npz")
     src = Path(source)
     return src.suffix == ".npz" and src.is_file()
 
 
-def _checked_statistics(src: Path, protocol: str, unrecorded_protocol: str) -> FeatureStatistics:
-    """Load an `.npz` and refuse it unless its protocol (recorded, or `unrecorded_protocol`) is `protocol`."""
+def _checked_statistics(
+    src: Path, protocol: str, unrecorded_protocol: str, name: str | None = None
+) -> FeatureStatistics:
+    """Load an `.npz` and refuse it unless its protocol (recorded, or `unrecorded_protocol`) is `protocol`.
+
+    `name` is how messages call the file (its URL when `src` is a temporary copy)."""
     stats = FeatureStatistics.load(src)
+    src_name = name or str(src)
     recorded = stats.meta.get("protocol")
     if recorded is None:
         if unrecorded_protocol != protocol:
             raise ValueError(
-                f"{src} records no FID protocol (a plain mu/sigma file, as pytorch-fid and clean-fid write), so "
+                f"{src_name} records no FID protocol (a plain mu/sigma file, as pytorch-fid and clean-fid write), so "
                 f"it is taken to be {unrecorded_protocol!r} statistics, not {protocol!r}. Run with --protocol "
                 f"{unrecorded_protocol}; or, if you know the file was computed under {protocol!r} (e.g. by "
                 f"clean-fid), say so with --stats-protocol {protocol}; or recompute it from the images with "
                 f"`infinity-eval fid IMAGES --protocol {protocol} --save-stats FILE`"
             )
-        logger.info("%s records no protocol: taken as %r", src, unrecorded_protocol)
+        logger.info("%s records no protocol: taken as %r", src_name, unrecorded_protocol)
         stats.meta = {**stats.meta, "protocol_assumed": unrecorded_protocol}
     elif recorded != protocol:
         raise ValueError(
-            f"{src} was computed with protocol {recorded!r}, not {protocol!r}: run with --protocol {recorded} "
+            f"{src_name} was computed with protocol {recorded!r}, not {protocol!r}: run with --protocol {recorded} "
             f"or recompute it with `infinity-eval fid IMAGES --protocol {protocol} --save-stats FILE`"
         )
     return stats
@@ -111,31 +125,39 @@ def compute_statistics(
     options = options or FIDOptions()
     if unrecorded_protocol not in FID_PROTOCOLS:
         raise ValueError(f"unknown FID protocol {unrecorded_protocol!r}; choose one of {FID_PROTOCOLS}")
-    src = Path(source)
-    if _is_statistics_file(src):
-        return _checked_statistics(src, options.protocol, unrecorded_protocol)
-    if backbone is None:
-        raise ValueError(f"{src} holds images: computing their statistics needs the FID Inception backbone")
-    shard = shard or Shard()
-    records = read_image_inputs(src)
-    paths = shard.select([r.image for r in records], key=str)
-    fingerprint = _set_fingerprint(paths, options, backbone.sha256)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"fid-stats-{fingerprint}.npz"
-        if cache_file.is_file():
-            logger.info("using cached FID statistics %s for %s", cache_file, src)
-            return FeatureStatistics.load(cache_file)
-    feats = extract_features(
-        paths, backbone.model, options.protocol, options.batch_size, device, num_workers, progress
-    )
+    with local_images(source, recursive=False) as local:
+        src = local.path
+        if _is_statistics_file(src):
+            return _checked_statistics(src, options.protocol, unrecorded_protocol, local.display)
+        if backbone is None:
+            raise ValueError(
+                f"{local.display} holds images: computing their statistics needs the FID Inception backbone"
+            )
+        shard = shard or Shard()
+        records = shard.select(local.named(read_image_inputs(src)), key=lambda r: r.location)
+        fingerprint = _set_fingerprint(records, options, backbone.sha256)
+        cache_file = None
+        if cache_dir is not None:
+            cache_file = Path(cache_dir) / f"fid-stats-{fingerprint}.npz"
+            if cache_file.is_file():
+                logger.info("using cached FID statistics %s for %s", cache_file, local.display)
+                return FeatureStatistics.load(cache_file)
+        feats = extract_features(
+            [r.image for r in records],
+            backbone.model,
+            options.protocol,
+            options.batch_size,
+            device,
+            num_workers,
+            progress,
+        )
     stats = FeatureStatistics.from_features(feats)
     stats.meta = {
-        "source": str(src),
+        "source": local.display,
         "protocol": options.protocol,
         "backbone": backbone.label,
         "weights_sha256": backbone.sha256,
-        "n": len(paths),
+        "n": len(records),
         "shard": f"{shard.index}/{shard.count}",
         "fingerprint": fingerprint,
     }
@@ -215,8 +237,8 @@ def compute_fid(
         "fid": fid,
         "n_a": stats_a.n,
         "n_b": stats_b.n,
-        "a": str(a),
-        "b": str(b),
+        "a": redact(str(a)),
+        "b": redact(str(b)),
         "protocol_assumed": {
             name: st.meta["protocol_assumed"]
             for name, st in (("a", stats_a), ("b", stats_b))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from .._imports import import_object
 from ..io import ImageRecord, _json_lines
+from ..remote import is_url, redact
 from ..weights import WeightFile, resolve_weight_file
 from .rules import Detection
 
@@ -103,15 +104,19 @@ class PrecomputedDetector:
         for lineno, obj in _json_lines(self.path):
             if "image" not in obj or "detections" not in obj:
                 raise KeyError(f"{self.path}:{lineno}: needs keys 'image' and 'detections'")
-            image = Path(obj["image"])
-            if not image.is_absolute():
-                image = self.path.parent / image
-            self._by_image[str(image.resolve())] = (obj["detections"], obj.get("masks") or {})
+            self._by_image[self._key(str(obj["image"]))] = (obj["detections"], obj.get("masks") or {})
+
+    def _key(self, image: str) -> str:
+        """A URL (images in a store) as the results name it, else the resolved path (relative: to the file)."""
+        if is_url(image):
+            return redact(image)
+        path = Path(image)
+        return str((path if path.is_absolute() else self.path.parent / path).resolve())
 
     def detect(self, image: Image.Image, record: ImageRecord) -> Detections:
-        key = str(Path(record.image).resolve())
+        key = record.url if record.url is not None else str(Path(record.image).resolve())
         if key not in self._by_image:
-            raise KeyError(f"{self.path} has no detections for image {record.image}")
+            raise KeyError(f"{self.path} has no detections for image {record.location}")
         dets, masks = self._by_image[key]
         return {
             name: _rows_to_detections(rows, masks.get(name), self.path.parent) for name, rows in dets.items()

@@ -62,7 +62,7 @@ def run_geneval(
     for rec in records:
         if rec.meta is None:
             raise ValueError(
-                f"image {rec.image} has no GenEval metadata (use the GenEval layout or a manifest 'geneval' field)"
+                f"image {rec.location} has no GenEval metadata (use the GenEval layout or a manifest 'geneval' field)"
             )
     needs_color = any("color" in c for r in records if r.meta is not None for c in r.meta.get("include", []))
     if needs_color and color_classifier is None:
@@ -75,11 +75,11 @@ def run_geneval(
     protocol = protocol_id("geneval", opts)
     out = Path(out_dir)
     store = ResultStore(out / f"results{shard.suffix}.jsonl")
-    work = shard.select(records, key=lambda r: (str(r.image), r.prompt_id, r.sample_index))
+    work = shard.select(records, key=lambda r: (r.location, r.prompt_id, r.sample_index))
     todo = [
         r
         for r in work
-        if ("geneval", protocol, weights_id, str(r.image), r.prompt_id, str(r.sample_index)) not in store
+        if ("geneval", protocol, weights_id, r.location, r.prompt_id, str(r.sample_index)) not in store
     ]
     logger.info("GenEval: %d images in this shard, %d already scored", len(work), len(work) - len(todo))
     iterator: Any = todo
@@ -97,10 +97,10 @@ def run_geneval(
                     "metric": "geneval",
                     "protocol": protocol,
                     "weights": weights_id,
-                    "image": str(rec.image),
+                    "image": rec.location,
                     "prompt_id": rec.prompt_id,
                     "sample_index": str(rec.sample_index),
-                    "filename": str(rec.image),
+                    "filename": rec.location,
                     "tag": rec.meta["tag"],
                     "prompt": rec.meta.get("prompt", rec.prompt),
                     "correct": verdict.correct,
@@ -112,7 +112,7 @@ def run_geneval(
         )
     rows, other = read_all_results(out, "geneval", protocol)
     summary = aggregate(rows)
-    expected = {str(r.image) for r in records}
+    expected = {r.location for r in records}
     scored = {r["image"] for r in rows}
     summary.update(
         {
