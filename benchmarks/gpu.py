@@ -305,16 +305,19 @@ class GraphedScales:
             self._cache = model.new_cache()
         assert self._cache is not None
         static = None if x is None else x.clone()
-        autocast = torch.autocast("cuda", dtype=self._amp_dtype, cache_enabled=False)
+
+        def autocast() -> torch.autocast:  # no weight-cast cache: a graph must not keep tensors of one call
+            return torch.autocast("cuda", dtype=self._amp_dtype, cache_enabled=False)
+
         with mock.patch.object(transformer_module, "rope_cos_sin", self._rope):
             # warm-up on a scratch copy of the cache (compiles, initialises kernels) on a side stream, then capture
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), autocast:
+            with torch.cuda.stream(side), autocast():
                 model.forward_scale(cond, static, k, self._schedule, _scratch_copy(self._cache, model))
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool), autocast:
+            with torch.cuda.graph(graph, pool=self._pool), autocast():
                 out = model.forward_scale(cond, static, k, self._schedule, self._cache)
         graph.replay()  # capture records without running: this fills the outputs and the cache
         self._graphs.append(graph)
