@@ -2,17 +2,19 @@
 
     uv run --no-sync python benchmarks/fast_sampling.py [--prompts 300] [--images-per-prompt 4] [--threads 1]
 
-Configurations: fp32 (the reference) and bf16 CPU autocast (``dtype=torch.bfloat16``: transformer blocks and
-VAE decoder), each with ``cfg_off_last`` k = 0, 1, 2. The default model's own generation settings (cfg, tau,
+Configurations: fp32 (the reference) and bf16 CPU autocast (``dtype=torch.bfloat16``: transformer blocks and VAE
+decoder), each with ``cfg_off_last`` k = 0, 1, 2. The default model's own generation settings (cfg, tau,
 candidates) on the held-out prompts of the shapes world with the recipe's protocol (``recipes/shapes``: the
 held-out prompt seed, 300 prompts x 4 images, image j of prompt i seeded ``4 i + j``), scored like the recipe
 (shapes detector, palette colours, GenEval rules), so the fp32 row is the recipe's reported score. The
 configurations run interleaved chunk by chunk, so machine noise hits all alike; the table gives seconds, the
-speed ratio against fp32, the score, its difference from fp32 with a paired bootstrap interval (images
-resampled within each tag, the same draw for both configurations), and the pixel differences from the fp32
-images (and the share of images within 8/255 of them everywhere: the same drawing up to rounding). Then the logit differences of bf16: the bf16 sampler is forced onto the fp32 images' bits
-(``prefix_bits``), so both precisions compute the guided, temperature-scaled logits of every scale from the
-same inputs; and the VAE decoder alone on the same codes.
+speed ratio against fp32, the score, its difference from fp32 with a paired bootstrap interval (images resampled
+within each tag, the same draw for both configurations), and the pixel differences from the fp32 images (and the
+share of images within 8/255 of them everywhere: the same drawing up to rounding). Then the logit differences of
+bf16: the bf16 sampler is forced onto the fp32 images' bits (``prefix_bits``), so both precisions compute the
+guided, temperature-scaled logits of every scale from the same inputs; and the VAE decoder alone on the same
+codes. ``--seed-offset`` draws another set of images (image k seeded offset + k) to add evidence; ``--off`` and
+``--precisions`` run a subset of the configurations.
 """
 
 from __future__ import annotations
@@ -110,6 +112,15 @@ def main() -> None:
     parser.add_argument("--images-per-prompt", type=int, default=4, help="the recipe's GenEval protocol: 4")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=20, help="images per pipeline call")
+    parser.add_argument(
+        "--off",
+        default="0,1,2",
+        help="cfg_off_last values to run for each precision (0, fp32, is always run)",
+    )
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32 (always run), bf16")
+    parser.add_argument(
+        "--seed-offset", type=int, default=0, help="image k gets seed offset + k (0: the recipe's seeds)"
+    )
     parser.add_argument("--json", default=None, help="also write the per-image verdicts and timings here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -126,10 +137,16 @@ def main() -> None:
     bf16 = InfinityPipeline(fp32.model, fp32.vae, fp32.text_encoder, dtype=torch.bfloat16)
     schedule = fp32.schedule(g.ratio, g.pn)
     sampling = {k: getattr(g, k) for k in ("cfg", "tau", "top_k", "top_p", "candidates")}
+    offs = sorted({int(k) for k in args.off.split(",")} | {0})
+    precisions = {"fp32", *args.precisions.split(",")}
+    unknown = sorted(precisions - {"fp32", "bf16"})
+    if unknown:
+        raise SystemExit(f"fast_sampling.py: unknown --precisions {unknown}; choose from fp32, bf16")
     configs = {
         f"{name} cfg_off_last={k}" if k else f"{name}{' (today)' if name == 'fp32' else ''}": (pipe, k)
         for name, pipe in (("fp32", fp32), ("bf16", bf16))
-        for k in (0, 1, 2)
+        if name in precisions
+        for k in offs
     }
     reference_name = "fp32 (today)"
     n = args.images_per_prompt
@@ -138,7 +155,8 @@ def main() -> None:
     images: dict[str, list[Image.Image]] = {name: [] for name in configs}
     seconds = dict.fromkeys(configs, 0.0)
     for i in range(0, len(prompts), args.chunk):
-        chunk, seeds = prompts[i : i + args.chunk], list(range(i, min(i + args.chunk, len(prompts))))
+        chunk = prompts[i : i + args.chunk]
+        seeds = [args.seed_offset + j for j in range(i, i + len(chunk))]
         for name, (pipe, off) in configs.items():
             t0 = time.perf_counter()
             images[name] += pipe(chunk, schedule=schedule, seed=seeds, cfg_off_last=off, **sampling)
@@ -168,7 +186,8 @@ def main() -> None:
         )
     # logits: the bf16 sampler forced onto the fp32 bits of the first chunk (same inputs at every scale)
     first = list(range(min(args.chunk, len(prompts))))
-    diff = logit_differences(fp32, bf16, [prompts[i] for i in first], first, schedule, sampling)
+    first_seeds = [args.seed_offset + i for i in first]
+    diff = logit_differences(fp32, bf16, [prompts[i] for i in first], first_seeds, schedule, sampling)
     print(
         f"\nlogits, bf16 vs fp32 on the same inputs ({int(diff['bits'])} bit decisions of {len(first)} images, "
         f"guided and divided by tau): max |Δ| {diff['max_abs']:.4f}, mean |Δ| {diff['mean_abs']:.5f} (mean "
@@ -180,7 +199,7 @@ def main() -> None:
     from infinity_model.sampler import codes_to_uint8
 
     codes = fp32.generate(
-        [prompts[i] for i in first], schedule=schedule, sampler=SamplerConfig(**sampling), seed=first
+        [prompts[i] for i in first], schedule=schedule, sampler=SamplerConfig(**sampling), seed=first_seeds
     ).codes
     with torch.no_grad():
         exact = codes_to_uint8(fp32.vae, codes).to(torch.int16)
@@ -196,6 +215,7 @@ def main() -> None:
                 {
                     "prompts": args.prompts,
                     "images_per_prompt": n,
+                    "seed_offset": args.seed_offset,
                     "threads": args.threads,
                     "seconds": seconds,
                     "scores": scores,
