@@ -452,7 +452,8 @@ def _identical(a: SampleResult, b: SampleResult) -> bool:
 def print_check(rows: Sequence[CheckRow]) -> None:
     print("\ncheck (same seed; logits with every path forced onto the eager SDPA bits):")
     print(
-        "| path | exact twin | identical to twin | bits = eager sdpa | max |Δ logit| | mean |Δ| / mean |logit| | first call s |"
+        "| path | exact twin | identical to twin | bits = eager sdpa | max \\|Δ logit\\| | mean \\|Δ\\| / mean \\|logit\\| "
+        "| first call s |"
     )
     print("|---|---|---|---:|---:|---:|---:|")
     for r in rows:
