@@ -13,8 +13,9 @@ within each tag, the same draw for both configurations), and the pixel differenc
 share of images within 8/255 of them everywhere: the same drawing up to rounding). Then the logit differences of
 bf16: the bf16 sampler is forced onto the fp32 images' bits (``prefix_bits``), so both precisions compute the
 guided, temperature-scaled logits of every scale from the same inputs; and the VAE decoder alone on the same
-codes. ``--seed-offset`` draws another set of images (image k seeded offset + k) to add evidence; ``--off`` and
-``--precisions`` run a subset of the configurations.
+codes. ``--seed-offset`` draws another set of images (image k seeded offset + k) to add evidence, ``--pool``
+scores the images of several ``--json`` runs together; ``--off`` and ``--precisions`` run a subset of the
+configurations.
 """
 
 from __future__ import annotations
@@ -106,6 +107,33 @@ def logit_differences(
     }
 
 
+def pool(paths: Sequence[str]) -> None:
+    """Score differences against fp32 over the images of several ``--json`` runs (e.g. other ``--seed-offset``)."""
+    from infinity_data.shapes import heldout_specs
+
+    runs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            runs.append(json.load(handle))
+    names = [name for name in runs[0]["correct"] if all(name in run["correct"] for run in runs)]
+    specs = [
+        s
+        for run in runs
+        for s in heldout_specs(run["prompts"], HELDOUT_PROMPT_SEED)
+        for _ in range(run["images_per_prompt"])
+    ]
+    tags = [s["tag"] for s in specs]
+    correct = {name: [c for run in runs for c in run["correct"][name]] for name in names}
+    reference = "fp32 (today)"
+    offsets = [run.get("seed_offset", 0) for run in runs]
+    print(f"pooled: {len(runs)} runs (seed offsets {offsets}), {len(specs)} images\n")
+    print("| configuration | score | Δ score | 95% interval |\n|---|---:|---:|---:|")
+    for name in names:
+        score_, base = overall(correct[name], specs), overall(correct[reference], specs)
+        low, high = paired_interval(correct[reference], correct[name], tags)
+        print(f"| {name} | {score_:.4f} | {score_ - base:+.4f} | [{low:+.4f}, {high:+.4f}] |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=300, help="held-out prompts (the recipe's set: 300)")
@@ -122,7 +150,13 @@ def main() -> None:
         "--seed-offset", type=int, default=0, help="image k gets seed offset + k (0: the recipe's seeds)"
     )
     parser.add_argument("--json", default=None, help="also write the per-image verdicts and timings here")
+    parser.add_argument(
+        "--pool", nargs="+", default=None, help="only pool the verdicts of these --json files (no sampling)"
+    )
     args = parser.parse_args()
+    if args.pool:
+        pool(args.pool)
+        return
     torch.set_num_threads(args.threads)
 
     from infinity_data.shapes import heldout_specs
