@@ -8,6 +8,7 @@ zero-padded key/value batch with a key-padding mask, which gives the same result
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -25,10 +26,12 @@ __all__ = [
     "CrossAttention",
     "LayerKV",
     "SelfAttention",
+    "StepConstants",
     "TextAttentivePool",
     "TextMemory",
     "block_causal_bias",
     "block_causal_mask",
+    "fp32_region",
     "varlen_attention",
 ]
 
@@ -56,6 +59,14 @@ def block_causal_bias(
     storage = torch.zeros(length, -(-length // 16) * 16, dtype=dtype, device=device)
     bias = storage[:, :length]
     return bias.masked_fill_(~allowed, float("-inf"))
+
+
+def fp32_region(x: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast switched off for ``x``'s device when it is on; a no-op context otherwise (cheaper per call)."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -151,28 +162,92 @@ def _linear_plus(linear: nn.Linear, x: Tensor, bias: Tensor) -> Tensor:
     return y + bias.to(y.dtype)
 
 
+@dataclass
+class StepConstants:
+    """One block's tensors that stay the same at every scale of a sampler call (the fast cached step).
+
+    ``gamma1/gamma2`` scale the attention and FFN branches, ``scale1/scale2`` are ``1 + scale`` of the two
+    AdaLN modulations (added once instead of at every scale), ``shift1/shift2`` their shifts: all ``(B, 1, C)``
+    from ``ada + ada_gss``. ``qkv_bias`` is the self-attention's (q_bias, 0, v_bias), ``q_mul`` the clamped,
+    exponentiated per-head log-scale ``(1, H, 1, 1)``.
+    """
+
+    gamma1: Tensor
+    gamma2: Tensor
+    scale1: Tensor
+    scale2: Tensor
+    shift1: Tensor
+    shift2: Tensor
+    qkv_bias: Tensor
+    q_mul: Tensor
+
+
 class LayerKV:
     """One block's inference cache: self-attention keys (after RoPE) and values of all scales run so far,
-    plus the block's cross-attention keys/values of the text (computed once per sampler call)."""
+    plus the block's cross-attention keys/values of the text (computed once per sampler call).
 
-    def __init__(self) -> None:
+    With ``capacity`` (the schedule's token count) the keys/values are written into buffers allocated at the
+    first scale and ``k``/``v`` are views of their filled part, instead of a new concatenation per scale:
+    attention reads the same numbers, so the results are the same bits. ``constants`` holds the block's
+    :class:`StepConstants` for the fast step (``CrossAttnBlock.step``).
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self.cross_kv: Tensor | None = None
+        self.capacity = capacity
+        self.constants: StepConstants | None = None
+        self.cross_k: Tensor | None = None  # padded (B, H, N, hd) text keys/values of the fast step
+        self.cross_v: Tensor | None = None
+        self._k_buffer: Tensor | None = None
+        self._v_buffer: Tensor | None = None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append (B, H, l, hd) keys/values along the sequence; return the full cached keys/values."""
+        if self.k is not None and k.shape[0] != self.k.shape[0]:
+            raise ValueError(
+                f"KV cache holds batch {self.k.shape[0]} but got batch {k.shape[0]}; use a new cache "
+                "(Infinity.new_cache()) for every sampler call"
+            )
+        if self.capacity is not None:
+            return self._write(k, v, self.capacity)
         if self.k is None or self.v is None:
             self.k, self.v = k, v
         else:
-            if k.shape[0] != self.k.shape[0]:
-                raise ValueError(
-                    f"KV cache holds batch {self.k.shape[0]} but got batch {k.shape[0]}; use a new cache "
-                    "(Infinity.new_cache()) for every sampler call"
-                )
             self.k = torch.cat([self.k, k], dim=2)
             self.v = torch.cat([self.v, v], dim=2)
         return self.k, self.v
+
+    def _write(self, k: Tensor, v: Tensor, capacity: int) -> tuple[Tensor, Tensor]:
+        start = 0 if self.k is None else int(self.k.shape[2])
+        end = start + int(k.shape[2])
+        if end > capacity:
+            raise ValueError(
+                f"KV cache of capacity {capacity} tokens cannot take {end} (is the schedule longer than the "
+                "one given to Infinity.new_cache?)"
+            )
+        if self._k_buffer is None or self._v_buffer is None or self._k_buffer.dtype != k.dtype:
+            if start:
+                raise ValueError(f"KV cache holds {k.dtype} keys after {start} tokens of another dtype")
+            b, h, _, hd = k.shape
+            self._k_buffer = k.new_empty(b, h, capacity, hd)
+            self._v_buffer = v.new_empty(b, h, capacity, v.shape[3])
+        self._k_buffer[:, :, start:end].copy_(k)
+        self._v_buffer[:, :, start:end].copy_(v)
+        self.k, self.v = self._k_buffer[:, :, :end], self._v_buffer[:, :, :end]
+        return self.k, self.v
+
+    def narrow(self, rows: int, text_rows: int) -> None:
+        """Keep the first ``rows`` samples and ``text_rows`` packed text rows; the step constants are
+        recomputed at the next step (from the narrowed conditioning)."""
+        self.k = None if self.k is None else self.k[:rows]
+        self.v = None if self.v is None else self.v[:rows]
+        self._k_buffer = None if self._k_buffer is None else self._k_buffer[:rows]
+        self._v_buffer = None if self._v_buffer is None else self._v_buffer[:rows]
+        self.cross_kv = None if self.cross_kv is None else self.cross_kv[:text_rows]
+        self.cross_k = self.cross_v = None
+        self.constants = None
 
 
 class SelfAttention(nn.Module):
@@ -214,6 +289,26 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))
 
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, layer: LayerKV, constants: StepConstants) -> Tensor:
+        """``forward`` over a KV cache with the per-call constants precomputed (same operations, same bits)."""
+        batch, length, width = x.shape
+        y = self.mat_qkv(x)
+        qkv = (y + constants.qkv_bias.to(y.dtype)).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
+        with fp32_region(x):
+            q = F.normalize(q.float(), dim=-1, eps=1e-12) * constants.q_mul
+            k = F.normalize(k.float(), dim=-1, eps=1e-12)
+            q = apply_rope(q, cos, sin).to(v.dtype)
+            k = apply_rope(k, cos, sin).to(v.dtype)
+        k, v = layer.append(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+
+    def log_scale(self) -> Tensor:
+        """exp(min(s_h, ln 100)) in fp32, (1, H, 1, 1): the factor of the normalised queries."""
+        with torch.autocast(self.scale_mul_1H11.device.type, enabled=False):
+            return self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
+
 
 class CrossAttention(nn.Module):
     """Image tokens (queries) attend to their own prompt's text rows; softmax scale 1/sqrt(hd), no RoPE."""
@@ -248,6 +343,27 @@ class CrossAttention(nn.Module):
             kv = kv.to(q.dtype)
         out = varlen_attention(q, kv, memory, scale=1.0 / math.sqrt(self.head_dim))
         return self.proj(out.reshape(batch, length, width))
+
+    def step(self, x: Tensor, memory: TextMemory, layer: LayerKV) -> Tensor:
+        """``forward`` over a KV cache that also keeps the padded text keys/values (same bits)."""
+        batch, length, width = x.shape
+        if layer.cross_kv is None:
+            layer.cross_kv = self.project_kv(memory)
+        kv = layer.cross_kv
+        q = self.mat_q(x).view(batch, length, self.num_heads, self.head_dim)
+        if kv.dtype != q.dtype:
+            kv = kv.to(q.dtype)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if _use_flash(q, kv, memory):
+            return self.proj(varlen_attention(q, kv, memory, scale).reshape(batch, length, width))
+        if layer.cross_k is None or layer.cross_k.dtype != kv.dtype:
+            layer.cross_k, layer.cross_v = memory.pad(kv).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
+        k, v = layer.cross_k, layer.cross_v
+        assert v is not None
+        if q.dtype != v.dtype:
+            q = q.to(v.dtype)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=memory.key_mask, scale=scale)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
 class _PoolAttention(nn.Module):
