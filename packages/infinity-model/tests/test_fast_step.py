@@ -1,8 +1,8 @@
 """The fast cached step (`Infinity.forward_scale`) gives the bits of the plain reference step, scale by scale.
 
-`forward_scale` computes the per-call constants once and writes keys/values into preallocated buffers;
-`forward_scale_reference` recomputes everything at every scale over a cache grown by concatenation (the
-implementation before). Logits must be equal to the last bit, in fp32 and under bf16 autocast, and the sampler
+`forward_scale` computes the per-call constants (AdaLN modulations, biases, log-scales, the head's AdaLN, padded
+text keys/values) once and RoPE tables once per model; `forward_scale_reference` recomputes everything at every
+scale (the implementation before). Logits must be equal to the last bit, in fp32 and under bf16 autocast, and the sampler
 must draw the same tokens, codes and log-probabilities with either step.
 """
 
@@ -13,20 +13,16 @@ import contextlib
 import pytest
 import torch
 from bsq_tokenizer.schedules import custom_schedule
-from infinity_model.attention import LayerKV
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig
 from infinity_model.sampler import SamplerConfig, SampleResult, filter_bit_logits, sample
-from infinity_model.transformer import Infinity, KVCache
+from infinity_model.transformer import Infinity
 
 SCHEDULE = custom_schedule([(1, 1), (2, 2), (3, 3), (4, 4), (6, 6)])
 
 
 class ReferenceStep(Infinity):
-    """The same model stepping with `forward_scale_reference` over a concatenation-grown cache."""
-
-    def new_cache(self, schedule=None) -> KVCache:
-        return KVCache(self.config.depth)
+    """The same model stepping with `forward_scale_reference`."""
 
     def forward_scale(self, *args, **kwargs) -> torch.Tensor:
         return self.forward_scale_reference(*args, **kwargs)
@@ -91,7 +87,7 @@ def test_fast_step_logits_equal_the_reference_step_at_every_scale(models, length
 
     g = torch.Generator().manual_seed(1)
     with torch.no_grad(), _precision(bf16):
-        caches = (fast.new_cache(SCHEDULE), reference.new_cache())
+        caches = (fast.new_cache(), reference.new_cache())
         for k, (h, w) in enumerate(SCHEDULE.scales):
             x = None if k == 0 else torch.randn(2 * len(lengths), h * w, 8, generator=g)
             got = fast.forward_scale(cond, x, k, SCHEDULE, caches[0], after_block=hook)
@@ -131,21 +127,6 @@ def test_fast_step_on_the_patchified_layout_and_recomputing_the_prefix():
         assert _same_draw(
             sample(fast, text, schedule, config, seed=2), sample(reference, text, schedule, config, seed=2)
         )
-
-
-def test_preallocated_cache_returns_the_concatenation_and_refuses_overflow():
-    grown, buffered = LayerKV(), LayerKV(capacity=7)
-    g = torch.Generator().manual_seed(0)
-    for length in (1, 4, 2):
-        k, v = torch.randn(2, 3, length, 4, generator=g), torch.randn(2, 3, length, 4, generator=g)
-        want, got = grown.append(k, v), buffered.append(k, v)
-        assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
-    buffered.narrow(1, 0)
-    assert buffered.k is not None and tuple(buffered.k.shape) == (1, 3, 7, 4)
-    with pytest.raises(ValueError, match="capacity 7"):
-        buffered.append(torch.randn(1, 3, 1, 4), torch.randn(1, 3, 1, 4))
-    with pytest.raises(ValueError, match="batch 1"):
-        buffered.append(torch.randn(2, 3, 0, 4), torch.randn(2, 3, 0, 4))
 
 
 @pytest.mark.parametrize("top_k", [2, 900])

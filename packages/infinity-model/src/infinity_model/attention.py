@@ -186,56 +186,32 @@ class LayerKV:
     """One block's inference cache: self-attention keys (after RoPE) and values of all scales run so far,
     plus the block's cross-attention keys/values of the text (computed once per sampler call).
 
-    With ``capacity`` (the schedule's token count) the keys/values are written into buffers allocated at the
-    first scale and ``k``/``v`` are views of their filled part, instead of a new concatenation per scale:
-    attention reads the same numbers, so the results are the same bits. ``constants`` holds the block's
-    :class:`StepConstants` for the fast step (``CrossAttnBlock.step``).
+    ``constants`` holds the block's :class:`StepConstants` for the fast step (``CrossAttnBlock.step``), which
+    also keeps the text keys/values padded and split (``cross_k``, ``cross_v``). Keys/values grow by
+    concatenation: preallocating them for the whole schedule was slower on CPU (fresh buffers every sampler
+    call fault their pages in; ``benchmarks/floor.py``).
     """
 
-    def __init__(self, capacity: int | None = None) -> None:
+    def __init__(self) -> None:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self.cross_kv: Tensor | None = None
-        self.capacity = capacity
         self.constants: StepConstants | None = None
-        self.cross_k: Tensor | None = None  # padded (B, H, N, hd) text keys/values of the fast step
+        self.cross_k: Tensor | None = None
         self.cross_v: Tensor | None = None
-        self._k_buffer: Tensor | None = None
-        self._v_buffer: Tensor | None = None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append (B, H, l, hd) keys/values along the sequence; return the full cached keys/values."""
-        if self.k is not None and k.shape[0] != self.k.shape[0]:
-            raise ValueError(
-                f"KV cache holds batch {self.k.shape[0]} but got batch {k.shape[0]}; use a new cache "
-                "(Infinity.new_cache()) for every sampler call"
-            )
-        if self.capacity is not None:
-            return self._write(k, v, self.capacity)
         if self.k is None or self.v is None:
             self.k, self.v = k, v
         else:
+            if k.shape[0] != self.k.shape[0]:
+                raise ValueError(
+                    f"KV cache holds batch {self.k.shape[0]} but got batch {k.shape[0]}; use a new cache "
+                    "(Infinity.new_cache()) for every sampler call"
+                )
             self.k = torch.cat([self.k, k], dim=2)
             self.v = torch.cat([self.v, v], dim=2)
-        return self.k, self.v
-
-    def _write(self, k: Tensor, v: Tensor, capacity: int) -> tuple[Tensor, Tensor]:
-        start = 0 if self.k is None else int(self.k.shape[2])
-        end = start + int(k.shape[2])
-        if end > capacity:
-            raise ValueError(
-                f"KV cache of capacity {capacity} tokens cannot take {end} (is the schedule longer than the "
-                "one given to Infinity.new_cache?)"
-            )
-        if self._k_buffer is None or self._v_buffer is None or self._k_buffer.dtype != k.dtype:
-            if start:
-                raise ValueError(f"KV cache holds {k.dtype} keys after {start} tokens of another dtype")
-            b, h, _, hd = k.shape
-            self._k_buffer = k.new_empty(b, h, capacity, hd)
-            self._v_buffer = v.new_empty(b, h, capacity, v.shape[3])
-        self._k_buffer[:, :, start:end].copy_(k)
-        self._v_buffer[:, :, start:end].copy_(v)
-        self.k, self.v = self._k_buffer[:, :, :end], self._v_buffer[:, :, :end]
         return self.k, self.v
 
     def narrow(self, rows: int, text_rows: int) -> None:
@@ -243,8 +219,6 @@ class LayerKV:
         recomputed at the next step (from the narrowed conditioning)."""
         self.k = None if self.k is None else self.k[:rows]
         self.v = None if self.v is None else self.v[:rows]
-        self._k_buffer = None if self._k_buffer is None else self._k_buffer[:rows]
-        self._v_buffer = None if self._v_buffer is None else self._v_buffer[:rows]
         self.cross_kv = None if self.cross_kv is None else self.cross_kv[:text_rows]
         self.cross_k = self.cross_v = None
         self.constants = None

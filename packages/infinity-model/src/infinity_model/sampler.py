@@ -398,7 +398,7 @@ def _draw(
     all_bits: list[Tensor] = []
     scored = mix_after is None
     log_prob = torch.zeros(2 * batch if guided else batch, dtype=torch.float32, device=device)
-    cache = model.new_cache(schedule) if config.use_cache else None
+    cache = model.new_cache() if config.use_cache else None
     hooks = [
         _hidden_mix(c, batch, mix_after)
         if (guided and mix_after is not None and c != 1.0 and k < off_from)
@@ -413,7 +413,7 @@ def _draw(
         if cache is not None:
             logits = model.forward_scale(cond, inputs[k], k, schedule, cache, after_block=hooks[k])
         else:  # recompute the whole prefix with a fresh cache (nothing carried over from earlier scales)
-            fresh = model.new_cache(schedule)
+            fresh = model.new_cache()
             for j in range(k + 1):
                 logits = model.forward_scale(cond, inputs[j], j, schedule, fresh, after_block=hooks[j])
         raw = logits.float()

@@ -90,15 +90,12 @@ class Conditioning:
 
 
 class KVCache:
-    """Self-attention keys/values of every block for the scales run so far, plus cached text K/V.
+    """Self-attention keys/values of every block for the scales run so far, plus cached text K/V, and what
+    ``Infinity.forward_scale`` computes once per sampler call (each block's
+    :class:`~infinity_model.attention.StepConstants`, the head's AdaLN scale and shift)."""
 
-    ``capacity`` (the schedule's token count, see ``Infinity.new_cache``) preallocates the keys/values; it
-    also carries what ``Infinity.forward_scale`` computes once per sampler call (each block's
-    :class:`~infinity_model.attention.StepConstants`, the head's AdaLN scale and shift).
-    """
-
-    def __init__(self, depth: int, capacity: int | None = None) -> None:
-        self.layers = [LayerKV(capacity) for _ in range(depth)]
+    def __init__(self, depth: int) -> None:
+        self.layers = [LayerKV() for _ in range(depth)]
         self.conditioning: Conditioning | None = None
         self.next_scale = 0
         self.head: tuple[Tensor, Tensor] | None = None  # (1 + scale, shift) of head_nm, (B, 1, C)
@@ -355,9 +352,8 @@ class Infinity(nn.Module):
         return self._head(x, cond.cond_BD)
 
     # ------------------------------------------------------------------------------- inference
-    def new_cache(self, schedule: ScaleSchedule | None = None) -> KVCache:
-        """A KV cache for one sampler call; with ``schedule`` its keys/values are preallocated for it."""
-        return KVCache(self.config.depth, None if schedule is None else schedule.seq_len)
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.depth)
 
     def forward_scale(
         self,
@@ -373,8 +369,9 @@ class Infinity(nn.Module):
         Appends this scale's keys/values to `cache`; scales must be run in order 0, 1, ... with one cache per
         sampler call. after_block(i, hidden) may replace the hidden state after block i (CFG on features).
         What does not change from scale to scale (AdaLN modulations, biases, the attention log-scales, the
-        head's AdaLN, RoPE tables) is computed once per call, so this is :meth:`forward_scale_reference` with
-        the same operations on the same numbers: the same bits, less work per scale.
+        head's AdaLN, padded text keys/values, RoPE tables) is computed once per call (RoPE once per model),
+        so this is :meth:`forward_scale_reference` with the same operations on the same numbers: the same bits,
+        less work per scale (tests/test_fast_step.py).
         """
         hidden = self._scale_input(cond, x, k, schedule, cache)
         blocks = self.block_list
