@@ -12,7 +12,8 @@ Workloads:
   row of each is the plain step (``Infinity.forward_scale_reference``: the implementation before the fast
   step), the second the fast step (``Infinity.forward_scale``, what ``sample``
   runs); the rest use the fast step: cfg_off_last=1, bf16 autocast, both. The tiny model also gets a per-scale
-  breakdown (time inside each scale's transformer step, and the rest of the sampler).
+  breakdown (time inside each scale's transformer step, the rest of the sampler, the whole call; best of
+  ``4 * --repeats`` rounds, at least 10).
 * the VAE of the d32 preset (random weights) at 256x256, batch 1: decode (codes -> image) and encode (image ->
   bits, ``encode_to_bits``), in fp32 NCHW (today), fp32 channels_last, bf16 autocast and bf16 channels_last.
 
@@ -134,7 +135,8 @@ def per_scale_breakdown(config: InfinityConfig, repeats: int) -> list[tuple[str,
     fast, plain = _models(config)
     schedule = get_schedule(1.0, PN)
     text = TextCondition(torch.randn(20, config.text_channels), torch.tensor([20]))
-    parts = [f"scale {k} ({h}x{w})" for k, (h, w) in enumerate(schedule.scales)] + ["rest of the sampler"]
+    parts = [f"scale {k} ({h}x{w})" for k, (h, w) in enumerate(schedule.scales)]
+    parts += ["rest of the sampler", "whole call"]
     best: dict[tuple[str, str], float] = {}
     flops: dict[tuple[str, str], float] = {}
 
@@ -159,10 +161,10 @@ def per_scale_breakdown(config: InfinityConfig, repeats: int) -> list[tuple[str,
         model.forward_scale = counted_step if count else timed_step  # type: ignore[method-assign]
         try:
             call = lambda: sample(model, text, schedule, SamplerConfig(cfg=3.0), seed=0)  # noqa: E731
-            spent[-1] = _gflop(call) if count else _timed(call)
+            spent[-1] = _gflop(call) if count else _timed(call)  # the whole call
         finally:
             del model.forward_scale  # back to the class's method
-        spent[-1] -= sum(spent[:-1])
+        spent[-2] = spent[-1] - sum(spent[:-2])  # outside the transformer steps
         for part, value in zip(parts, spent, strict=True):
             if count:
                 flops[(part, name)] = value
@@ -172,7 +174,7 @@ def per_scale_breakdown(config: InfinityConfig, repeats: int) -> list[tuple[str,
     with torch.no_grad():
         for name, model in ((PLAIN, plain), (FAST, fast)):
             measure(model, name, count=True)
-        for _ in range(repeats + 1):  # the first round warms up and counts like the others (best of all)
+        for _ in range(repeats):  # round-robin, best of all rounds per part
             for name, model in ((PLAIN, plain), (FAST, fast)):
                 measure(model, name, count=False)
     return [(part, name, flops[(part, name)], best[(part, name)]) for part in parts for name in (PLAIN, FAST)]
@@ -229,7 +231,7 @@ def vae_workloads(kind: str) -> dict[str, Callable[[], Tensor]]:
 
 
 def _print_table(
-    results: dict[str, tuple[dict[str, float], dict[str, float]]], rate: dict[str, float]
+    results: dict[str, tuple[dict[str, float], dict[str, float]]], rate: dict[str, float], digits: int = 2
 ) -> None:
     print(
         "\n| workload | path | GFLOP | best s | GFLOP/s | of fp32 mm | of bf16 mm | speed-up |\n"
@@ -241,7 +243,7 @@ def _print_table(
             best = best_times[name]
             speed = flops[name] / best
             print(
-                f"| {workload} | {name} | {flops[name]:.2f} | {best:.3f} | {speed:.1f} | "
+                f"| {workload} | {name} | {flops[name]:.{digits}f} | {best:.{digits + 1}f} | {speed:.1f} | "
                 f"{speed / rate['fp32']:.0%} | {speed / rate['bf16']:.0%} | {base / best:.2f}x |"
             )
 
@@ -262,6 +264,8 @@ def main() -> None:
     if args.only in (None, "vae"):
         workloads["VAE d32 decode 256² B=1"] = dict(vae_workloads("decode"))
         workloads["VAE d32 encode 256² B=1"] = dict(vae_workloads("encode"))
+    # the tiny sampler's parts first, while nothing else has run: 0.05 s calls, so many rounds are cheap
+    breakdown = per_scale_breakdown(TINY, max(4 * args.repeats, 10)) if args.only in (None, "sampler") else []
     rate = {"fp32": 0.0, "bf16": 0.0}
     results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
     for workload, paths in workloads.items():
@@ -274,7 +278,6 @@ def main() -> None:
                 for key, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
                     rate[key] = max(rate[key], matmul_rate(dtype, 1))
         results[workload] = (flops, {name: min(t) for name, t in times.items()})
-    breakdown = per_scale_breakdown(TINY, max(args.repeats, 5)) if args.only in (None, "sampler") else []
     print(
         f"floor (best of the run): {MM}² matmul fp32 {rate['fp32']:.1f} GFLOP/s, bf16 {rate['bf16']:.1f} GFLOP/s"
     )
@@ -285,7 +288,7 @@ def main() -> None:
         for part, name, gflop, best in breakdown:
             entry = parts.setdefault(f"tiny B=1 {part}", ({}, {}))
             entry[0][name], entry[1][name] = gflop, best
-        _print_table(parts, rate)
+        _print_table(parts, rate, digits=3)
 
 
 if __name__ == "__main__":
