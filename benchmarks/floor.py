@@ -17,6 +17,9 @@ Workloads:
 * the VAE of the d32 preset (random weights) at 256x256, batch 1: decode (codes -> image) and encode (image ->
   bits, ``encode_to_bits``), in fp32 NCHW (today), fp32 channels_last, bf16 autocast and bf16 channels_last.
 
+``--only allocator`` (run it alone: it needs a fresh process) prints the tiny sampler's minor page faults and
+CPU time per call before and after one d32 VAE decode (glibc's trim threshold, see benchmarks/README.md).
+
 Checks before timing: the fast step draws exactly the plain step's bits, fp32 is deterministic, fp32
 cfg_off_last=1 draws exactly the bits of guidance 1 at the last scale, bf16 agrees with fp32 on most bits;
 VAE: channels_last and bf16 against fp32 NCHW (max |difference|, and for encode the share of equal bits).
@@ -230,6 +233,42 @@ def vae_workloads(kind: str) -> dict[str, Callable[[], Tensor]]:
     return paths
 
 
+def allocator_probe(rounds: int) -> None:
+    """In this (fresh) process: minor page faults and CPU time per tiny B=1 sampler call, before and after one
+    d32 VAE decode, which frees blocks large enough to raise glibc's trim threshold. Prints one table."""
+    import resource
+
+    fast, _ = _models(TINY)
+    schedule = get_schedule(1.0, PN)
+    text = TextCondition(torch.randn(20, TINY.text_channels), torch.tensor([20]))
+
+    def call() -> None:
+        sample(fast, text, schedule, SamplerConfig(cfg=3.0), seed=0)
+
+    def measure() -> tuple[float, float]:
+        call()
+        faults, cpu = [], []
+        for _ in range(rounds):
+            before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
+            call()
+            cpu.append(time.process_time() - start)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        return sum(faults) / rounds, min(cpu)
+
+    with torch.no_grad():
+        cold = measure()
+        vae = BSQVAE(VAEConfig.preset("d32")).eval()
+        vae.decode(torch.randint(0, 2, (1, 32, 16, 16)).float() * 2 - 1)
+        del vae
+        warm = measure()
+    print(
+        "\n| tiny sampler B=1, fast step | minor page faults per call | best CPU s | CPU vs before |\n"
+        "|---|---:|---:|---:|\n"
+        f"| fresh process (only sampled so far) | {cold[0]:.0f} | {cold[1]:.4f} | 1.00x |\n"
+        f"| after one d32 VAE decode | {warm[0]:.0f} | {warm[1]:.4f} | {warm[1] / cold[1]:.2f}x |"
+    )
+
+
 def _print_table(
     results: dict[str, tuple[dict[str, float], dict[str, float]]], rate: dict[str, float], digits: int = 2
 ) -> None:
@@ -252,9 +291,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", choices=("sampler", "vae"), default=None, help="one family of workloads")
+    parser.add_argument(
+        "--only", choices=("sampler", "vae", "allocator"), default=None, help="one family of workloads"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only == "allocator":
+        allocator_probe(max(4 * args.repeats, 10))
+        return
     print(f"CPU threads {torch.get_num_threads()}; checks:")
     workloads: dict[str, dict[str, Callable[[], object]]] = {}
     if args.only in (None, "sampler"):
