@@ -18,7 +18,8 @@ Workloads:
   bits, ``encode_to_bits``), in fp32 NCHW (today), fp32 channels_last, bf16 autocast and bf16 channels_last.
 
 ``--only allocator`` (run it alone: it needs a fresh process) prints the tiny sampler's minor page faults and
-CPU time per call before and after one d32 VAE decode (glibc's trim threshold, see benchmarks/README.md).
+CPU time per call before and after one d32 VAE decode (glibc's trim threshold, see benchmarks/README.md);
+``--only compile`` one tiny block's fast step eager vs ``torch.compile`` (time and max |difference|).
 
 Checks before timing: the fast step draws exactly the plain step's bits, fp32 is deterministic, fp32
 cfg_off_last=1 draws exactly the bits of guidance 1 at the last scale, bf16 agrees with fp32 on most bits;
@@ -35,8 +36,10 @@ from collections.abc import Callable
 
 import torch
 from bsq_tokenizer import BSQVAE, VAEConfig, get_schedule
+from infinity_model.attention import LayerKV, TextMemory
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig
+from infinity_model.rope import rope_cos_sin
 from infinity_model.sampler import SamplerConfig, SampleResult, sample
 from infinity_model.transformer import Infinity
 from torch import Tensor
@@ -269,6 +272,52 @@ def allocator_probe(rounds: int) -> None:
     )
 
 
+def compile_probe(rounds: int) -> None:
+    """One block of the tiny model at its last scale (16x16, cfg batch 2): the fast step eager vs
+    ``torch.compile`` (Inductor), CPU time and max |difference|. Prints one table."""
+    fast, _ = _models(TINY)
+    block = fast.block_list[0]
+    g = torch.Generator().manual_seed(0)
+    ada = torch.randn(2, 1, 6, TINY.embed_dim, generator=g) * 0.1
+    x = torch.randn(2, 256, TINY.embed_dim, generator=g)
+    memory = TextMemory(
+        rows=torch.randn(40, TINY.embed_dim, generator=g),
+        lengths=torch.tensor([20, 20]),
+        cu_seqlens=torch.tensor([0, 20, 40], dtype=torch.int32),
+        max_len=20,
+    )
+    cos, sin = rope_cos_sin([(16, 16)], (16, 16), TINY.head_dim)
+
+    def run(step: Callable[..., Tensor]) -> Tensor:
+        layer = LayerKV()
+        layer.constants = block.step_constants(ada)
+        return step(x, memory, cos, sin, layer)
+
+    with torch.no_grad():
+        eager = run(block.step)
+        start = time.perf_counter()
+        compiled = torch.compile(block.step, dynamic=False)
+        out = run(compiled)
+        compile_s = time.perf_counter() - start
+        best = {}
+        for name, step in (("eager", block.step), ("torch.compile", compiled)):
+            run(step)
+            cpu = []
+            for _ in range(rounds):
+                begin = time.process_time()
+                run(step)
+                cpu.append(time.process_time() - begin)
+            best[name] = min(cpu)
+    err = float((eager - out).abs().max())
+    print(
+        "\n| tiny model, one block at 16x16, B=2 | best CPU ms | speed-up | max abs difference | same bits |\n"
+        "|---|---:|---:|---:|---|\n"
+        f"| fast step, eager | {best['eager'] * 1e3:.2f} | 1.00x | 0 | yes |\n"
+        f"| fast step, torch.compile (compiled in {compile_s:.0f} s) | {best['torch.compile'] * 1e3:.2f} | "
+        f"{best['eager'] / best['torch.compile']:.2f}x | {err:.1e} | {'yes' if err == 0 else 'no'} |"
+    )
+
+
 def _print_table(
     results: dict[str, tuple[dict[str, float], dict[str, float]]], rate: dict[str, float], digits: int = 2
 ) -> None:
@@ -292,12 +341,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
-        "--only", choices=("sampler", "vae", "allocator"), default=None, help="one family of workloads"
+        "--only",
+        choices=("sampler", "vae", "allocator", "compile"),
+        default=None,
+        help="one family of workloads",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.only == "allocator":
         allocator_probe(max(4 * args.repeats, 10))
+        return
+    if args.only == "compile":
+        compile_probe(max(4 * args.repeats, 10))
         return
     print(f"CPU threads {torch.get_num_threads()}; checks:")
     workloads: dict[str, dict[str, Callable[[], object]]] = {}
