@@ -8,6 +8,7 @@ zero-padded key/value batch with a key-padding mask, which gives the same result
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -25,10 +26,12 @@ __all__ = [
     "CrossAttention",
     "LayerKV",
     "SelfAttention",
+    "StepConstants",
     "TextAttentivePool",
     "TextMemory",
     "block_causal_bias",
     "block_causal_mask",
+    "fp32_region",
     "varlen_attention",
 ]
 
@@ -56,6 +59,14 @@ def block_causal_bias(
     storage = torch.zeros(length, -(-length // 16) * 16, dtype=dtype, device=device)
     bias = storage[:, :length]
     return bias.masked_fill_(~allowed, float("-inf"))
+
+
+def fp32_region(x: Tensor) -> contextlib.AbstractContextManager[object]:
+    """Autocast switched off for ``x``'s device when it is on; a no-op context otherwise (cheaper per call)."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -151,14 +162,43 @@ def _linear_plus(linear: nn.Linear, x: Tensor, bias: Tensor) -> Tensor:
     return y + bias.to(y.dtype)
 
 
+@dataclass
+class StepConstants:
+    """One block's tensors that stay the same at every scale of a sampler call (the fast cached step).
+
+    ``gamma1/gamma2`` scale the attention and FFN branches, ``scale1/scale2`` are ``1 + scale`` of the two
+    AdaLN modulations (added once instead of at every scale), ``shift1/shift2`` their shifts: all ``(B, 1, C)``
+    from ``ada + ada_gss``. ``qkv_bias`` is the self-attention's (q_bias, 0, v_bias), ``q_mul`` the clamped,
+    exponentiated per-head log-scale ``(1, H, 1, 1)``.
+    """
+
+    gamma1: Tensor
+    gamma2: Tensor
+    scale1: Tensor
+    scale2: Tensor
+    shift1: Tensor
+    shift2: Tensor
+    qkv_bias: Tensor
+    q_mul: Tensor
+
+
 class LayerKV:
     """One block's inference cache: self-attention keys (after RoPE) and values of all scales run so far,
-    plus the block's cross-attention keys/values of the text (computed once per sampler call)."""
+    plus the block's cross-attention keys/values of the text (computed once per sampler call).
+
+    ``constants`` holds the block's :class:`StepConstants` for the fast step (``CrossAttnBlock.step``), which
+    also keeps the text keys/values padded and split (``cross_k``, ``cross_v``). Keys/values grow by
+    concatenation: preallocating them for the whole schedule was slower on CPU (fresh buffers every sampler
+    call fault their pages in; ``benchmarks/floor.py``).
+    """
 
     def __init__(self) -> None:
         self.k: Tensor | None = None
         self.v: Tensor | None = None
         self.cross_kv: Tensor | None = None
+        self.constants: StepConstants | None = None
+        self.cross_k: Tensor | None = None
+        self.cross_v: Tensor | None = None
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append (B, H, l, hd) keys/values along the sequence; return the full cached keys/values."""
@@ -173,6 +213,15 @@ class LayerKV:
             self.k = torch.cat([self.k, k], dim=2)
             self.v = torch.cat([self.v, v], dim=2)
         return self.k, self.v
+
+    def narrow(self, rows: int, text_rows: int) -> None:
+        """Keep the first ``rows`` samples and ``text_rows`` packed text rows; the step constants are
+        recomputed at the next step (from the narrowed conditioning)."""
+        self.k = None if self.k is None else self.k[:rows]
+        self.v = None if self.v is None else self.v[:rows]
+        self.cross_kv = None if self.cross_kv is None else self.cross_kv[:text_rows]
+        self.cross_k = self.cross_v = None
+        self.constants = None
 
 
 class SelfAttention(nn.Module):
@@ -214,6 +263,26 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))
 
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, layer: LayerKV, constants: StepConstants) -> Tensor:
+        """``forward`` over a KV cache with the per-call constants precomputed (same operations, same bits)."""
+        batch, length, width = x.shape
+        y = self.mat_qkv(x)
+        qkv = (y + constants.qkv_bias.to(y.dtype)).view(batch, length, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
+        with fp32_region(x):
+            q = F.normalize(q.float(), dim=-1, eps=1e-12) * constants.q_mul
+            k = F.normalize(k.float(), dim=-1, eps=1e-12)
+            q = apply_rope(q, cos, sin).to(v.dtype)
+            k = apply_rope(k, cos, sin).to(v.dtype)
+        k, v = layer.append(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+
+    def log_scale(self) -> Tensor:
+        """exp(min(s_h, ln 100)) in fp32, (1, H, 1, 1): the factor of the normalised queries."""
+        with torch.autocast(self.scale_mul_1H11.device.type, enabled=False):
+            return self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
+
 
 class CrossAttention(nn.Module):
     """Image tokens (queries) attend to their own prompt's text rows; softmax scale 1/sqrt(hd), no RoPE."""
@@ -248,6 +317,27 @@ class CrossAttention(nn.Module):
             kv = kv.to(q.dtype)
         out = varlen_attention(q, kv, memory, scale=1.0 / math.sqrt(self.head_dim))
         return self.proj(out.reshape(batch, length, width))
+
+    def step(self, x: Tensor, memory: TextMemory, layer: LayerKV) -> Tensor:
+        """``forward`` over a KV cache that also keeps the padded text keys/values (same bits)."""
+        batch, length, width = x.shape
+        if layer.cross_kv is None:
+            layer.cross_kv = self.project_kv(memory)
+        kv = layer.cross_kv
+        q = self.mat_q(x).view(batch, length, self.num_heads, self.head_dim)
+        if kv.dtype != q.dtype:
+            kv = kv.to(q.dtype)
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if _use_flash(q, kv, memory):
+            return self.proj(varlen_attention(q, kv, memory, scale).reshape(batch, length, width))
+        if layer.cross_k is None or layer.cross_k.dtype != kv.dtype:
+            layer.cross_k, layer.cross_v = memory.pad(kv).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
+        k, v = layer.cross_k, layer.cross_v
+        assert v is not None
+        if q.dtype != v.dtype:
+            q = q.to(v.dtype)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=memory.key_mask, scale=scale)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
 
 
 class _PoolAttention(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from infinity_model.attention import CrossAttention, LayerKV, SelfAttention, TextMemory
+from infinity_model.attention import CrossAttention, LayerKV, SelfAttention, StepConstants, TextMemory
 
 __all__ = ["FFN", "AdaLNBeforeHead", "BlockChunk", "CrossAttnBlock", "DropPath", "modulate"]
 
@@ -89,6 +89,27 @@ class CrossAttnBlock(nn.Module):
         x = x + self.ca(self.ca_norm(x), memory, cache)
         x = x + self.drop_path(self.ffn(modulate(x, scale2, shift2, eps)) * gamma2)
         return x
+
+    def step_constants(self, ada: Tensor) -> StepConstants:
+        """The tensors of :meth:`step` that depend only on the sampler call's ``ada`` (B, 1, 6, C)."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = (ada + self.ada_gss.to(ada.dtype)).unbind(2)
+        qkv_bias = torch.cat((self.sa.q_bias, self.sa.zero_k_bias, self.sa.v_bias))
+        return StepConstants(
+            gamma1, gamma2, scale1.add(1), scale2.add(1), shift1, shift2, qkv_bias, self.sa.log_scale()
+        )
+
+    def step(self, x: Tensor, memory: TextMemory, cos: Tensor, sin: Tensor, layer: LayerKV) -> Tensor:
+        """``forward`` at inference over ``layer`` (a KV cache whose ``constants`` are set): the same
+        operations in the same order without recomputing the per-call constants, so the same bits."""
+        c = layer.constants
+        if c is None:
+            raise ValueError("CrossAttnBlock.step needs layer.constants = block.step_constants(ada)")
+        width, eps = x.shape[-1], self.norm_eps
+        h = F.layer_norm(x, (width,), eps=eps).mul(c.scale1).add_(c.shift1)
+        x = x + self.drop_path(self.sa.step(h, cos, sin, layer, c) * c.gamma1)
+        x = x + self.ca.step(self.ca_norm(x), memory, layer)
+        h = F.layer_norm(x, (width,), eps=eps).mul(c.scale2).add_(c.shift2)
+        return x + self.drop_path(self.ffn(h) * c.gamma2)
 
 
 class BlockChunk(nn.Module):

@@ -228,14 +228,14 @@ class SampleResult:
 
 
 def filter_bit_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
-    """Top-k then top-p filtering over the last axis (removed entries become -inf); returns a new tensor.
+    """Top-k then top-p filtering over the last axis (removed entries become -inf); ``logits`` is not modified.
 
     top-p: sort ascending, softmax, cumulative sum; an entry is removed iff its cumulative probability is
     <= float32(1 - top_p); the most likely entry is always kept. For bit pairs (V = 2) top-k >= 2 is a no-op
     and top-p removes the less likely value iff its probability <= 0.03f (top_p = 0.97); ties keep both.
     """
     v = logits.shape[-1]
-    if top_k > 0:
+    if 0 < top_k < v:  # top_k >= v keeps every entry (for bit pairs any top_k >= 2): nothing to compute
         kth = logits.topk(min(top_k, v), dim=-1, largest=True, sorted=False).values.amin(dim=-1, keepdim=True)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p > 0:

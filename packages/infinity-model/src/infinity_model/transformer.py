@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import torch
+import torch.nn.functional as F
 from bsq_tokenizer import ScaleSchedule
 from bsq_tokenizer.quantizer import bits_to_codes, depth_to_space_bits, space_to_depth, trilinear_resize
 from torch import Tensor, nn
@@ -89,12 +90,15 @@ class Conditioning:
 
 
 class KVCache:
-    """Self-attention keys/values of every block for the scales run so far, plus cached text K/V."""
+    """Self-attention keys/values of every block for the scales run so far, plus cached text K/V, and what
+    ``Infinity.forward_scale`` computes once per sampler call (each block's
+    :class:`~infinity_model.attention.StepConstants`, the head's AdaLN scale and shift)."""
 
     def __init__(self, depth: int) -> None:
         self.layers = [LayerKV() for _ in range(depth)]
         self.conditioning: Conditioning | None = None
         self.next_scale = 0
+        self.head: tuple[Tensor, Tensor] | None = None  # (1 + scale, shift) of head_nm, (B, 1, C)
 
     @property
     def seq_len(self) -> int:
@@ -110,10 +114,9 @@ class KVCache:
         cond = self.conditioning.narrow(rows)
         text_rows = int(cond.memory.rows.shape[0])
         for layer in self.layers:
-            layer.k = None if layer.k is None else layer.k[:rows]
-            layer.v = None if layer.v is None else layer.v[:rows]
-            layer.cross_kv = None if layer.cross_kv is None else layer.cross_kv[:text_rows]
+            layer.narrow(rows, text_rows)
         self.conditioning = cond
+        self.head = None
         return cond
 
 
@@ -127,6 +130,8 @@ class Infinity(nn.Module):
         self.config = config
         self.attn_backend = attn_backend
         self.gradient_checkpointing = False
+        # RoPE cos/sin per (h, w, grid, head_dim, base, device): derived constants, never written in place
+        self._rope_tables: dict[tuple[object, ...], tuple[Tensor, Tensor]] = {}
         c, d_cond, ct5 = config.embed_dim, config.embed_dim, config.text_channels
         self.cfg_uncond = nn.Parameter(torch.empty(config.text_maxlen, ct5))
         self.pos_start = nn.Parameter(torch.empty(1, 1, c))
@@ -363,7 +368,62 @@ class Infinity(nn.Module):
 
         Appends this scale's keys/values to `cache`; scales must be run in order 0, 1, ... with one cache per
         sampler call. after_block(i, hidden) may replace the hidden state after block i (CFG on features).
+        What does not change from scale to scale (AdaLN modulations, biases, the attention log-scales, the
+        head's AdaLN, padded text keys/values, RoPE tables) is computed once per call (RoPE once per model),
+        so this is :meth:`forward_scale_reference` with the same operations on the same numbers: the same bits,
+        less work per scale (tests/test_fast_step.py).
         """
+        hidden = self._scale_input(cond, x, k, schedule, cache)
+        blocks = self.block_list
+        if cache.head is None:
+            for block, layer in zip(blocks, cache.layers, strict=True):
+                layer.constants = block.step_constants(cond.ada)
+            with self._fp32_region():
+                scale, shift = (
+                    self.head_nm.ada_lin(cond.cond_BD.to(self.dtype))
+                    .view(-1, 1, 2, self.config.embed_dim)
+                    .unbind(2)
+                )
+                cache.head = (scale.add(1), shift)
+        cos, sin = self._rope_table(schedule, k)
+        for i, (block, layer) in enumerate(zip(blocks, cache.layers, strict=True)):
+            hidden = block.step(hidden, cond.memory, cos, sin, layer)
+            if after_block is not None:
+                hidden = after_block(i, hidden)
+        cache.next_scale = k + 1
+        scale1, shift = cache.head
+        with self._fp32_region():
+            normed = F.layer_norm(hidden.to(self.dtype), (self.config.embed_dim,), eps=self.head_nm.norm_eps)
+            logits = self.head(normed.mul(scale1).add_(shift))
+        return logits.view(*hidden.shape[:2], self.config.d_vae, 2)
+
+    def forward_scale_reference(
+        self,
+        cond: Conditioning,
+        x: Tensor | None,
+        k: int,
+        schedule: ScaleSchedule,
+        cache: KVCache,
+        after_block: Callable[[int, Tensor], Tensor] | None = None,
+    ) -> Tensor:
+        """:meth:`forward_scale` written plainly: every block's ``forward`` over its cache, every per-call
+        constant recomputed at each scale. The readable reference that tests compare ``forward_scale`` with."""
+        hidden = self._scale_input(cond, x, k, schedule, cache)
+        h, w = schedule.scales[k]
+        cos, sin = rope_cos_sin(
+            [(h, w)], schedule.rope_grid, self.config.head_dim, self.config.rope_base, self.device
+        )
+        for i, block in enumerate(self.block_list):
+            hidden = block(hidden, cond.ada, cond.memory, cos, sin, None, cache.layers[i])
+            if after_block is not None:
+                hidden = after_block(i, hidden)
+        cache.next_scale = k + 1
+        return self._head(hidden, cond.cond_BD)
+
+    def _scale_input(
+        self, cond: Conditioning, x: Tensor | None, k: int, schedule: ScaleSchedule, cache: KVCache
+    ) -> Tensor:
+        """Checks of a cached step, then the embedded input of scale k plus its level embedding."""
         if cache.next_scale != k:
             raise ValueError(
                 f"forward_scale(k={k}) but the KV cache holds scales 0..{cache.next_scale - 1}; run scales in "
@@ -387,16 +447,19 @@ class Infinity(nn.Module):
                     got = None if x is None else tuple(x.shape)
                     raise ValueError(f"scale {k} input must be (B={cond.batch_size}, {h * w}, d), got {got}")
                 hidden = self._embed_bits(x)
-            hidden = hidden + self.lvl_embed(torch.full((1,), k, dtype=torch.long, device=self.device))
-        cos, sin = rope_cos_sin(
-            [(h, w)], schedule.rope_grid, self.config.head_dim, self.config.rope_base, self.device
-        )
-        for i, block in enumerate(self.block_list):
-            hidden = block(hidden, cond.ada, cond.memory, cos, sin, None, cache.layers[i])
-            if after_block is not None:
-                hidden = after_block(i, hidden)
-        cache.next_scale = k + 1
-        return self._head(hidden, cond.cond_BD)
+            return hidden + self.lvl_embed(torch.full((1,), k, dtype=torch.long, device=self.device))
+
+    def _rope_table(self, schedule: ScaleSchedule, k: int) -> tuple[Tensor, Tensor]:
+        """RoPE cos/sin of scale k, built once per (scale, grid, device) and kept on the model (read only)."""
+        h, w = schedule.scales[k]
+        key = (h, w, tuple(schedule.rope_grid), self.config.head_dim, self.config.rope_base, self.device)
+        table = self._rope_tables.get(key)
+        if table is None:
+            table = rope_cos_sin(
+                [(h, w)], schedule.rope_grid, self.config.head_dim, self.config.rope_base, self.device
+            )
+            self._rope_tables[key] = table
+        return table
 
     def _check_schedule(self, schedule: ScaleSchedule) -> None:
         if tuple(schedule.scales[0]) != (1, 1):
