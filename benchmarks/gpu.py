@@ -21,11 +21,10 @@ varlen kernel; self-attention is always ``F.scaled_dot_product_attention``):
   KV cache: the cache grows by ``torch.cat`` into new tensors, so each scale's graph reads the keys/values the
   previous scale's graph wrote, at addresses fixed in the shared graph memory pool; every call replays scales
   0, 1, ... in order (the pool's rule), the text conditioning is copied into the captured tensors before
-  scale 0, and prompts must keep the captured lengths (checked). Not capturable as the package stands: the
-  per-scale RoPE tables, which ``Infinity.forward_scale`` builds on the CPU and copies to the device at every
-  scale (a graph would replay a copy from freed host memory); during capture they are looked up from device
-  tensors computed beforehand (same values). ``cfg_off_last`` (the cache drops rows mid-call) and hidden-state
-  guidance are refused by the graphed path.
+  scale 0, and prompts must keep the captured lengths (checked). The per-scale RoPE tables are built once per
+  model and device by ``Infinity.forward_scale`` and kept on the model; the warm-up run before each capture
+  builds them, so no host-to-device copy is captured. ``cfg_off_last`` (the cache drops rows mid-call) and
+  hidden-state guidance are refused by the graphed path.
 * ``compile+graphs``: the compiled blocks captured into the per-scale graphs.
 
 Before timing, ``check`` runs every path at the same seed: a path that runs exactly the kernels of another
@@ -49,14 +48,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
-from unittest import mock
 
 import torch
 from bsq_tokenizer import ScaleSchedule, get_schedule
-from infinity_model import transformer as transformer_module
 from infinity_model.condition import TextCondition
 from infinity_model.config import InfinityConfig
-from infinity_model.rope import rope_cos_sin
 from infinity_model.sampler import SamplerConfig, SampleResult, ScaleStep, sample
 from infinity_model.transformer import AttnBackend, Conditioning, Infinity, KVCache
 from torch import Tensor, nn
@@ -195,32 +191,6 @@ def compiled_blocks(model: Infinity, num_scales: int) -> list[nn.Module]:
 
 
 # ---------------------------------------------------------------------------------------- CUDA graphs
-class _RopeTable:
-    """Device RoPE tables of every single scale of a schedule, computed before capture (same values as
-    ``rope_cos_sin``, which builds them on the CPU and copies them at every call)."""
-
-    def __init__(self, schedule: ScaleSchedule, config: InfinityConfig, device: torch.device) -> None:
-        self.tables = {
-            ((h, w),): rope_cos_sin([(h, w)], schedule.rope_grid, config.head_dim, config.rope_base, device)
-            for h, w in schedule.scales
-        }
-
-    def __call__(
-        self,
-        scales: Sequence[tuple[int, int]],
-        rope_grid: tuple[int, int],
-        head_dim: int,
-        base: float,
-        device: Any,
-    ) -> tuple[Tensor, Tensor]:
-        key = tuple(tuple(hw) for hw in scales)
-        if key not in self.tables:
-            raise KeyError(
-                f"no precomputed RoPE table for scales {scales}; the graph was built for another schedule"
-            )
-        return self.tables[key]
-
-
 class _CacheHandle:
     """What the sampler holds as its cache when the scales are graphed: the real cache lives in GraphedScales."""
 
@@ -244,7 +214,6 @@ class GraphedScales:
         self._model = model
         self._schedule = schedule
         self._amp_dtype = amp_dtype
-        self._rope = _RopeTable(schedule, model.config, model.device)
         self._pool = torch.cuda.graph_pool_handle()
         self._graphs: list[torch.cuda.CUDAGraph] = []
         self._inputs: list[Tensor | None] = []
@@ -309,16 +278,15 @@ class GraphedScales:
         def autocast() -> torch.autocast:  # no weight-cast cache: a graph must not keep tensors of one call
             return torch.autocast("cuda", dtype=self._amp_dtype, cache_enabled=False)
 
-        with mock.patch.object(transformer_module, "rope_cos_sin", self._rope):
-            # warm-up on a scratch copy of the cache (compiles, initialises kernels) on a side stream, then capture
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), autocast():
-                model.forward_scale(cond, static, k, self._schedule, _scratch_copy(self._cache, model))
-            torch.cuda.current_stream().wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool), autocast():
-                out = model.forward_scale(cond, static, k, self._schedule, self._cache)
+        # warm-up on a scratch copy of the cache (compiles, initialises kernels) on a side stream, then capture
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), autocast():
+            model.forward_scale(cond, static, k, self._schedule, _scratch_copy(self._cache, model))
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool), autocast():
+            out = model.forward_scale(cond, static, k, self._schedule, self._cache)
         graph.replay()  # capture records without running: this fills the outputs and the cache
         self._graphs.append(graph)
         self._inputs.append(static)

@@ -135,3 +135,23 @@ def test_top_k_at_least_the_two_bit_values_keeps_every_logit(top_k):
     assert torch.equal(filter_bit_logits(logits, top_k, 0.0), logits)
     filtered = filter_bit_logits(logits, 1, 0.0)
     assert bool((filtered == float("-inf")).any())
+
+
+def test_rope_tables_are_built_once_per_model_so_a_later_call_copies_nothing_from_the_host(
+    models: tuple[Infinity, Infinity], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import infinity_model.transformer as transformer
+
+    fast, _ = models
+    fast._rope_tables.clear()
+    built: list[object] = []
+    rope_cos_sin = transformer.rope_cos_sin
+
+    def counted(*args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        built.append(args[0])
+        return rope_cos_sin(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(transformer, "rope_cos_sin", counted)
+    for _ in range(2):  # a CUDA graph captures the second call: it must find every table on the model
+        sample(fast, _text([5]), SCHEDULE, SamplerConfig(cfg=3.0), seed=0)
+    assert built == [[hw] for hw in SCHEDULE.scales]  # one table per scale, all in the first call

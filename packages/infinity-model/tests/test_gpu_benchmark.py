@@ -111,28 +111,3 @@ def test_gpu_benchmark_paths_put_eager_sdpa_first_and_add_the_twins_a_replay_is_
     specs = gpu.path_specs(["compile+graphs", "graphs"], torch.device("cpu"))
     assert [s.name for s in specs] == ["eager sdpa", "compile sdpa", "graphs sdpa", "compile+graphs sdpa"]
     assert [s.twin for s in specs] == [None, None, "eager sdpa", "compile sdpa"]
-
-
-def test_rope_table_used_during_graph_capture_gives_forward_scale_the_same_logits(gpu: ModuleType) -> None:
-    w = _tiny(gpu, scales=2)
-    model, schedule = w.model, w.schedule
-    table = gpu._RopeTable(schedule, model.config, w.device)
-
-    def logits() -> list[torch.Tensor]:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            cond, cache = model.prepare(w.text), model.new_cache()
-            first = model.forward_scale(cond, None, 0, schedule, cache)
-            x = torch.randn(1, 4, model.config.d_vae, generator=torch.Generator().manual_seed(0))
-            return [first, model.forward_scale(cond, x, 1, schedule, cache)]
-
-    calls: list[tuple] = []
-
-    def counted(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
-        calls.append(args)
-        return table(*args)
-
-    plain = logits()
-    with gpu.mock.patch.object(gpu.transformer_module, "rope_cos_sin", counted):
-        patched = logits()
-    assert len(calls) == 2  # forward_scale looked its tables up (one per scale) with the table's signature
-    assert all(torch.equal(a, b) for a, b in zip(plain, patched, strict=True))
