@@ -31,3 +31,11 @@ def report_marker(items: list, config: convert.ConvertConfig) -> list:
     folder.mkdir(exist_ok=True)
     (folder / f"{os.getpid()}.json").write_text(json.dumps({"marker": MARKER}), encoding="utf-8")
     return _process_chunk(items, config)
+
+
+def sleep_after_marker(marker: str, seconds: float) -> None:
+    """Create the file ``marker``, then sleep: a busy worker that reads no stop sentinel meanwhile."""
+    import time
+
+    Path(marker).touch()
+    time.sleep(seconds)

@@ -306,3 +306,49 @@ def test_a_file_that_kills_its_worker_process_is_rejected_and_the_rest_converted
     report = json.loads(result.report_path.read_text(encoding="utf-8"))
     assert [r["source"] for r in report["rejected"]] == [_worker_probes.POISON]
     assert verify(tmp_path / "out").ok
+
+
+def test_a_broken_pool_with_a_worker_its_break_did_not_stop_still_shuts_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPython < 3.14 can leave a worker that ``terminate_broken`` did not signal (spawned while the pool
+    broke), then wait for it forever; stood in for by a busy worker whose terminate() does nothing."""
+    import os
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    from infinity_data.convert import _shutdown
+    from infinity_data.processes import worker_pool
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    import _worker_probes
+
+    pool = worker_pool(2)
+    workers = dict(pool._processes)  # type: ignore[attr-defined]  # filled as workers start
+    marker = tmp_path / "busy"
+    try:
+        pool.submit(_worker_probes.sleep_after_marker, str(marker), 600.0)
+        for _ in range(12000):  # bounded by count; the worker creates the file as soon as it runs the task
+            if marker.exists():
+                break
+            time.sleep(0.05)
+        assert marker.exists(), "the busy worker never started"
+        workers = dict(pool._processes)  # type: ignore[attr-defined]
+        (stray,) = workers.values()
+        stray.terminate = lambda: None  # type: ignore[method-assign]  # the break will not stop it
+        dying = pool.submit(os._exit, 1)  # a second worker, which dies: the pool breaks
+        for _ in range(12000):  # bounded by count
+            workers = dict(pool._processes)  # type: ignore[attr-defined]
+            if len(workers) == 2 and all(p.exitcode is not None for p in workers.values() if p is not stray):
+                break
+            time.sleep(0.05)
+        # CPython's manager thread watches the workers it knew when it went to sleep: wake it to see the death
+        pool.submit(os.getpid)
+        with pytest.raises(BrokenProcessPool):
+            dying.result()
+        _shutdown(pool, cancel=True)  # without the kill this waits out the 600 s sleep
+        assert stray.exitcode == -9  # killed, not left to finish its task
+    finally:
+        for process in workers.values():
+            if process.exitcode is None:
+                process.kill()
