@@ -11,9 +11,10 @@ Workloads:
   width 256: 2.75 GFLOP per image) at batch 1 and a small one (depth 8, width 512) at batch 1 and 4. The first
   row of each is the plain step (``Infinity.forward_scale_reference``: the implementation before the fast
   step), the second the fast step (``Infinity.forward_scale``, what ``sample``
-  runs); the rest use the fast step: cfg_off_last=1, bf16 autocast, both. The tiny model also gets a per-scale
-  breakdown (time inside each scale's transformer step, the rest of the sampler, the whole call; best of
-  ``4 * --repeats`` rounds, at least 10).
+  runs); the rest use the fast step: cfg_off_last=1, bf16 autocast, both. The tiny model (``--breakdown``:
+  tiny, small or both) also gets a per-scale breakdown at B=1 (time inside each scale's transformer step, the
+  rest of the sampler, the whole call; best of ``4 * --repeats`` rounds, at least 10, for tiny; ``--repeats``
+  for small).
 * the VAE of the d32 preset (random weights) at 256x256, batch 1: decode (codes -> image) and encode (image ->
   bits, ``encode_to_bits``), in fp32 NCHW (today), fp32 channels_last, bf16 autocast and bf16 channels_last.
 
@@ -346,6 +347,12 @@ def main() -> None:
         default=None,
         help="one family of workloads",
     )
+    parser.add_argument(
+        "--breakdown",
+        choices=("tiny", "small", "both"),
+        default="tiny",
+        help="which sampler config gets the per-scale table (B=1)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.only == "allocator":
@@ -363,8 +370,15 @@ def main() -> None:
     if args.only in (None, "vae"):
         workloads["VAE d32 decode 256² B=1"] = dict(vae_workloads("decode"))
         workloads["VAE d32 encode 256² B=1"] = dict(vae_workloads("encode"))
-    # the tiny sampler's parts first, while nothing else has run: 0.05 s calls, so many rounds are cheap
-    breakdown = per_scale_breakdown(TINY, max(4 * args.repeats, 10)) if args.only in (None, "sampler") else []
+    # the per-scale tables first, while nothing else has run (the tiny model's 0.05 s calls: many rounds)
+    configs = {"tiny": TINY, "small": SMALL}
+    chosen = list(configs) if args.breakdown == "both" else [args.breakdown]
+    breakdowns = {
+        name: per_scale_breakdown(
+            configs[name], max(4 * args.repeats, 10) if name == "tiny" else args.repeats
+        )
+        for name in (chosen if args.only in (None, "sampler") else [])
+    }
     rate = {"fp32": 0.0, "bf16": 0.0}
     results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
     for workload, paths in workloads.items():
@@ -381,11 +395,11 @@ def main() -> None:
         f"floor (best of the run): {MM}² matmul fp32 {rate['fp32']:.1f} GFLOP/s, bf16 {rate['bf16']:.1f} GFLOP/s"
     )
     _print_table(results, rate)
-    if breakdown:
-        print("\nsampler tiny B=1, where the time goes (best of the rounds, per part):")
+    for config_name, breakdown in breakdowns.items():
+        print(f"\nsampler {config_name} B=1, where the time goes (best of the rounds, per part):")
         parts: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         for part, name, gflop, best in breakdown:
-            entry = parts.setdefault(f"tiny B=1 {part}", ({}, {}))
+            entry = parts.setdefault(f"{config_name} B=1 {part}", ({}, {}))
             entry[0][name], entry[1][name] = gflop, best
         _print_table(parts, rate, digits=3)
 
