@@ -228,7 +228,7 @@ class MeanColorStub:
     def __init__(self):
         self.seen = []
 
-    def __call__(self, crops, object_name):
+    def __call__(self, crops, object_name, *, context=None):
         out = []
         for c in crops:
             self.seen.append((c.size, np.asarray(c).reshape(-1, 3).mean(0), object_name))
@@ -245,6 +245,20 @@ def test_colour_crop_composites_over_grey_through_the_mask_and_crops_the_box():
     arr = np.asarray(crops[0])
     assert (arr[:, :10] == (255, 0, 0)).all()  # inside the mask
     assert (arr[:, 10:] == (153, 153, 153)).all()  # outside: #999 background
+
+
+def test_a_two_argument_colour_classifier_still_works_with_a_deprecation_warning():
+    img = Image.new("RGB", (20, 20), (255, 0, 0))
+    meta = single("car", tag="colors", color="red")
+
+    def old_style(crops, object_name):  # the form before ColorContext
+        return ["red" for _ in crops]
+
+    with pytest.warns(DeprecationWarning, match="accept a keyword argument `context`"):
+        verdict = evaluate_detections(
+            {"car": [det(0, 0, 20, 20, 0.9)]}, meta, image=img, classify_colors=old_style
+        )
+    assert verdict.correct
 
 
 def test_colour_clauses_need_every_instance_in_the_required_colour():
