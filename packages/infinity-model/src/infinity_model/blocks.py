@@ -10,12 +10,25 @@ from torch import Tensor, nn
 
 from infinity_model.attention import CrossAttention, LayerKV, SelfAttention, StepConstants, TextMemory
 
-__all__ = ["FFN", "AdaLNBeforeHead", "BlockChunk", "CrossAttnBlock", "DropPath", "modulate"]
+__all__ = [
+    "FFN",
+    "AdaLNBeforeHead",
+    "BlockChunk",
+    "CrossAttnBlock",
+    "DropPath",
+    "modulate",
+    "modulate_plus_one",
+]
 
 
 def modulate(x: Tensor, scale: Tensor, shift: Tensor, eps: float) -> Tensor:
     """LayerNorm without affine, then x * (1 + scale) + shift (computed in the precision of x/scale)."""
-    return F.layer_norm(x, (x.shape[-1],), eps=eps).mul(scale.add(1)).add_(shift)
+    return modulate_plus_one(x, scale.add(1), shift, eps)
+
+
+def modulate_plus_one(x: Tensor, scale1: Tensor, shift: Tensor, eps: float) -> Tensor:
+    """:func:`modulate` with ``scale1 = 1 + scale`` already added (the fast step adds it once per sampler call)."""
+    return F.layer_norm(x, (x.shape[-1],), eps=eps).mul(scale1).add_(shift)
 
 
 class DropPath(nn.Module):
@@ -104,11 +117,10 @@ class CrossAttnBlock(nn.Module):
         c = layer.constants
         if c is None:
             raise ValueError("CrossAttnBlock.step needs layer.constants = block.step_constants(ada)")
-        width, eps = x.shape[-1], self.norm_eps
-        h = F.layer_norm(x, (width,), eps=eps).mul(c.scale1).add_(c.shift1)
+        h = modulate_plus_one(x, c.scale1, c.shift1, self.norm_eps)
         x = x + self.drop_path(self.sa.step(h, cos, sin, layer, c) * c.gamma1)
         x = x + self.ca.step(self.ca_norm(x), memory, layer)
-        h = F.layer_norm(x, (width,), eps=eps).mul(c.scale2).add_(c.shift2)
+        h = modulate_plus_one(x, c.scale2, c.shift2, self.norm_eps)
         return x + self.drop_path(self.ffn(h) * c.gamma2)
 
 
@@ -132,3 +144,12 @@ class AdaLNBeforeHead(nn.Module):
     def forward(self, x: Tensor, cond_BD: Tensor) -> Tensor:
         scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
         return modulate(x, scale, shift, self.norm_eps)
+
+    def step_constants(self, cond_BD: Tensor) -> tuple[Tensor, Tensor]:
+        """``(1 + scale, shift)`` of :meth:`forward`, (B, 1, C): the same at every scale of a sampler call."""
+        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
+        return scale.add(1), shift
+
+    def step(self, x: Tensor, constants: tuple[Tensor, Tensor]) -> Tensor:
+        """:meth:`forward` with :meth:`step_constants` computed beforehand (same operations, same bits)."""
+        return modulate_plus_one(x, *constants, self.norm_eps)

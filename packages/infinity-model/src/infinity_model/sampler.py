@@ -236,7 +236,7 @@ def filter_bit_logits(logits: Tensor, top_k: int, top_p: float) -> Tensor:
     """
     v = logits.shape[-1]
     if 0 < top_k < v:  # top_k >= v keeps every entry (for bit pairs any top_k >= 2): nothing to compute
-        kth = logits.topk(min(top_k, v), dim=-1, largest=True, sorted=False).values.amin(dim=-1, keepdim=True)
+        kth = logits.topk(top_k, dim=-1, largest=True, sorted=False).values.amin(dim=-1, keepdim=True)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p > 0:
         sorted_logits, order = logits.sort(dim=-1, descending=False)

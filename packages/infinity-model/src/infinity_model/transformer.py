@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 import torch
-import torch.nn.functional as F
 from bsq_tokenizer import ScaleSchedule
 from bsq_tokenizer.quantizer import bits_to_codes, depth_to_space_bits, space_to_depth, trilinear_resize
 from torch import Tensor, nn
@@ -379,22 +378,15 @@ class Infinity(nn.Module):
             for block, layer in zip(blocks, cache.layers, strict=True):
                 layer.constants = block.step_constants(cond.ada)
             with self._fp32_region():
-                scale, shift = (
-                    self.head_nm.ada_lin(cond.cond_BD.to(self.dtype))
-                    .view(-1, 1, 2, self.config.embed_dim)
-                    .unbind(2)
-                )
-                cache.head = (scale.add(1), shift)
+                cache.head = self.head_nm.step_constants(cond.cond_BD.to(self.dtype))
         cos, sin = self._rope_table(schedule, k)
         for i, (block, layer) in enumerate(zip(blocks, cache.layers, strict=True)):
             hidden = block.step(hidden, cond.memory, cos, sin, layer)
             if after_block is not None:
                 hidden = after_block(i, hidden)
         cache.next_scale = k + 1
-        scale1, shift = cache.head
         with self._fp32_region():
-            normed = F.layer_norm(hidden.to(self.dtype), (self.config.embed_dim,), eps=self.head_nm.norm_eps)
-            logits = self.head(normed.mul(scale1).add_(shift))
+            logits = self.head(self.head_nm.step(hidden.to(self.dtype), cache.head))
         return logits.view(*hidden.shape[:2], self.config.d_vae, 2)
 
     def forward_scale_reference(
