@@ -61,9 +61,8 @@ def block_causal_bias(
     return bias.masked_fill_(~allowed, float("-inf"))
 
 
-def fp32_region(x: Tensor) -> contextlib.AbstractContextManager[object]:
-    """Autocast switched off for ``x``'s device when it is on; a no-op context otherwise (cheaper per call)."""
-    device_type = x.device.type
+def fp32_region(device_type: str) -> contextlib.AbstractContextManager[object]:
+    """Autocast switched off on ``device_type`` when it is on there; a no-op context otherwise (cheaper)."""
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
@@ -252,7 +251,7 @@ class SelfAttention(nn.Module):
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = _linear_plus(self.mat_qkv, x, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
-        with torch.autocast(x.device.type, enabled=False):
+        with fp32_region(x.device.type):
             log_scale = self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
             q = F.normalize(q.float(), dim=-1, eps=1e-12) * log_scale
             k = F.normalize(k.float(), dim=-1, eps=1e-12)
@@ -269,7 +268,7 @@ class SelfAttention(nn.Module):
         y = self.mat_qkv(x)
         qkv = (y + constants.qkv_bias.to(y.dtype)).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
-        with fp32_region(x):
+        with fp32_region(x.device.type):
             q = F.normalize(q.float(), dim=-1, eps=1e-12) * constants.q_mul
             k = F.normalize(k.float(), dim=-1, eps=1e-12)
             q = apply_rope(q, cos, sin).to(v.dtype)
@@ -280,7 +279,7 @@ class SelfAttention(nn.Module):
 
     def log_scale(self) -> Tensor:
         """exp(min(s_h, ln 100)) in fp32, (1, H, 1, 1): the factor of the normalised queries."""
-        with torch.autocast(self.scale_mul_1H11.device.type, enabled=False):
+        with fp32_region(self.scale_mul_1H11.device.type):
             return self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
 
 

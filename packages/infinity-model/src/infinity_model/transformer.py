@@ -20,7 +20,7 @@ from bsq_tokenizer.quantizer import bits_to_codes, depth_to_space_bits, space_to
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from infinity_model.attention import LayerKV, TextAttentivePool, TextMemory, block_causal_bias
+from infinity_model.attention import LayerKV, TextAttentivePool, TextMemory, block_causal_bias, fp32_region
 from infinity_model.blocks import AdaLNBeforeHead, BlockChunk, CrossAttnBlock
 from infinity_model.condition import TextCondition, packed_positions
 from infinity_model.config import InfinityConfig
@@ -229,9 +229,6 @@ class Infinity(nn.Module):
             block.ada_gss[:, :, 2:6, :].mul_(aln)
 
     # ------------------------------------------------------------------------------ conditioning
-    def _fp32_region(self) -> torch.autocast:
-        return torch.autocast(self.device.type, enabled=False)
-
     def uncond_text(self, lengths: Tensor | Sequence[int]) -> TextCondition:
         """The unconditional prompt rows cfg_uncond[:len_b] for every length (detached)."""
         lengths = torch.as_tensor(lengths, dtype=torch.int64).cpu()
@@ -274,7 +271,7 @@ class Infinity(nn.Module):
         )
 
     def _condition(self, text: TextCondition, features: Tensor) -> Conditioning:
-        with self._fp32_region():
+        with fp32_region(self.device.type):
             normed = self.text_norm(features)
             cond_BD = self.text_proj_for_sos(self._memory(normed, text))
             ca_rows = self.text_proj_for_ca(normed)
@@ -291,12 +288,12 @@ class Infinity(nn.Module):
             raise ValueError(
                 f"scale inputs have {x.shape[-1]} channels, the model expects d_vae={self.config.d_vae}"
             )
-        with self._fp32_region():
+        with fp32_region(self.device.type):
             return self.word_embed(x.to(device=self.device, dtype=self.dtype))
 
     def _head(self, x: Tensor, cond_BD: Tensor) -> Tensor:
         """(B, l, C) hidden -> (B, l, d, 2) logits, fp32 path (autocast disabled)."""
-        with self._fp32_region():
+        with fp32_region(self.device.type):
             logits = self.head(self.head_nm(x.to(self.dtype), cond_BD.to(self.dtype)))
         return logits.view(*x.shape[:2], self.config.d_vae, 2)
 
@@ -332,7 +329,7 @@ class Infinity(nn.Module):
         if cond_drop is not None:
             # keep cfg_uncond in the autograd graph even when no sample was dropped (DDP/FSDP unused params)
             cond.memory.rows = cond.memory.rows + 0 * self.cfg_uncond[0, 0]
-        with self._fp32_region():
+        with fp32_region(self.device.type):
             sos = cond.cond_BD.unsqueeze(1) + self.pos_start
             x = torch.cat([sos, self._embed_bits(scale_inputs)], dim=1)
             sizes = torch.tensor([h * w for h, w in schedule.scales])
@@ -377,7 +374,7 @@ class Infinity(nn.Module):
         if cache.head is None:
             for block, layer in zip(blocks, cache.layers, strict=True):
                 layer.constants = block.step_constants(cond.ada)
-            with self._fp32_region():
+            with fp32_region(self.device.type):
                 cache.head = self.head_nm.step_constants(cond.cond_BD.to(self.dtype))
         cos, sin = self._rope_table(schedule, k)
         for i, (block, layer) in enumerate(zip(blocks, cache.layers, strict=True)):
@@ -385,7 +382,7 @@ class Infinity(nn.Module):
             if after_block is not None:
                 hidden = after_block(i, hidden)
         cache.next_scale = k + 1
-        with self._fp32_region():
+        with fp32_region(self.device.type):
             logits = self.head(self.head_nm.step(hidden.to(self.dtype), cache.head))
         return logits.view(*hidden.shape[:2], self.config.d_vae, 2)
 
@@ -429,7 +426,7 @@ class Infinity(nn.Module):
             raise ValueError(f"scale index {k} outside schedule of {schedule.num_scales} scales")
         self._check_schedule(schedule)
         h, w = schedule.scales[k]
-        with self._fp32_region():
+        with fp32_region(self.device.type):
             if k == 0:
                 if x is not None:
                     raise ValueError("scale 0 is the SOS token: pass x=None")
