@@ -37,6 +37,7 @@ __all__ = [
     "load_official_vae",
     "load_vae",
     "read_state_dict",
+    "savable_state_dict",
     "save_vae",
     "saved_vae_config",
 ]
@@ -328,12 +329,21 @@ def save_vae(model: BSQVAE, folder: str | os.PathLike[str]) -> Path:
 
 def _write_weights(model: BSQVAE, path: Path) -> None:
     metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(model.config.to_dict(), sort_keys=True)}
+    save_safetensors(savable_state_dict(model), path, metadata=metadata)  # atomic: temp file, fsync, rename
+
+
+def savable_state_dict(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, Tensor]:
+    """``model``'s state dict as CPU tensors to write (cast to ``dtype`` if given); CheckpointError naming the
+    first tensor still on the meta device (a model built but never loaded). Shared by :func:`save_vae` and
+    ``infinity_model.save_infinity``."""
     tensors = {}
     for key, value in model.state_dict().items():
         if value.is_meta:
             raise CheckpointError(f"cannot save {key}: the model is still on the meta device (not loaded)")
-        tensors[key] = value.detach()
-    save_safetensors(tensors, path, metadata=metadata)  # atomic: temp file, fsync, rename
+        tensors[key] = (
+            value.detach().to("cpu", dtype=dtype if dtype is not None else value.dtype).contiguous()
+        )
+    return tensors
 
 
 def load_vae(

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import torch
 from bsq_tokenizer import CheckpointError, VAEConfig
+from bsq_tokenizer.io import CONFIG_FILE, WEIGHTS_FILE, savable_state_dict  # save_vae's folder layout
 from bsq_tokenizer.safetensors_io import load_safetensors, save_safetensors
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
@@ -48,10 +49,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 _INDEX_NAMES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_SINGLE_NAMES = ("model.safetensors", "pytorch_model.bin")
+_SINGLE_NAMES = (WEIGHTS_FILE, "pytorch_model.bin")
 _WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 _WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 _BLOCK_KEY = re.compile(r"^(?:block_chunks\.(\d+)\.module\.(\d+)|blocks\.(\d+))\.")
@@ -447,13 +446,8 @@ def save_infinity(
     The weights go through bsq_tokenizer's safetensors writer (the project's one writer; atomic rename).
     """
     directory = Path(directory)
+    tensors = savable_state_dict(model, dtype)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for key, value in model.state_dict().items():
-        if value.is_meta:
-            raise CheckpointError(f"cannot save {key}: the model is still on the meta device (not loaded)")
-        value = value.detach().to("cpu", dtype=dtype if dtype is not None else value.dtype)
-        tensors[key] = value.contiguous()
     model.config.to_json(directory / CONFIG_FILE)
     metadata = {"format": "pt", "library": "infinity-model", "config": json.dumps(model.config.to_dict())}
     save_safetensors(tensors, directory / WEIGHTS_FILE, metadata=metadata)  # atomic: temp file + rename
@@ -517,7 +511,7 @@ def _format(path: Path) -> str:
         return "safetensors file" if path.suffix == ".safetensors" else "official .pth"
     if any(path.glob("*.index.json")):
         return "sharded folder"
-    return "safetensors folder" if (path / "config.json").is_file() else "folder"
+    return "safetensors folder" if (path / CONFIG_FILE).is_file() else "folder"
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
