@@ -384,3 +384,35 @@ def test_residual_steps_refuse_misuse():
         steps.add(torch.zeros(1, 4, 1, 2, 2))
     with pytest.raises(ValueError, match="latent must have shape"):
         ResidualSteps([(1, 1), (2, 2)], torch.zeros(1, 4, 3, 3))
+
+
+def test_residual_steps_compose_two_codes_on_the_full_grid_and_quantize_a_masked_residual():
+    """add(code, other=, weight=) sums weight * up(code) + (1 - weight) * up(other); weight 1 or 0 is either
+    code alone. quantize(where=) counts only the residual where ``where`` is 1."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 8, 6, 6, generator=g)
+    scales = [(3, 3), (6, 6)]
+    a = bits_to_codes(torch.rand(2, 3, 3, 8, generator=g) > 0.5)
+    b = bits_to_codes(torch.rand(2, 3, 3, 8, generator=g) > 0.5)
+    lfq = BSQ(8)
+
+    def summed(**kwargs):
+        steps = ResidualSteps(scales, z)
+        steps.add(a, **kwargs)
+        return steps
+
+    ones, zeros = torch.ones(2, 1, 1, 6, 6), torch.zeros(2, 1, 1, 6, 6)
+    assert torch.equal(summed(other=b, weight=ones).codes, summed().codes)
+    assert torch.equal(summed(other=b, weight=zeros).codes, trilinear_resize(b, (6, 6)).squeeze(2))
+    half = ones.clone()
+    half[..., 3:] = 0
+    mixed = summed(other=b, weight=half).codes
+    assert torch.equal(mixed[..., :3], summed().codes[..., :3])
+    assert torch.equal(mixed[..., 3:], trilinear_resize(b, (6, 6)).squeeze(2)[..., 3:])
+    with pytest.raises(ValueError, match="both other= and weight="):
+        summed(other=b)
+    steps = summed()
+    _, plain = steps.quantize(lfq)
+    _, masked = steps.quantize(lfq, where=half)
+    assert torch.equal(steps.quantize(lfq, where=ones)[1], plain)
+    assert torch.equal(masked[:, :, :3], plain[:, :, :3]) and not torch.equal(masked, plain)

@@ -288,24 +288,38 @@ class ResidualSteps:
             raise RuntimeError("no scale has been added yet")
         return self.summed.squeeze(2)
 
-    def quantize(self, lfq: BSQ) -> tuple[Tensor, Tensor]:
-        """BSQ of the residual area-resized to scale k: (straight-through code ``(B, d, 1, h, w)``, bits)."""
+    def quantize(self, lfq: BSQ, where: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """BSQ of the residual area-resized to scale k: (straight-through code ``(B, d, 1, h, w)``, bits).
+
+        ``where`` (``(B, 1, 1, H, W)`` 0/1 on the full grid): only the residual there counts, the rest is
+        zeroed before the resize (BSQ's bits do not depend on the positive factor a partial cell gets).
+        """
         if self.residual is None:
             raise RuntimeError("ResidualSteps.quantize needs the continuous latent; pass latent=")
         if self.k >= self.num_scales:
             raise RuntimeError(f"all {self.num_scales} scales have been added")
         with torch.autocast(device_type=self.residual.device.type, enabled=False):
-            return lfq(area_resize(self.residual, self.scales[self.k]))
+            residual = self.residual if where is None else self.residual * where
+            return lfq(area_resize(residual, self.scales[self.k]))
 
-    def add(self, code: Tensor) -> None:
-        """Accumulate scale k's code ``(B, d, 1, h_k, w_k)`` (its gradient flows into the summed codes)."""
+    def add(self, code: Tensor, *, other: Tensor | None = None, weight: Tensor | None = None) -> None:
+        """Accumulate scale k's code ``(B, d, 1, h_k, w_k)`` (its gradient flows into the summed codes).
+
+        With ``other`` (a second code of scale k) and ``weight`` (``(B, 1, 1, H, W)`` in [0, 1] on the full
+        grid) the up-sampled codes are composed on the full grid, ``weight * up(code) + (1 - weight) *
+        up(other)``, so neither spills into the other's region (an edit's regenerated and held tokens).
+        """
         if self.k >= self.num_scales:
             raise RuntimeError(f"all {self.num_scales} scales have been added")
         _check_5d(code, "code")
         if (int(code.shape[3]), int(code.shape[4])) != self.scales[self.k]:
             raise ValueError(f"scale {self.k} needs a code on {self.scales[self.k]}, got {tuple(code.shape)}")
+        if (other is None) != (weight is None):
+            raise ValueError("add() composes two codes: pass both other= and weight=, or neither")
         with torch.autocast(device_type=code.device.type, enabled=False):
             up = trilinear_resize(code, self.full)
+            if other is not None and weight is not None:
+                up = weight * up + (1.0 - weight) * trilinear_resize(other, self.full)
             self.summed = up if self.summed is None else self.summed + up
             if self.residual is not None and self.latent is not None:
                 if self.mode == "recompute":

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from bsq_tokenizer import ScaleSchedule
 from bsq_tokenizer.quantizer import (
     BSQ,
@@ -149,6 +150,13 @@ class EditSource:
     ``latent`` minus the codes accumulated so far (the encoder's own residual step applied to the current
     accumulation), not the source's stored bits: where coarser scales were regenerated, the held region still
     converges to the source's reconstruction. With every token held this is exactly the source's bits.
+
+    The codes are composed on the full VAE grid: the region the last scale regenerates (R) sums the sampled
+    codes of every scale that regenerates it, the rest sums held codes, quantized from the residual outside
+    that region (:meth:`model_weight`). Up-sampling would otherwise carry each side's coarse codes into the
+    other, and the held tokens' corrections would cancel the colours sampled in R (measured on the shapes
+    model: the new object came out in roughly the complementary colour). So with a mask, a returned scale's
+    bits alone do not rebuild the codes; ``SampleResult.codes`` are the composed ones.
     """
 
     latent: Tensor
@@ -181,6 +189,16 @@ class EditSource:
                     f"EditSource.keep[{k}] must be a bool tensor of shape {(batch, h, w)}, got "
                     f"{mask.dtype} {tuple(mask.shape)}"
                 )
+
+    def model_weight(self, k: int) -> Tensor | None:
+        """Where scale k's sampled code enters the sum: ``(B, 1, 1, H, W)`` float 0/1 on the full grid, the
+        tokens of R whose nearest scale-k token is regenerated; None when that is nowhere (all held)."""
+        full = tuple(int(n) for n in self.keep[-1].shape[1:])
+        regen = ~self.keep[k]
+        if not bool(regen.any()):
+            return None
+        up = F.interpolate(regen[:, None].float(), size=full, mode="nearest")
+        return (up * (~self.keep[-1])[:, None].float()).unsqueeze(1)
 
     def repeat_interleave(self, n: int) -> EditSource:
         """Each row repeated ``n`` times (for candidates)."""
@@ -429,19 +447,23 @@ def _draw(
         if prefix_bits is not None and k < len(prefix_bits):
             bits = _given_bits(prefix_bits[k], bits, k)
         codes = bits_to_codes(bits)  # (B, d_vae, 1, h', w')
+        held_codes: Tensor | None = None
+        weight: Tensor | None = None
         if edit is not None:
             assert lfq is not None
-            held_codes, held_bits = steps.quantize(lfq)  # the encoder's step on the current accumulation
-            keep = edit.keep[k].to(device).unsqueeze(-1)  # (B, h, w, 1), channel-last like the bits
-            if bool(keep.all()):  # exactly the tokenizer's step (same tensors, same memory layout)
-                bits, codes = held_bits, held_codes
-            elif bool(keep.any()):  # the mask permuted like the codes, so the mix keeps their memory layout
-                bits = torch.where(keep, held_bits, bits)
-                codes = torch.where(keep.permute(0, 3, 1, 2).unsqueeze(2), held_codes, codes)
+            weight = edit.model_weight(k)
+            if weight is None:  # exactly the tokenizer's step (same tensors, same memory layout)
+                codes, bits = steps.quantize(lfq)
+            elif bool((weight == 1).all()):  # plain sampling: nothing held anywhere at this scale
+                weight = None
+            else:  # the encoder's step on the held region's accumulation (class docstring)
+                weight = weight.to(device)
+                held_codes, held_bits = steps.quantize(lfq, where=1.0 - weight)
+                bits = torch.where(edit.keep[k].to(device).unsqueeze(-1), held_bits, bits)
         if scored:
             log_prob[: raw.shape[0]] += _bits_log_prob(raw, space_to_depth_bits(bits) if patchify else bits)
         all_bits.append(bits)
-        steps.add(codes)
+        steps.add(codes, other=held_codes, weight=None if held_codes is None else weight)
         if k + 1 < num_scales:
             nxt = steps.next_input()
             if patchify:
