@@ -35,9 +35,9 @@ TIMINGS=$WORK/timings.json
 [[ -f $TIMINGS ]] || echo '{}' > "$TIMINGS"
 
 if [[ $SMOKE == 1 ]]; then
-  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; N_EDITS=4; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
+  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
 else
-  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; N_EDITS=120; TOK_STEPS=""; TR_STEPS=""
+  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
   TR_TOTAL=${TRANSFORMER_STEPS:-$(sed -n 's/^max_steps = \([0-9]*\)$/\1/p' $RECIPE/transformer.toml)}
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
@@ -45,16 +45,10 @@ tok_set=(--set "run_dir=$WORK/runs/tokenizer" --set "data.shards=$WORK/shards")
 tr_set=(--set "run_dir=$WORK/runs/transformer" --set "data.shards=$WORK/shards_t5"
         --set "transformer_model.vae_path=$WORK/export/vae"
         --set "transformer_model.text_encoder_path=$WORK/text_encoder")
-ef_set=(--set "run_dir=$WORK/runs/edit_finetune" --set "data.shards=$WORK/shards_t5"
-        --set "transformer_model.vae_path=$WORK/export/vae"
-        --set "transformer_model.text_encoder_path=$WORK/text_encoder"
-        --set "checkpoint.init_from=$WORK/export/transformer/model.safetensors")
 if [[ -n $TOK_STEPS ]]; then
   tok_set+=(--set "max_steps=$TOK_STEPS" --set "optim.max_iters=$TOK_STEPS" --set "optim.warmup_iters=2"
             --set "checkpoint.save_every=0" --set "logging.log_every=5")
   tr_set+=(--set "max_steps=$TR_STEPS" --set "optim.max_iters=$TR_STEPS" --set "optim.warmup_iters=2"
-           --set "checkpoint.save_every=0" --set "logging.log_every=5")
-  ef_set+=(--set "max_steps=$TR_STEPS" --set "optim.max_iters=$TR_STEPS" --set "optim.warmup_iters=2"
            --set "checkpoint.save_every=0" --set "logging.log_every=5")
 fi
 
@@ -99,17 +93,14 @@ step transformer "$WORK/runs/transformer/first_cycle.done" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} && touch $WORK/runs/transformer/first_cycle.done"
 step transformer_cycle2 "$WORK/export/transformer/config.json" \
   bash -c "$RUN infinity-train transformer --config $RECIPE/transformer.toml ${tr_set[*]@Q} --set max_steps=$TR_TOTAL --set optim.max_iters=$TR_TOTAL && $RUN infinity-train export $WORK/runs/transformer -o $WORK/export/transformer"
-# the edit fine-tune (issue 22): from the exported transformer, with edit regions in bitwise self-correction
-step edit_finetune "$WORK/export/transformer_edit/config.json" \
-  bash -c "$RUN infinity-train transformer --config $RECIPE/edit_finetune.toml ${ef_set[*]@Q} && $RUN infinity-train export $WORK/runs/edit_finetune -o $WORK/export/transformer_edit"
 step package "$WORK/default_model/model_index.json" \
-  $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer_edit" \
+  $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model"
 $RUN python $RECIPE/shapes_recipe.py training-time --timings "$TIMINGS"
 step tune "$WORK/tune.json" \
   $RUN python $RECIPE/shapes_recipe.py tune --model-dir "$WORK/default_model" --prompts $N_VAL --out "$WORK/tune.json"
 # the chosen cfg/tau go into the model folder that samples the held-out prompts
-$RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer_edit" \
+$RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
   --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
   --tune "$WORK/tune.json"
 step sample "$WORK/eval/images/manifest.jsonl" \
@@ -142,28 +133,22 @@ if [[ -f $FID_WEIGHTS ]]; then
 else
   echo "== fid: skipped (no FID Inception weights; set FID_WEIGHTS)"
 fi
-# inpainting held-out two-object renders, scored exactly (issue 22; recipes/shapes/README.md, "Editing check")
-step edit_check "$WORK/edit_check.json" \
-  $RUN python $RECIPE/edit_check.py --model-dir "$WORK/default_model" --edits $N_EDITS \
-    -o "$WORK/edit_check.json" --grid "$WORK/edit-grid.png"
 $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid "$WORK/eval/fid.txt" \
   --geneval-single "$WORK/eval/geneval-single" \
   --timings "$TIMINGS" --vae-check "$WORK/vae_check.json" --tune "$WORK/tune.json" \
   --prefix-check "$WORK/prefix_check.json" --out "$WORK/report.json"
 # the report goes into the model's provenance; the grid is drawn from the packaged model
-$RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer_edit" \
+$RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
   --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$WORK/default_model" \
   --report "$WORK/report.json" --tune "$WORK/tune.json"
 $RUN python $RECIPE/shapes_recipe.py grid --model-dir "$WORK/default_model" --out "$WORK/samples.png"
 if [[ $INSTALL == 1 ]]; then
   DEST=packages/infinity-model/src/infinity_model/default_model
-  $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer_edit" \
+  $RUN python $RECIPE/shapes_recipe.py package --model "$WORK/export/transformer" \
     --vae "$WORK/export/vae" --text-encoder "$WORK/text_encoder" --out "$DEST" --report "$WORK/report.json" \
     --tune "$WORK/tune.json"
   cp "$WORK/report.json" $RECIPE/report.json
   cp "$WORK/samples.png" $RECIPE/samples.png
-  cp "$WORK/edit_check.json" $RECIPE/edit_check.json
-  cp "$WORK/edit-grid.png" $RECIPE/edit-grid.png
   echo "== installed the default model into $DEST (report: $RECIPE/report.json, grid: $RECIPE/samples.png)"
 fi
 echo "== done $(date -u '+%F %T') UTC"

@@ -4,7 +4,7 @@ import pytest
 import torch
 from bsq_tokenizer import MultiScaleBSQ
 from bsq_tokenizer.quantizer import BSQ, area_resize, codes_from_bits, trilinear_resize
-from infinity_train.bsc import EditRegions, bitwise_self_correction
+from infinity_train.bsc import bitwise_self_correction
 from infinity_train.config import BSCConfig
 
 SCALES = [(1, 1), (2, 2), (4, 4), (6, 6), (8, 8)]
@@ -118,60 +118,3 @@ def test_bsc_inputs_equal_the_models_teacher_forcing_inputs_of_the_flipped_bits(
     assert any(p > 0 for p in out.flip_probs[:-1])
     expect = model.scale_inputs_from_bits(out.noisy_bits, schedule)
     torch.testing.assert_close(out.inputs, expect, rtol=0, atol=0)
-
-
-def test_edit_regions_off_keeps_the_reference_draws_exactly():
-    z = _latent(b=3, seed=4)
-    a = bitwise_self_correction(z, SCALES, BSQ(16), BSCConfig(), torch.Generator().manual_seed(5))
-    b = bitwise_self_correction(
-        z, SCALES, BSQ(16), BSCConfig(region_prob=0.0, region_layers=4), torch.Generator().manual_seed(5)
-    )
-    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.labels, b.labels)
-
-
-def test_edit_region_cells_are_the_tokens_touching_the_box():
-    regions = EditRegions(_latent(b=1), 1.0, 3, (0.25, 0.25), torch.Generator().manual_seed(0))
-    regions.boxes = torch.tensor([[0.30, 0.30, 0.55, 0.55]])  # y0, x0, y1, x1
-    assert regions.cells(2, 2).all()  # 0.55 crosses the middle
-    four = regions.cells(4, 4)[0]
-    assert four.nonzero().tolist() == [[1, 1], [1, 2], [2, 1], [2, 2]]
-    regions.on = torch.tensor([False])
-    assert not regions.cells(4, 4).any()
-
-
-def test_edit_regions_sum_another_images_coarse_codes_inside_the_box_and_relabel_the_rest():
-    """Inside the box the first region_layers scales add the next image's fed codes, elsewhere and later the
-    image's own; every label is the quantization of the latent minus that composed sum."""
-    z = _latent(b=2, seed=6)
-    layers = 2
-    cfg = BSCConfig(noise_apply_layers=-1, region_prob=1.0, region_layers=layers, region_size=(0.3, 0.4))
-    out = bitwise_self_correction(z, SCALES, BSQ(16), cfg, torch.Generator().manual_seed(8))
-    regions = EditRegions(z, 1.0, layers, (0.3, 0.4), torch.Generator().manual_seed(8))
-    box = regions.cells(8, 8)[:, None, None].float()
-    assert 0 < float(box.mean()) < 1
-    summed = torch.zeros(2, 16, 1, 8, 8)
-    start = 0
-    for k, (h, w) in enumerate(SCALES):
-        labels = out.labels[:, start : start + h * w].reshape(2, h, w, 16)
-        residual = area_resize(z.unsqueeze(2) - summed, (h, w))
-        assert (labels == (residual.squeeze(2) > 0).permute(0, 2, 3, 1)).float().mean() > 0.999
-        assert torch.equal(out.noisy_bits[k], labels)  # no flips: the own bits are what is fed
-        own = trilinear_resize(codes_from_bits([labels], size=(h, w)).unsqueeze(2), (8, 8))
-        if k < layers:
-            other = trilinear_resize(
-                codes_from_bits([labels.roll(1, dims=0)], size=(h, w)).unsqueeze(2), (8, 8)
-            )
-            summed = summed + (1 - box) * own + box * other
-        else:
-            summed = summed + own
-        start += h * w
-    plain = MultiScaleBSQ(16).quantize(z, SCALES)
-    assert not torch.equal(out.labels[:, -64:].reshape(2, 8, 8, 16), plain.bits[-1])
-
-
-def test_edit_regions_centre_their_boxes_on_content():
-    """On a flat latent with one bright 2x2 patch every box covers the patch."""
-    z = torch.zeros(64, 4, 8, 8)
-    z[:, :, 5:7, 1:3] = 3.0
-    regions = EditRegions(z, 1.0, 2, (0.3, 0.3), torch.Generator().manual_seed(0))
-    assert regions.cells(8, 8)[:, 5:7, 1:3].all()

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 __all__ = [
     "BSQ",
-    "ComposeSource",
     "FlipSource",
     "MultiScaleBSQ",
     "QuantizeOutput",
@@ -182,11 +181,6 @@ class BSQ(nn.Module):
 FlipSource = Callable[[int, Tensor], Tensor | None]
 """``flip(k, bits)``: given scale k's clean bits ``(B, h, w, d)``, a bool tensor of the same shape marking the
 bits to flip before they are fed forward, or None to flip nothing (bitwise self-correction's noise)."""
-
-ComposeSource = Callable[[int, Tensor], "tuple[Tensor, Tensor] | None"]
-"""``compose(k, fed_bits)``: for scale k, None to accumulate its own code, or ``(other, weight)``: a second code
-``(B, d, 1, h, w)`` and the weight ``(B, 1, 1, H, W)`` of the own code on the full grid, summed as
-``weight * up(own) + (1 - weight) * up(other)`` (``ResidualSteps.add``; edit regions in training)."""
 
 ResidualMode = Literal["subtract", "recompute"]
 """How the residual of the next scale is formed: ``"subtract"`` keeps it by subtracting each added code, as the
@@ -367,15 +361,13 @@ def residual_quantize(
     requant: bool = True,
     next_inputs: bool = False,
     residual: ResidualMode = "subtract",
-    compose: ComposeSource | None = None,
 ) -> ResidualOutput:
     """Multi-scale residual quantization of ``z (B, d, H, W)`` over ``scales`` (last = (H, W)), fp32.
 
     Per scale: BSQ of the area-resized residual, optionally flip bits (``flip``, e.g. bitwise self-correction),
     accumulate the code (the straight-through code, or with flips and ``requant`` the code of the flipped
-    bits; ``compose`` may mix in another code on part of the grid), update the residual (``residual``: by
-    subtraction as the tokenizer, or recomputed as bitwise self-correction). ``next_inputs`` also returns
-    every later scale's transformer input.
+    bits), update the residual (``residual``: by subtraction as the tokenizer, or recomputed as bitwise
+    self-correction). ``next_inputs`` also returns every later scale's transformer input.
     """
     steps = ResidualSteps(scales, z, zero_start=True, residual=residual)
     bits_all: list[Tensor] = []
@@ -390,11 +382,7 @@ def residual_quantize(
                 fed = bits ^ mask.to(device=bits.device, dtype=bits.dtype)
                 if requant:
                     code = bits_to_codes(fed)
-            mixed = compose(k, fed) if compose is not None else None
-            if mixed is None:
-                steps.add(code)
-            else:
-                steps.add(code, other=mixed[0], weight=mixed[1])
+            steps.add(code)
             bits_all.append(bits)
             fed_all.append(fed)
             if next_inputs and k + 1 < steps.num_scales:

@@ -122,13 +122,6 @@ class BSCConfig:
     noise_apply_layers: int = 13
     noise_apply_strength: float = 0.3
     requant: bool = True
-    # Edit regions (not in the reference; 0 keeps its draws exactly): with this probability per image, inside
-    # a random box the summed codes of the first ``region_layers`` scales are another image's of the batch, and
-    # the later scales are re-quantised against that, so the model learns to draw what the caption asks in a
-    # region whose coarse codes disagree with it (inpainting, ``infinity_model.InfinityPipeline.edit``).
-    region_prob: float = 0.0
-    region_layers: int = 3
-    region_size: tuple[float, float] = (0.25, 0.5)  # box side as a fraction of the image side, uniform
 
 
 @dataclass(frozen=True)
@@ -321,8 +314,6 @@ _RANGES: tuple[tuple[str, float | None, float | None, str], ...] = (
     ("transformer.label_smoothing", 0, 1, "a fraction"),
     ("transformer.ema_decay", 0, 1, "EMA decay (0 = off, below 1)"),
     ("transformer.max_nonfinite_in_a_row", 1, None, "non-finite losses tolerated in a row"),
-    ("transformer.bsc.region_prob", 0, 1, "a probability"),
-    ("transformer.bsc.region_layers", 0, None, "coarse scales replaced inside an edit region"),
     ("tokenizer_loss.disc_start", 0, None, "steps before the discriminator starts"),
 )
 
@@ -354,12 +345,6 @@ def check_value_ranges(config: RunConfig, source: str = "<dict>") -> None:
             raise ConfigError(
                 f"{source}: key '{dotted}' = {value!r} must be {allowed} ({meaning}); fix the value"
             )
-    low, high = config.transformer.bsc.region_size
-    if not 0 < low <= high <= 1:
-        raise ConfigError(
-            f"{source}: key 'transformer.bsc.region_size' = [{low}, {high}] must satisfy 0 < low <= high <= 1 "
-            "(box side as a fraction of the image side); fix the value"
-        )
     for i, (h, w) in enumerate(config.data.scales):
         if h < 1 or w < 1:
             raise ConfigError(f"{source}: key 'data.scales[{i}]' = [{h}, {w}] must hold positive grid sizes")

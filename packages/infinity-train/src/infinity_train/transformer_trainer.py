@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bsc import EditRegions, bitwise_self_correction
+from .bsc import bitwise_self_correction
 from .checkpoint import load_strict
 from .config import BSCConfig, RunConfig
 from .distributed import DistInfo, build_ds_config, create_engine
@@ -275,13 +275,8 @@ class TransformerTrainer(TrainLoop):
                 f"{batch['template']} needs {schedule.pixel_hw}; the loader's data.pn must match"
             )
         patchify = self.model_config.patchify
-        text = self.text_condition(batch)
         with torch.no_grad():
             latent = self._encode(images, batch.get("keys") if train else None)
-            regions = None
-            bsc_cfg = bsc_config or cfg.transformer.bsc
-            if train and bsc_cfg.region_prob > 0:
-                regions = self._edit_regions(latent, text, schedule, bsc_cfg, generator)
             bsc = bitwise_self_correction(
                 latent,
                 schedule.vae_scales(patchify),
@@ -290,8 +285,8 @@ class TransformerTrainer(TrainLoop):
                 generator,
                 patchify=patchify,
                 levels=levels,
-                regions=regions,
             )
+        text = self.text_condition(batch)
         b = images.shape[0]
         cond_drop = None
         if train and cfg.transformer.cond_drop_rate > 0:
@@ -307,32 +302,6 @@ class TransformerTrainer(TrainLoop):
             reduction=cfg.transformer.bitloss,
         )
         return out, b * schedule.seq_len
-
-    def _edit_regions(
-        self, latent, text, schedule, bsc_cfg: BSCConfig, generator: torch.Generator
-    ) -> EditRegions:
-        """Edit regions whose coarse codes are the model's own: the batch is inpainted in its boxes by the
-        current weights (as ``InfinityPipeline.edit`` would), and those draws' first scales fill the boxes."""
-        from infinity_model.sampler import EditSource, SamplerConfig, sample
-
-        regions = EditRegions(
-            latent, bsc_cfg.region_prob, bsc_cfg.region_layers, bsc_cfg.region_size, generator
-        )
-        if not bool(regions.on.any()):
-            return regions
-        model = self.engine.module
-        was_training = model.training
-        model.eval()
-        grids = schedule.vae_scales(self.model_config.patchify)
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
-        keep = tuple(m.to(latent.device) for m in regions.keep_masks(grids))
-        out = sample(
-            model, text, schedule, SamplerConfig(cfg=2.0, tau=0.5),
-            seed=[seed + i for i in range(latent.shape[0])], edit=EditSource(latent.float(), keep),
-        )  # fmt: skip
-        model.train(was_training)
-        regions.other_bits = out.bits[: bsc_cfg.region_layers]
-        return regions
 
     # ------------------------------------------------------------------------------------ hooks
     def micro_step(self, batch: dict[str, Any], it: int) -> dict[str, Any] | None:
