@@ -2,7 +2,7 @@
 # Train the default model from nothing: shapes data -> shards -> BSQ-VAE -> text encoder -> transformer
 # (DeepSpeed ZeRO-2, one CPU process) -> export -> default-model folder -> cfg/tau/candidates chosen on validation
 # prompts -> held-out samples -> GenEval-style shapes check (also with one draw per image, and with the first
-# scales given: `prefix_check`) + FID.
+# scales given: `prefix_check`) + FID + the editing check (`edit_check`).
 # After the tokenizer, `vae_check` scores its reconstructions of held-out renders with the same check: the
 # ceiling for the transformer.
 # Run from anywhere:   bash recipes/shapes/reproduce.sh
@@ -35,9 +35,9 @@ TIMINGS=$WORK/timings.json
 [[ -f $TIMINGS ]] || echo '{}' > "$TIMINGS"
 
 if [[ $SMOKE == 1 ]]; then
-  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
+  N_TRAIN=400; N_HELD=40; N_PROMPTS=24; N_VAL=12; N_EDITS=6; TOK_STEPS=20; TR_STEPS=30; TR_TOTAL=45
 else
-  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; TOK_STEPS=""; TR_STEPS=""
+  N_TRAIN=${TRAIN_IMAGES:-20000}; N_HELD=300; N_PROMPTS=300; N_VAL=120; N_EDITS=120; TOK_STEPS=""; TR_STEPS=""
   TR_TOTAL=${TRANSFORMER_STEPS:-$(sed -n 's/^max_steps = \([0-9]*\)$/\1/p' $RECIPE/transformer.toml)}
 fi
 # Config overrides: the work folder, and the toy step counts of a smoke run.
@@ -133,6 +133,10 @@ if [[ -f $FID_WEIGHTS ]]; then
 else
   echo "== fid: skipped (no FID Inception weights; set FID_WEIGHTS)"
 fi
+# inpainting held-out two-object renders, scored exactly (README, "Editing check")
+step edit_check "$WORK/edit_check.json" \
+  $RUN python $RECIPE/edit_check.py --model-dir "$WORK/default_model" --edits $N_EDITS \
+    -o "$WORK/edit_check.json" --grid "$WORK/edit-grid.png"
 $RUN python $RECIPE/shapes_recipe.py report --geneval "$WORK/eval/geneval" --fid "$WORK/eval/fid.txt" \
   --geneval-single "$WORK/eval/geneval-single" \
   --timings "$TIMINGS" --vae-check "$WORK/vae_check.json" --tune "$WORK/tune.json" \
@@ -149,6 +153,8 @@ if [[ $INSTALL == 1 ]]; then
     --tune "$WORK/tune.json"
   cp "$WORK/report.json" $RECIPE/report.json
   cp "$WORK/samples.png" $RECIPE/samples.png
+  cp "$WORK/edit_check.json" $RECIPE/edit_check.json
+  cp "$WORK/edit-grid.png" $RECIPE/edit-grid.png
   echo "== installed the default model into $DEST (report: $RECIPE/report.json, grid: $RECIPE/samples.png)"
 fi
 echo "== done $(date -u '+%F %T') UTC"
