@@ -147,8 +147,18 @@ def varlen_attention(q: Tensor, kv: Tensor, memory: TextMemory, scale: float) ->
             softmax_scale=scale,
         )
         return out.view(batch, lq, heads, hd)
-    padded = memory.pad(kv)  # (B, N, 2, H, hd)
-    k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
+    k, v = padded_kv(kv, memory)
+    return padded_attention(q, k, v, memory, scale)
+
+
+def padded_kv(kv: Tensor, memory: TextMemory) -> tuple[Tensor, Tensor]:
+    """Packed text keys/values (sum_len, 2, H, hd) -> zero-padded keys and values, each (B, H, N, hd)."""
+    k, v = memory.pad(kv).permute(2, 0, 3, 1, 4).unbind(0)
+    return k, v
+
+
+def padded_attention(q: Tensor, k: Tensor, v: Tensor, memory: TextMemory, scale: float) -> Tensor:
+    """SDPA of q (B, Lq, H, hd) over padded text keys/values (``padded_kv``), pads masked: (B, Lq, H, hd)."""
     if q.dtype != v.dtype:
         q = q.to(v.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=memory.key_mask, scale=scale)
@@ -247,13 +257,27 @@ class SelfAttention(nn.Module):
         cache: LayerKV | None = None,
     ) -> Tensor:
         """x: (B, L, C); cos/sin: (L, hd/2) for these tokens; attn_mask: (L, L_keys) bool or None."""
+        return self._attend(x, self.qkv_bias(), self.log_scale(), cos, sin, attn_mask, cache)
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, layer: LayerKV, constants: StepConstants) -> Tensor:
+        """``forward`` over a KV cache with the per-call constants precomputed (same operations, same bits)."""
+        return self._attend(x, constants.qkv_bias, constants.q_mul, cos, sin, None, layer)
+
+    def _attend(
+        self,
+        x: Tensor,
+        bias: Tensor,
+        q_mul: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        attn_mask: Tensor | None,
+        cache: LayerKV | None,
+    ) -> Tensor:
         batch, length, width = x.shape
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
         qkv = _linear_plus(self.mat_qkv, x, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
         with fp32_region(x.device.type):
-            log_scale = self.scale_mul_1H11.float().clamp_max(COS_ATTN_MAX_LOG_SCALE).exp()
-            q = F.normalize(q.float(), dim=-1, eps=1e-12) * log_scale
+            q = F.normalize(q.float(), dim=-1, eps=1e-12) * q_mul
             k = F.normalize(k.float(), dim=-1, eps=1e-12)
             q = apply_rope(q, cos, sin).to(v.dtype)
             k = apply_rope(k, cos, sin).to(v.dtype)
@@ -262,20 +286,9 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=1.0)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))
 
-    def step(self, x: Tensor, cos: Tensor, sin: Tensor, layer: LayerKV, constants: StepConstants) -> Tensor:
-        """``forward`` over a KV cache with the per-call constants precomputed (same operations, same bits)."""
-        batch, length, width = x.shape
-        y = self.mat_qkv(x)
-        qkv = (y + constants.qkv_bias.to(y.dtype)).view(batch, length, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
-        with fp32_region(x.device.type):
-            q = F.normalize(q.float(), dim=-1, eps=1e-12) * constants.q_mul
-            k = F.normalize(k.float(), dim=-1, eps=1e-12)
-            q = apply_rope(q, cos, sin).to(v.dtype)
-            k = apply_rope(k, cos, sin).to(v.dtype)
-        k, v = layer.append(k, v)
-        out = F.scaled_dot_product_attention(q, k, v, scale=1.0)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+    def qkv_bias(self) -> Tensor:
+        """The fused projection's bias (q_bias, 0, v_bias): the reference has no key bias."""
+        return torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
 
     def log_scale(self) -> Tensor:
         """exp(min(s_h, ln 100)) in fp32, (1, H, 1, 1): the factor of the normalised queries."""
@@ -305,38 +318,33 @@ class CrossAttention(nn.Module):
     def forward(self, x: Tensor, memory: TextMemory, cache: LayerKV | None = None) -> Tensor:
         """x: (B, L, C) -> (B, L, C); with a cache the text keys/values are projected once and reused."""
         batch, length, width = x.shape
-        if cache is not None and cache.cross_kv is not None:
-            kv = cache.cross_kv
-        else:
-            kv = self.project_kv(memory)
-            if cache is not None:
-                cache.cross_kv = kv
-        q = self.mat_q(x).view(batch, length, self.num_heads, self.head_dim)
-        if kv.dtype != q.dtype:
-            kv = kv.to(q.dtype)
+        q, kv = self._q_kv(x, memory, cache)
         out = varlen_attention(q, kv, memory, scale=1.0 / math.sqrt(self.head_dim))
         return self.proj(out.reshape(batch, length, width))
 
     def step(self, x: Tensor, memory: TextMemory, layer: LayerKV) -> Tensor:
         """``forward`` over a KV cache that also keeps the padded text keys/values (same bits)."""
         batch, length, width = x.shape
-        if layer.cross_kv is None:
-            layer.cross_kv = self.project_kv(memory)
-        kv = layer.cross_kv
-        q = self.mat_q(x).view(batch, length, self.num_heads, self.head_dim)
-        if kv.dtype != q.dtype:
-            kv = kv.to(q.dtype)
+        q, kv = self._q_kv(x, memory, layer)
         scale = 1.0 / math.sqrt(self.head_dim)
         if _use_flash(q, kv, memory):
             return self.proj(varlen_attention(q, kv, memory, scale).reshape(batch, length, width))
         if layer.cross_k is None or layer.cross_k.dtype != kv.dtype:
-            layer.cross_k, layer.cross_v = memory.pad(kv).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, hd)
-        k, v = layer.cross_k, layer.cross_v
-        assert v is not None
-        if q.dtype != v.dtype:
-            q = q.to(v.dtype)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=memory.key_mask, scale=scale)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, width))
+            layer.cross_k, layer.cross_v = padded_kv(kv, memory)
+        assert layer.cross_v is not None
+        out = padded_attention(q, layer.cross_k, layer.cross_v, memory, scale)
+        return self.proj(out.reshape(batch, length, width))
+
+    def _q_kv(self, x: Tensor, memory: TextMemory, cache: LayerKV | None) -> tuple[Tensor, Tensor]:
+        """Queries (B, L, H, hd) and the packed text keys/values in their dtype (projected once per cache)."""
+        if cache is not None and cache.cross_kv is not None:
+            kv = cache.cross_kv
+        else:
+            kv = self.project_kv(memory)
+            if cache is not None:
+                cache.cross_kv = kv
+        q = self.mat_q(x).view(x.shape[0], x.shape[1], self.num_heads, self.head_dim)
+        return q, kv if kv.dtype == q.dtype else kv.to(q.dtype)
 
 
 class _PoolAttention(nn.Module):

@@ -96,7 +96,7 @@ class CrossAttnBlock(nn.Module):
         cache: LayerKV | None = None,
     ) -> Tensor:
         """x: (B, L, C) residual stream; ada: (B, 1, 6, C) shared AdaLN output; returns (B, L, C)."""
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = (ada + self.ada_gss.to(ada.dtype)).unbind(2)
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self._modulations(ada)
         eps = self.norm_eps
         x = x + self.drop_path(self.sa(modulate(x, scale1, shift1, eps), cos, sin, attn_mask, cache) * gamma1)
         x = x + self.ca(self.ca_norm(x), memory, cache)
@@ -105,11 +105,21 @@ class CrossAttnBlock(nn.Module):
 
     def step_constants(self, ada: Tensor) -> StepConstants:
         """The tensors of :meth:`step` that depend only on the sampler call's ``ada`` (B, 1, 6, C)."""
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = (ada + self.ada_gss.to(ada.dtype)).unbind(2)
-        qkv_bias = torch.cat((self.sa.q_bias, self.sa.zero_k_bias, self.sa.v_bias))
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self._modulations(ada)
         return StepConstants(
-            gamma1, gamma2, scale1.add(1), scale2.add(1), shift1, shift2, qkv_bias, self.sa.log_scale()
+            gamma1,
+            gamma2,
+            scale1.add(1),
+            scale2.add(1),
+            shift1,
+            shift2,
+            self.sa.qkv_bias(),
+            self.sa.log_scale(),
         )
+
+    def _modulations(self, ada: Tensor) -> tuple[Tensor, ...]:
+        """(gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C), of ``ada + ada_gss``."""
+        return (ada + self.ada_gss.to(ada.dtype)).unbind(2)
 
     def step(self, x: Tensor, memory: TextMemory, cos: Tensor, sin: Tensor, layer: LayerKV) -> Tensor:
         """``forward`` at inference over ``layer`` (a KV cache whose ``constants`` are set): the same
@@ -142,8 +152,7 @@ class AdaLNBeforeHead(nn.Module):
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * embed_dim))
 
     def forward(self, x: Tensor, cond_BD: Tensor) -> Tensor:
-        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
-        return modulate(x, scale, shift, self.norm_eps)
+        return self.step(x, self.step_constants(cond_BD))
 
     def step_constants(self, cond_BD: Tensor) -> tuple[Tensor, Tensor]:
         """``(1 + scale, shift)`` of :meth:`forward`, (B, 1, C): the same at every scale of a sampler call."""

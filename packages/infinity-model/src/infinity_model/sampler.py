@@ -463,7 +463,7 @@ def _draw(
         if scored:
             log_prob[: raw.shape[0]] += _bits_log_prob(raw, space_to_depth_bits(bits) if patchify else bits)
         all_bits.append(bits)
-        steps.add(codes, other=held_codes, weight=None if held_codes is None else weight)
+        steps.add(codes, other=held_codes, weight=weight)  # both None unless part of the scale is held
         if k + 1 < num_scales:
             nxt = steps.next_input()
             if patchify:

@@ -294,7 +294,13 @@ class Infinity(nn.Module):
     def _head(self, x: Tensor, cond_BD: Tensor) -> Tensor:
         """(B, l, C) hidden -> (B, l, d, 2) logits, fp32 path (autocast disabled)."""
         with fp32_region(self.device.type):
-            logits = self.head(self.head_nm(x.to(self.dtype), cond_BD.to(self.dtype)))
+            constants = self.head_nm.step_constants(cond_BD.to(self.dtype))
+        return self._head_step(x, constants)
+
+    def _head_step(self, x: Tensor, constants: tuple[Tensor, Tensor]) -> Tensor:
+        """:meth:`_head` with the head's AdaLN constants (``AdaLNBeforeHead.step_constants``) given."""
+        with fp32_region(self.device.type):
+            logits = self.head(self.head_nm.step(x.to(self.dtype), constants))
         return logits.view(*x.shape[:2], self.config.d_vae, 2)
 
     def _run_block(self, block: CrossAttnBlock, *args, **kwargs) -> Tensor:
@@ -382,9 +388,7 @@ class Infinity(nn.Module):
             if after_block is not None:
                 hidden = after_block(i, hidden)
         cache.next_scale = k + 1
-        with fp32_region(self.device.type):
-            logits = self.head(self.head_nm.step(hidden.to(self.dtype), cache.head))
-        return logits.view(*hidden.shape[:2], self.config.d_vae, 2)
+        return self._head_step(hidden, cache.head)
 
     def forward_scale_reference(
         self,
@@ -441,7 +445,7 @@ class Infinity(nn.Module):
     def _rope_table(self, schedule: ScaleSchedule, k: int) -> tuple[Tensor, Tensor]:
         """RoPE cos/sin of scale k, built once per (scale, grid, device) and kept on the model (read only)."""
         h, w = schedule.scales[k]
-        key = (h, w, tuple(schedule.rope_grid), self.config.head_dim, self.config.rope_base, self.device)
+        key = (h, w, tuple(schedule.rope_grid), self.device)
         table = self._rope_tables.get(key)
         if table is None:
             table = rope_cos_sin(
