@@ -19,7 +19,7 @@ HOMES: dict[str, dict[str, str]] = {
     "bsq_tokenizer": {"torch.load": "io:_torch_load", "strict load_state_dict": "io:_build"},
     "infinity_model": {
         "torch.load": "checkpoint:_torch_load",
-        "strict load_state_dict": "checkpoint:assign_state_dict",
+        "strict load_state_dict": "checkpoint:_assign",
     },
     "infinity_train": {
         "torch.load": "checkpoint:read_torch_file",

@@ -298,6 +298,8 @@ def check_state_dict(model: torch.nn.Module, state: Mapping[str, Tensor], source
         problems.append(f"{len(unexpected)} unexpected keys ({_listed(unexpected)})")
     message = f"{source} does not fit the model: " + "; ".join(problems) + "."
     config = getattr(model, "config", None)
+    if not isinstance(config, InfinityConfig):  # another module (the T5 encoder): no Infinity diagnosis
+        raise CheckpointError(message)
     try:
         found = infer_infinity_config(got)
     except CheckpointError as exc:
@@ -396,16 +398,18 @@ def _adopt_state_dict(
         target = value.dtype if dtype is None else dtype
         if value.dtype != target or value.device != device:
             state[key] = value.to(device=device, dtype=target)
-    return assign_state_dict(model, state, source, checked=True).eval()
+    return _assign(model, state).eval()
 
 
-def assign_state_dict(
-    model: ModuleT, state: Mapping[str, Tensor], source: str, *, checked: bool = False
-) -> ModuleT:
+def assign_state_dict(model: ModuleT, state: Mapping[str, Tensor], source: str) -> ModuleT:
     """Adopt ``state`` as ``model``'s weights (strict, assigned: a meta-device model takes the tensors themselves),
-    after :func:`check_state_dict` names any missing, unexpected or misshapen key (skipped when ``checked``)."""
-    if not checked:
-        check_state_dict(model, state, source)
+    after :func:`check_state_dict` names any missing, unexpected or misshapen key."""
+    check_state_dict(model, state, source)
+    return _assign(model, state)
+
+
+def _assign(model: ModuleT, state: Mapping[str, Tensor]) -> ModuleT:
+    """The package's one strict load: ``state``'s tensors become the weights (keys and shapes checked before)."""
     model.load_state_dict(state, strict=True, assign=True)
     return model
 
