@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -180,14 +181,30 @@ def swapped_blocks(model: Infinity, replacements: Sequence[nn.Module] | None) ->
             holder[i] = old
 
 
+class _CompiledStep(nn.Module):
+    """A block whose fast step runs through ``torch.compile`` (sharing its parameters; compiled on first use).
+
+    ``Infinity.forward_scale`` calls ``block.step_constants`` and ``block.step``, not ``forward``, so compiling
+    the module (which compiles ``forward`` only) would leave the sampler's step eager."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+        self.step = torch.compile(block.step)
+        self.step_constants = block.step_constants
+
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
+        return self.block(*args, **kwargs)
+
+
 def compiled_blocks(model: Infinity, num_scales: int) -> list[nn.Module]:
-    """``torch.compile`` wrappers of the blocks (sharing their parameters); compiled lazily on first use."""
+    """``torch.compile`` wrappers of the blocks' fast step (:class:`_CompiledStep`); compiled on first use."""
     limit = 4 * num_scales + 8  # each scale's shapes, cache state and backend may add a compiled entry
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
     torch._dynamo.config.accumulated_recompile_limit = max(
         torch._dynamo.config.accumulated_recompile_limit, 64 * limit
     )
-    return [cast(nn.Module, torch.compile(block)) for block in model.block_list]
+    return [_CompiledStep(block) for block in model.block_list]
 
 
 # ---------------------------------------------------------------------------------------- CUDA graphs
@@ -282,7 +299,7 @@ class GraphedScales:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), autocast():
-            model.forward_scale(cond, static, k, self._schedule, _scratch_copy(self._cache, model))
+            model.forward_scale(cond, static, k, self._schedule, _scratch_copy(self._cache))
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool), autocast():
@@ -293,13 +310,12 @@ class GraphedScales:
         self._outputs.append(out)
 
 
-def _scratch_copy(cache: KVCache, model: Infinity) -> KVCache:
-    """A cache holding the same tensors (appending makes new ones, so the original is left as it is)."""
-    copy = model.new_cache()
-    for new, old in zip(copy.layers, cache.layers, strict=True):
-        new.k, new.v, new.cross_kv = old.k, old.v, old.cross_kv
-    copy.conditioning, copy.next_scale = cache.conditioning, cache.next_scale
-    return copy
+def _scratch_copy(cache: KVCache) -> KVCache:
+    """A cache holding the same tensors, every field included (appending and narrowing rebind them, never
+    write in place, so the original is left as it is)."""
+    scratch = copy.copy(cache)
+    scratch.layers = [copy.copy(layer) for layer in cache.layers]
+    return scratch
 
 
 # --------------------------------------------------------------------------------------------- paths
