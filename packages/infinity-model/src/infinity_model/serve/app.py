@@ -136,7 +136,7 @@ class _Server:
         try:
             job, parsed = await self._submit(request, previews=False)
         except RequestError as err:
-            return _error(err.status, err.field, err.message)
+            return JSONResponse(err.to_dict(), status_code=err.status)
         except QueueFullError as err:
             return _error(503, None, str(err), {"Retry-After": str(err.retry_after)})
         watcher = asyncio.create_task(_watch_disconnect(request, lambda: self.batcher.cancel(job)))
@@ -166,7 +166,7 @@ class _Server:
         try:
             job, parsed = await self._submit(request, previews=True)
         except RequestError as err:
-            return _error(err.status, err.field, err.message)
+            return JSONResponse(err.to_dict(), status_code=err.status)
         except QueueFullError as err:
             return _error(503, None, str(err), {"Retry-After": str(err.retry_after)})
 

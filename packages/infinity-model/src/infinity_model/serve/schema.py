@@ -61,6 +61,7 @@ class RequestError(InfinityModelError, ValueError):
         self.status = status
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON body the server answers it with (with ``status``)."""
         return {"error": {"field": self.field, "message": self.message}}
 
 
