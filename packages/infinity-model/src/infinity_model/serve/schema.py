@@ -212,7 +212,13 @@ def generate_command(settings: Mapping[str, Any], model_args: Sequence[str] = ()
 
 # ------------------------------------------------------------------------------------------ parsing
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number that a float holds (not a bool, not an integer beyond the float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of over 308 digits: refused, not a 500
+        return False
 
 
 def _integer(body: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
