@@ -150,9 +150,17 @@ class ImageRequest:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one sampler call (same scales, same settings, same guidance)."""
         s = self.schedule
-        # an edit holds its own source: it shares a sampler call with no other request
-        source = None if self.edit is None else id(self.edit)
-        return (s.template, s.pn, s.scales, s.rope_grid, self.sampler, self.negative_prompt is None, source)
+        # an edit holds its own source: it shares a sampler call with no other request (EditSpec compares and
+        # hashes by identity, eq=False)
+        return (
+            s.template,
+            s.pn,
+            s.scales,
+            s.rope_grid,
+            self.sampler,
+            self.negative_prompt is None,
+            self.edit,
+        )
 
     def settings(self, index: int) -> dict[str, Any]:
         """The settings of image ``index``: enough to draw it again with ``infinity generate``."""
