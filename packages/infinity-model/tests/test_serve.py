@@ -225,9 +225,11 @@ BAD_REQUESTS: list[tuple[Any, int, str | None]] = [
     ({"prompt": "a cat", "pn": "2M"}, 422, "pn"),
     ({"prompt": "a cat", "ratio": 0}, 422, "ratio"),
     ({"prompt": "a cat", "ratio": -1.5}, 422, "ratio"),
+    ({"prompt": "a cat", "ratio": 10**400}, 422, "ratio"),  # no float holds it
     ({"prompt": "a cat", "cfg": -1}, 422, "cfg"),
     ({"prompt": "a cat", "cfg": 1000}, 422, "cfg"),
     ({"prompt": "a cat", "cfg": [1, 2]}, 422, "cfg"),
+    ({"prompt": "a cat", "cfg": 10**400}, 422, "cfg"),
     ({"prompt": "a cat", "tau": 0}, 422, "tau"),
     ({"prompt": "a cat", "top_p": 1.5}, 422, "top_p"),
     ({"prompt": "a cat", "top_k": -1}, 422, "top_k"),

@@ -65,6 +65,7 @@ class ImageRecord:
         return self.url if self.url is not None else str(self.image)
 
     def key_fields(self) -> tuple[str, str, int]:
+        """What names one result (location, prompt id, sample index): the order shards split and resume in."""
         return (self.location, self.prompt_id, self.sample_index)
 
 

@@ -50,7 +50,7 @@ def run_image_scorer(
     protocol = protocol_id(metric, options)
     out = Path(out_dir)
     store = ResultStore(out / f"results{shard.suffix}.jsonl")
-    work = shard.select(records, key=lambda r: (r.location, r.prompt_id, r.sample_index))
+    work = shard.select(records, key=ImageRecord.key_fields)
     todo = [
         r
         for r in work

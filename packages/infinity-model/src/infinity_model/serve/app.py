@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -92,8 +93,8 @@ class _Server:
         self.model_info = dict(model_info)
         self.open_requests = 0  # submitted requests whose handler has not returned (event-loop thread only)
 
-    async def _submit(self, request: Request, previews: bool) -> tuple[Job, ImageRequest]:
-        if request.url.path.startswith("/v1/images/edits"):
+    async def _submit(self, request: Request, *, previews: bool, edit: bool) -> tuple[Job, ImageRequest]:
+        if edit:
             body = await _read_json(request, self.limits.max_edit_body_bytes)
             # decoding and fitting the source is CPU work: keep it off the event loop
             parsed = await asyncio.to_thread(
@@ -131,12 +132,13 @@ class _Server:
             }
         )
 
-    async def images(self, request: Request) -> Response:
-        """Answer when every image is drawn: ``{"images": [{"index", "seed", "png", "settings"}, ...]}``."""
+    async def images(self, request: Request, *, edit: bool = False) -> Response:
+        """Answer when every image is drawn: ``{"images": [{"index", "seed", "png", "settings"}, ...]}``;
+        ``edit``: the body is an edit request (:mod:`infinity_model.serve.edits`)."""
         try:
-            job, parsed = await self._submit(request, previews=False)
+            job, parsed = await self._submit(request, previews=False, edit=edit)
         except RequestError as err:
-            return _error(err.status, err.field, err.message)
+            return JSONResponse(err.to_dict(), status_code=err.status)
         except QueueFullError as err:
             return _error(503, None, str(err), {"Retry-After": str(err.retry_after)})
         watcher = asyncio.create_task(_watch_disconnect(request, lambda: self.batcher.cancel(job)))
@@ -161,12 +163,12 @@ class _Server:
         images.sort(key=lambda image: image["index"])
         return JSONResponse({"images": images, "num_images": parsed.num_images, "notices": _notices(parsed)})
 
-    async def stream(self, request: Request) -> Response:
+    async def stream(self, request: Request, *, edit: bool = False) -> Response:
         """The same request answered as Server-Sent Events (one JSON object per ``data:`` line)."""
         try:
-            job, parsed = await self._submit(request, previews=True)
+            job, parsed = await self._submit(request, previews=True, edit=edit)
         except RequestError as err:
-            return _error(err.status, err.field, err.message)
+            return JSONResponse(err.to_dict(), status_code=err.status)
         except QueueFullError as err:
             return _error(503, None, str(err), {"Retry-After": str(err.retry_after)})
 
@@ -238,8 +240,8 @@ def create_app(
         Route("/v1/model", server.model, methods=["GET"]),
         Route("/v1/images", server.images, methods=["POST"]),
         Route("/v1/images/stream", server.stream, methods=["POST"]),
-        Route("/v1/images/edits", server.images, methods=["POST"]),
-        Route("/v1/images/edits/stream", server.stream, methods=["POST"]),
+        Route("/v1/images/edits", functools.partial(server.images, edit=True), methods=["POST"]),
+        Route("/v1/images/edits/stream", functools.partial(server.stream, edit=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})

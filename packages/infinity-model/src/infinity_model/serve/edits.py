@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..edit import fit_mask, fit_source, outpaint_canvas
 from ..generation import GenerationConfig
-from .schema import EditSpec, ImageRequest, RequestError, ServeLimits, parse_request
+from .schema import EditSpec, ImageRequest, RequestError, ServeLimits, _is_number, parse_request
 
 __all__ = ["EDIT_FIELDS", "decode_image", "parse_edit_request"]
 
@@ -86,9 +86,7 @@ def parse_edit_request(
     source = decode_image(body["image"], "image", limits)
     mask_image = None if body.get("mask") is None else decode_image(body["mask"], "mask", limits)
     outpaint = body.get("outpaint")
-    if outpaint is not None and (
-        isinstance(outpaint, bool) or not isinstance(outpaint, (int, float)) or not 0 < outpaint < 1e3
-    ):
+    if outpaint is not None and (not _is_number(outpaint) or not 0 < outpaint < 1e3):
         raise RequestError("outpaint", f"outpaint is the canvas ratio (height / width) > 0, got {outpaint!r}")
     dilate = _optional_int(body, "dilate", 0, MAX_DILATE) or 0
     rest = {k: v for k, v in body.items() if k not in EDIT_FIELDS}

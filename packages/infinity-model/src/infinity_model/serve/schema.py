@@ -61,6 +61,7 @@ class RequestError(InfinityModelError, ValueError):
         self.status = status
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON body the server answers it with (with ``status``)."""
         return {"error": {"field": self.field, "message": self.message}}
 
 
@@ -149,9 +150,17 @@ class ImageRequest:
     def batch_key(self) -> tuple[Any, ...]:
         """Requests with equal keys can share one sampler call (same scales, same settings, same guidance)."""
         s = self.schedule
-        # an edit holds its own source: it shares a sampler call with no other request
-        source = None if self.edit is None else id(self.edit)
-        return (s.template, s.pn, s.scales, s.rope_grid, self.sampler, self.negative_prompt is None, source)
+        # an edit holds its own source: it shares a sampler call with no other request (EditSpec compares and
+        # hashes by identity, eq=False)
+        return (
+            s.template,
+            s.pn,
+            s.scales,
+            s.rope_grid,
+            self.sampler,
+            self.negative_prompt is None,
+            self.edit,
+        )
 
     def settings(self, index: int) -> dict[str, Any]:
         """The settings of image ``index``: enough to draw it again with ``infinity generate``."""
@@ -211,7 +220,13 @@ def generate_command(settings: Mapping[str, Any], model_args: Sequence[str] = ()
 
 # ------------------------------------------------------------------------------------------ parsing
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number that a float holds (not a bool, not an integer beyond the float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of over 308 digits: refused, not a 500
+        return False
 
 
 def _integer(body: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:

@@ -113,6 +113,8 @@ class Job:
         self._cancelled = threading.Event()
         self.taken = 0  # images handed to the sampler (worker thread only)
         self.finished = 0  # images delivered (worker thread only)
+        # an edit's batch-1 source, encoded by its first sampler call for the later ones (worker thread only)
+        self.edit_source: EditSource | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -308,20 +310,12 @@ class Batcher:
         try:
             extra: dict[str, Any] = {}
             if first.edit is not None:  # an edit is alone in its call (its batch key holds its source)
-                spec = first.edit
-                edit = self.pipe.edit_source(
-                    spec.source,
-                    spec.mask,
-                    first.schedule,
-                    len(work),
-                    dilate=spec.dilate,
-                    keep_scales=spec.keep_scales,
-                )
+                edit = self._edit_source(jobs[0])
                 if edit.holds_everything:  # nothing to draw: the reconstruction, as pipe.edit gives it
                     pixels = self.pipe.reconstruct(edit, first.schedule).cpu().numpy()
                     self._deliver(work, np.repeat(pixels, len(work), axis=0), None)
                     return
-                extra["edit"] = edit
+                extra["edit"] = edit.repeat_interleave(len(work))
             result = self.pipe.generate(
                 [job.request.prompts[i] for job, i in work],
                 negative,
@@ -351,6 +345,19 @@ class Batcher:
         assert result.images is not None  # the pipeline always decodes
         log_prob = None if result.log_prob is None else result.log_prob.tolist()
         self._deliver(work, result.images.cpu().numpy(), log_prob)
+
+    def _edit_source(self, job: Job) -> EditSource:
+        """The edit's batch-1 source: encoded (VAE and keep masks) once per request, not once per sampler
+        call; kept on the job only while it has images left to draw."""
+        request, edit = job.request, job.edit_source
+        if edit is None:
+            spec = request.edit
+            assert spec is not None
+            edit = self.pipe.edit_source(
+                spec.source, spec.mask, request.schedule, dilate=spec.dilate, keep_scales=spec.keep_scales
+            )
+        job.edit_source = edit if job.taken < request.num_images else None
+        return edit
 
     def _deliver(self, work: list[tuple[Job, int]], pixels: np.ndarray, log_prob: list[float] | None) -> None:
         """Send each image of the call (uint8 ``(B, H, W, 3)``) to its request; ``done`` after its last."""

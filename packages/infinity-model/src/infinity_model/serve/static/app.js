@@ -186,7 +186,6 @@ function loadSource() {
 function showTab(name) {
   tab = name;
   document.body.dataset.tab = name;
-  $("form").dataset.tab = name;
   for (const button of document.querySelectorAll(".tabs button")) {
     button.setAttribute("aria-selected", String(button.dataset.tab === name));
   }
