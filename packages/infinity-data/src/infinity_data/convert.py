@@ -217,16 +217,34 @@ def _read_captions(item: SourceItem) -> dict[str, str | None]:
     return fields
 
 
+def _object_store(url: str, stores: dict[str, Store]) -> tuple[Store, str]:
+    """The store in ``stores`` that reads ``url`` (made on first use) and the object's path under its root.
+
+    Remote stores are kept per bucket or host (``s3://bucket``, ``https://host``), so that a worker reuses one
+    client across folders; the root and path join back to ``url`` exactly. ``file://`` URLs, and URLs with an
+    empty bucket, keep one store per folder, whose root is the same string the URL starts with.
+    """
+    folder, name = split_url(url)
+    scheme, _, rest = folder.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if bucket and scheme.lower() != "file":
+        root, rel = f"{scheme}://{bucket}", f"{prefix}/{name}" if prefix else name
+    else:
+        root, rel = folder, name
+    if root not in stores:
+        check_location(folder)  # an unusable scheme is reported with the folder's URL, as before
+        stores[root] = Store(root)
+    return stores[root], rel
+
+
 def _read_image(image_path: str, stores: dict[str, Store]) -> bytes:
     """The bytes of a local image file or of an image URL (one GET through fsspec, with retries; ``stores``
-    keeps one store per URL folder so that a worker reuses its connections)."""
+    keeps one store per bucket or host so that a worker reuses its connections)."""
     try:
         if not is_url(image_path):
             return Path(image_path).read_bytes()
-        folder, name = split_url(image_path)
-        if folder not in stores:
-            stores[folder] = Store(folder)
-        return stores[folder].read_bytes(name)
+        store, rel = _object_store(image_path, stores)
+        return store.read_bytes(rel)
     except OSError as exc:
         shown = redact(image_path)
         detail = redact(str(exc.strerror or exc))
@@ -240,15 +258,12 @@ def _read_image(image_path: str, stores: dict[str, Store]) -> bytes:
         ) from exc
 
 
-def _process(
-    item: SourceItem, config: ConvertConfig, stores: dict[str, Store] | None = None
-) -> _Accepted | _Rejected:
+def _process(item: SourceItem, config: ConvertConfig, stores: dict[str, Store]) -> _Accepted | _Rejected:
     try:
         if item.error is not None:
             raise _Reject(*item.error)
         captions = _read_captions(item)
         data = item.image_bytes
-        stores = {} if stores is None else stores
         if data is None:
             if item.image_path is None:
                 raise _Reject("missing_image", "record names no image")
