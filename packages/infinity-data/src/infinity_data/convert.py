@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -30,6 +29,7 @@ from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_s
 from .distribute import check_distributor, make_executor
 from .errors import InfinityDataError
 from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
+from .processes import shutdown_pool as _shutdown
 from .remote import RemoteOutput, output_target
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
@@ -315,9 +315,6 @@ def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Acce
     return [_process(item, config, stores) for item in items]
 
 
-_SHUTDOWN_POLL_S = 0.5  # how often a pool being shut down is checked for a break (see _shutdown)
-
-
 class _Pool:
     """A process pool that survives a worker dying (e.g. a decoder crashing on a hostile file): chunks lost
     with it are redone, and the item that kills a worker again on its own is rejected as ``worker_crash``."""
@@ -350,26 +347,6 @@ class _Pool:
 
     def close(self, cancel: bool) -> None:
         _shutdown(self.pool, cancel=cancel)
-
-
-def _shutdown(pool: Executor, cancel: bool) -> None:
-    """Shut ``pool`` down and wait for it, killing the workers of a process pool that broke.
-
-    CPython before 3.14 can spawn a worker on demand while a pool is breaking and then wait forever for it
-    (``terminate_broken`` signals only the workers it saw, then joins them all), so the wait is made in short
-    joins of the pool's manager thread, and whenever the pool is broken its remaining workers are killed.
-    """
-    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() drops these references
-    workers = getattr(pool, "_processes", None) or {}
-    if not isinstance(manager, threading.Thread):  # another executor (Ray), or one that never started
-        pool.shutdown(wait=True, cancel_futures=cancel)
-        return
-    pool.shutdown(wait=False, cancel_futures=cancel)
-    while manager.is_alive():
-        if getattr(pool, "_broken", False):
-            for process in list(workers.values()):
-                process.kill()
-        manager.join(_SHUTDOWN_POLL_S)
 
 
 def _results(
