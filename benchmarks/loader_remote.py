@@ -19,6 +19,7 @@ The convert rows time ``convert_folder`` with 2 workers; Ray's row includes its 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import os
@@ -96,8 +97,8 @@ def main() -> None:
             convert_folder(src, url, ConvertConfig(max_samples_per_shard=50, workers=2))
 
             cfg = LoaderConfig(batch_size=16, num_workers=args.workers, load_t5=False)
-            prefetch = LoaderConfig(**{**cfg.__dict__, "prefetch_shard_batches": 2})
-            warm_cfg = LoaderConfig(**{**cfg.__dict__, "cache_dir": str(tmp / "cache")})
+            prefetch = dataclasses.replace(cfg, prefetch_shard_batches=2)
+            warm_cfg = dataclasses.replace(cfg, cache_dir=str(tmp / "cache"))
             _epoch(local, cfg)  # warm the page cache and the imports
             _epoch(url, warm_cfg)  # fills the warm cache folder
             runs: dict[str, tuple[str | Path, LoaderConfig]] = {

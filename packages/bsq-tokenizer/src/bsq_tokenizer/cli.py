@@ -25,8 +25,9 @@ from .image import (
     tensor_to_images,
 )
 from .io import (
-    CONFIG_METADATA_KEY,
     CheckpointError,
+    config_from_metadata,
+    config_metadata,
     detect_preset,
     infer_vae_config,
     load_official_vae,
@@ -140,7 +141,7 @@ def encode_command(args: argparse.Namespace) -> int:
     tensors = {f"bits.{k}": b.to(torch.uint8).cpu() for k, b in enumerate(out.bits)}
     meta = {
         "scales": json.dumps([list(s) for s in out.scales]),
-        CONFIG_METADATA_KEY: json.dumps(model.config.to_dict(), sort_keys=True),
+        **config_metadata(model.config),
         "image_hw": json.dumps([int(x.shape[2]), int(x.shape[3])]),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -174,13 +175,12 @@ def read_bits(path: Path) -> tuple[list[torch.Tensor], dict[str, str]]:
 def decode_command(args: argparse.Namespace) -> int:
     bits, meta = read_bits(args.bits)
     model = _load_model(args)
-    if CONFIG_METADATA_KEY in meta:
-        written = VAEConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
-        if written.codebook_dim != model.config.codebook_dim:
-            raise ValueError(
-                f"{args.bits} holds {written.codebook_dim}-bit codes but {args.checkpoint} is a "
-                f"{model.config.codebook_dim}-bit tokenizer; decode with the checkpoint used for encoding"
-            )
+    written = config_from_metadata(meta)
+    if written is not None and written.codebook_dim != model.config.codebook_dim:
+        raise ValueError(
+            f"{args.bits} holds {written.codebook_dim}-bit codes but {args.checkpoint} is a "
+            f"{model.config.codebook_dim}-bit tokenizer; decode with the checkpoint used for encoding"
+        )
     with torch.no_grad():
         img = model.decode_from_bits([b.to(args.device) for b in bits])
     _save_image(img, args.output)

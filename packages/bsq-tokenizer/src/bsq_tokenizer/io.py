@@ -327,8 +327,21 @@ def save_vae(model: BSQVAE, folder: str | os.PathLike[str]) -> Path:
     return path
 
 
+def config_metadata(config: VAEConfig) -> dict[str, str]:
+    """``config`` as a safetensors metadata entry (under ``CONFIG_METADATA_KEY``, JSON with sorted keys), as
+    written with saved weights and with ``bsq-tokenizer encode``'s bits."""
+    return {CONFIG_METADATA_KEY: json.dumps(config.to_dict(), sort_keys=True)}
+
+
+def config_from_metadata(meta: Mapping[str, str]) -> VAEConfig | None:
+    """The config :func:`config_metadata` wrote into ``meta``, or None when ``meta`` holds none."""
+    if CONFIG_METADATA_KEY not in meta:
+        return None
+    return VAEConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
+
+
 def _write_weights(model: BSQVAE, path: Path) -> None:
-    metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(model.config.to_dict(), sort_keys=True)}
+    metadata = {"format": "pt", **config_metadata(model.config)}
     save_safetensors(savable_state_dict(model), path, metadata=metadata)  # atomic: temp file, fsync, rename
 
 
@@ -379,9 +392,9 @@ def saved_vae_config(path: str | os.PathLike[str]) -> VAEConfig | None:
         return VAEConfig.from_json(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else None
     if path.suffix != ".safetensors":
         return None
-    meta = load_safetensors_metadata(path)
-    if CONFIG_METADATA_KEY in meta:
-        return VAEConfig.from_dict(json.loads(meta[CONFIG_METADATA_KEY]))
+    written = config_from_metadata(load_safetensors_metadata(path))
+    if written is not None:
+        return written
     if path.with_suffix(".json").is_file():
         return VAEConfig.from_json(path.with_suffix(".json"))
     return None

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -30,6 +29,7 @@ from .buckets import check_pn, needs_downscale, parse_bucket_name, template_of_s
 from .distribute import check_distributor, make_executor
 from .errors import InfinityDataError
 from .images import ImageDecodeError, encode_rgb, open_image, stored_extension, to_rgb
+from .processes import shutdown_pool as _shutdown
 from .remote import RemoteOutput, output_target
 from .shards import ShardIndex, ShardInfo, ShardSample, ShardWriter
 from .sources import (
@@ -217,16 +217,34 @@ def _read_captions(item: SourceItem) -> dict[str, str | None]:
     return fields
 
 
+def _object_store(url: str, stores: dict[str, Store]) -> tuple[Store, str]:
+    """The store in ``stores`` that reads ``url`` (made on first use) and the object's path under its root.
+
+    Remote stores are kept per bucket or host (``s3://bucket``, ``https://host``), so that a worker reuses one
+    client across folders; the root and path join back to ``url`` exactly. ``file://`` URLs, and URLs with an
+    empty bucket, keep one store per folder, whose root is the same string the URL starts with.
+    """
+    folder, name = split_url(url)
+    scheme, _, rest = folder.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if bucket and scheme.lower() != "file":
+        root, rel = f"{scheme}://{bucket}", f"{prefix}/{name}" if prefix else name
+    else:
+        root, rel = folder, name
+    if root not in stores:
+        check_location(folder)  # an unusable scheme is reported with the folder's URL, as before
+        stores[root] = Store(root)
+    return stores[root], rel
+
+
 def _read_image(image_path: str, stores: dict[str, Store]) -> bytes:
     """The bytes of a local image file or of an image URL (one GET through fsspec, with retries; ``stores``
-    keeps one store per URL folder so that a worker reuses its connections)."""
+    keeps one store per bucket or host so that a worker reuses its connections)."""
     try:
         if not is_url(image_path):
             return Path(image_path).read_bytes()
-        folder, name = split_url(image_path)
-        if folder not in stores:
-            stores[folder] = Store(folder)
-        return stores[folder].read_bytes(name)
+        store, rel = _object_store(image_path, stores)
+        return store.read_bytes(rel)
     except OSError as exc:
         shown = redact(image_path)
         detail = redact(str(exc.strerror or exc))
@@ -240,15 +258,12 @@ def _read_image(image_path: str, stores: dict[str, Store]) -> bytes:
         ) from exc
 
 
-def _process(
-    item: SourceItem, config: ConvertConfig, stores: dict[str, Store] | None = None
-) -> _Accepted | _Rejected:
+def _process(item: SourceItem, config: ConvertConfig, stores: dict[str, Store]) -> _Accepted | _Rejected:
     try:
         if item.error is not None:
             raise _Reject(*item.error)
         captions = _read_captions(item)
         data = item.image_bytes
-        stores = {} if stores is None else stores
         if data is None:
             if item.image_path is None:
                 raise _Reject("missing_image", "record names no image")
@@ -300,9 +315,6 @@ def _process_chunk(items: list[SourceItem], config: ConvertConfig) -> list[_Acce
     return [_process(item, config, stores) for item in items]
 
 
-_SHUTDOWN_POLL_S = 0.5  # how often a pool being shut down is checked for a break (see _shutdown)
-
-
 class _Pool:
     """A process pool that survives a worker dying (e.g. a decoder crashing on a hostile file): chunks lost
     with it are redone, and the item that kills a worker again on its own is rejected as ``worker_crash``."""
@@ -335,26 +347,6 @@ class _Pool:
 
     def close(self, cancel: bool) -> None:
         _shutdown(self.pool, cancel=cancel)
-
-
-def _shutdown(pool: Executor, cancel: bool) -> None:
-    """Shut ``pool`` down and wait for it, killing the workers of a process pool that broke.
-
-    CPython before 3.14 can spawn a worker on demand while a pool is breaking and then wait forever for it
-    (``terminate_broken`` signals only the workers it saw, then joins them all), so the wait is made in short
-    joins of the pool's manager thread, and whenever the pool is broken its remaining workers are killed.
-    """
-    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() drops these references
-    workers = getattr(pool, "_processes", None) or {}
-    if not isinstance(manager, threading.Thread):  # another executor (Ray), or one that never started
-        pool.shutdown(wait=True, cancel_futures=cancel)
-        return
-    pool.shutdown(wait=False, cancel_futures=cancel)
-    while manager.is_alive():
-        if getattr(pool, "_broken", False):
-            for process in list(workers.values()):
-                process.kill()
-        manager.join(_SHUTDOWN_POLL_S)
 
 
 def _results(

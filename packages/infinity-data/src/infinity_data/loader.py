@@ -147,6 +147,11 @@ class _Bucket:
     def size(self) -> int:
         return int(self.starts[-1])
 
+    def locate(self, sample_id: int) -> tuple[str, int]:
+        """The shard holding sample ``sample_id`` of this bucket, and the sample's position in that shard."""
+        shard = int(np.searchsorted(self.starts, sample_id, side="right")) - 1
+        return self.shard_paths[shard], int(sample_id - self.starts[shard])
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -365,8 +370,8 @@ class _BatchStream(IterableDataset):
         for position, index in enumerate(indices):
             b, ids = self.plan.batch_members(self.epoch, index, cache)
             bucket = self.plan.buckets[b]
-            for shard in np.searchsorted(bucket.starts, ids, side="right") - 1:
-                yield position, bucket.shard_paths[int(shard)]
+            for sample_id in ids:
+                yield position, bucket.locate(int(sample_id))[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -408,9 +413,7 @@ class _BatchStream(IterableDataset):
         images, captions, stored, keys, t5 = [], [], [], [], []
         skipped: list[str] = []
         for sample_id in ids:
-            shard = int(np.searchsorted(bucket.starts, sample_id, side="right")) - 1
-            rel = bucket.shard_paths[shard]
-            position = int(sample_id - bucket.starts[shard])
+            rel, position = bucket.locate(int(sample_id))
             try:
                 key, meta, decoded, feats = _read_sample(reader, rel, position, exts)
             except _CorruptSample as exc:

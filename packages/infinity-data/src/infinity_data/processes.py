@@ -5,6 +5,7 @@ never sees the parent go away: after a SIGKILL of the parent, idle workers would
 memory) forever. Each worker therefore asks the kernel for SIGKILL when its parent exits (Linux
 ``prctl(PR_SET_PDEATHSIG)``; with a fork server the parent is the server, which exits with the process that
 started it) and runs a watchdog thread that exits when that process or its own parent is gone.
+:func:`shutdown_pool` shuts a pool down without waiting forever on one that broke.
 """
 
 from __future__ import annotations
@@ -16,17 +17,18 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
 from .images import worker_context
 
-__all__ = ["die_with_parent", "worker_pool"]
+__all__ = ["die_with_parent", "shutdown_pool", "worker_pool"]
 
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _WATCHDOG_S = 1.0  # how often a worker checks that the process it works for is still there
+_SHUTDOWN_POLL_S = 0.5  # how often a pool being shut down is checked for a break (see shutdown_pool)
 
 
 def worker_pool(max_workers: int) -> ProcessPoolExecutor:
@@ -37,6 +39,26 @@ def worker_pool(max_workers: int) -> ProcessPoolExecutor:
         initializer=_start_worker,
         initargs=(os.getpid(), dict(os.environ)),
     )
+
+
+def shutdown_pool(pool: Executor, cancel: bool) -> None:
+    """Shut ``pool`` down and wait for it, killing the workers of a process pool that broke.
+
+    CPython before 3.14 can spawn a worker on demand while a pool is breaking and then wait forever for it
+    (``terminate_broken`` signals only the workers it saw, then joins them all), so the wait is made in short
+    joins of the pool's manager thread, and whenever the pool is broken its remaining workers are killed.
+    """
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() drops these references
+    workers = getattr(pool, "_processes", None) or {}
+    if not isinstance(manager, threading.Thread):  # another executor (Ray), or one that never started
+        pool.shutdown(wait=True, cancel_futures=cancel)
+        return
+    pool.shutdown(wait=False, cancel_futures=cancel)
+    while manager.is_alive():
+        if getattr(pool, "_broken", False):
+            for process in list(workers.values()):
+                process.kill()
+        manager.join(_SHUTDOWN_POLL_S)
 
 
 def _start_worker(owner_pid: int, environ: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import fnmatch
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -116,7 +117,10 @@ def _input_files(location: str | Path, suffixes: tuple[str, ...], what: str) -> 
         return
     else:
         store = Store(where)
-    names = sorted({rel for suffix in suffixes for rel in store.glob(f"*{suffix}")})
+    # one listing, filtered as a glob per suffix would match: local names with the platform's case rule
+    # (pathlib's), object names case-sensitively (fsspec's)
+    matches = fnmatch.fnmatchcase if store.is_remote else fnmatch.fnmatch
+    names = sorted(rel for rel in store.glob("*") if any(matches(rel, f"*{suffix}") for suffix in suffixes))
     if not names:
         raise FileNotFoundError(f"{store.display(None)}: expected {what}")
     for name in names:

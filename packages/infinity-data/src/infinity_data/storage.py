@@ -245,6 +245,11 @@ class Store:
     def is_remote(self) -> bool:
         return isinstance(self.root, str)
 
+    @property
+    def scheme(self) -> str:
+        """The URL scheme of a remote root as written (``""`` for a local folder)."""
+        return self.root.split("://", 1)[0] if isinstance(self.root, str) else ""
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_fs": None}
 
@@ -262,7 +267,7 @@ class Store:
             import fsspec  # type: ignore[import-untyped]  # fsspec ships no type information
 
             # a private instance: tests and long jobs may see the environment (endpoint) change
-            scheme = str(self.root).split("://", 1)[0].lower()
+            scheme = self.scheme.lower()
             options = _SINGLE_ATTEMPT.get(scheme, {})
             self._fs, _ = fsspec.core.url_to_fs(str(self.root), skip_instance_cache=True, **options)
             if scheme == "s3":
@@ -326,27 +331,22 @@ class Store:
 
     def list_tars(self) -> list[str]:
         """Relative paths of ``<bucket-folder>/*.tar`` objects, sorted (http(s) roots cannot be listed)."""
-        if not self.is_remote:
-            root = Path(self.root)
-            return sorted(p.relative_to(root).as_posix() for p in root.glob("*/*.tar") if p.is_file())
-        if str(self.root).split("://", 1)[0] in READ_ONLY_SCHEMES:
-            raise UnsupportedLocationError(
-                f"{self.display(None)}: http(s) locations cannot be listed; give the shards' index.json there"
-            )
-        pattern = f"{self._path('*/*.tar')}"
-        found = self.call("list", "", lambda: self.fs.glob(pattern))
-        prefix = self.fs._strip_protocol(str(self.root)).rstrip("/") + "/"
-        return sorted(str(p)[len(prefix) :] for p in found if str(p).startswith(prefix))
+        return self._glob("*/*.tar", "give the shards' index.json there")
 
     def glob(self, pattern: str) -> list[str]:
         """Relative paths of the objects matching ``pattern`` directly under the root, sorted (http(s)
         roots cannot be listed: name the file itself there)."""
+        return self._glob(pattern, "give the URL of the file itself")
+
+    def _glob(self, pattern: str, hint: str) -> list[str]:
+        """Relative paths of the files/objects matching ``pattern``, sorted; ``hint`` ends the message that
+        refuses to list an http(s) root."""
         if not self.is_remote:
             root = Path(self.root)
             return sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
-        if str(self.root).split("://", 1)[0] in READ_ONLY_SCHEMES:
+        if self.scheme in READ_ONLY_SCHEMES:
             raise UnsupportedLocationError(
-                f"{self.display(None)}: http(s) locations cannot be listed; give the URL of the file itself"
+                f"{self.display(None)}: http(s) locations cannot be listed; {hint}"
             )
         found = self.call("list", "", lambda: self.fs.glob(self._path(pattern)))
         prefix = self.fs._strip_protocol(str(self.root)).rstrip("/") + "/"

@@ -124,7 +124,7 @@ def verify(
         return VerifyReport(0, 0, (str(exc),))
     errors: list[str] = _check_summary(store, index)
     indexed = {s.path for s in index.shards}
-    listable = not (isinstance(store.root, str) and store.root.split("://", 1)[0] in READ_ONLY_SCHEMES)
+    listable = not (store.is_remote and store.scheme in READ_ONLY_SCHEMES)
     for rel in store.list_tars() if listable else []:  # an http(s) root cannot be listed
         try:
             parse_bucket_name(rel.split("/", 1)[0])

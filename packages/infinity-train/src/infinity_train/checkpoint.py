@@ -28,6 +28,7 @@ from .config import RunConfig, save_run_config
 
 __all__ = [
     "capture_rng",
+    "checkpoint_root",
     "find_resume_tag",
     "load_strict",
     "load_trainer_state",
@@ -55,6 +56,11 @@ def read_torch_file(path: Path) -> Any:
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], *, assign: bool = False) -> None:
     """The package's one strict state-dict load: every key and shape must match (torch's strict comparison)."""
     model.load_state_dict(state, strict=True, assign=assign)
+
+
+def checkpoint_root(run_dir: str | Path) -> Path:
+    """The folder of a run's checkpoints (``run_dir/checkpoints``, laid out as the module docstring says)."""
+    return Path(run_dir) / "checkpoints"
 
 
 def step_tag(step: int) -> str:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import torch
 
-from .checkpoint import find_resume_tag, load_strict, read_torch_file
+from .checkpoint import checkpoint_root, find_resume_tag, load_strict, read_torch_file
 from .config import config_from_dict
 
 __all__ = ["consolidated_state_dict", "export_checkpoint"]
@@ -20,7 +20,7 @@ ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def _resolve(run_dir: Path, tag: str | None) -> tuple[Path, str]:
-    root = run_dir / "checkpoints"
+    root = checkpoint_root(run_dir)
     if tag is None:
         tag = find_resume_tag(root)
         if tag is None:

@@ -20,6 +20,7 @@ import torch
 
 from .checkpoint import (
     capture_rng,
+    checkpoint_root,
     find_resume_tag,
     load_trainer_state,
     publish_checkpoint,
@@ -55,7 +56,7 @@ class TrainLoop(ABC):
         self.loader = loader
         self.val_loader = val_loader
         self.run_dir = Path(config.run_dir)
-        self.ckpt_root = self.run_dir / "checkpoints"
+        self.ckpt_root = checkpoint_root(self.run_dir)
         self.step = 0  # optimizer steps done
         self.micro_count = 0  # micro batches consumed (including skipped ones)
         self.samples_seen = 0

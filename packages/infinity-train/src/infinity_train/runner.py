@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig
@@ -19,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def train(config: RunConfig) -> dict[str, Any]:
     """Run (or resume) the training described by ``config`` in this process; returns the last logged record."""
+    from .checkpoint import checkpoint_root
     from .data import build_loader
     from .distributed import (
         init_distributed,
@@ -66,7 +66,7 @@ def train(config: RunConfig) -> dict[str, Any]:
                 # a surviving rank: one message (printed by the CLI) naming what happened and how to resume,
                 # instead of torch's raw collective / store error
                 step = trainer.step if trainer is not None else None
-                raise peer_lost_error(exc, dist, step, Path(config.run_dir) / "checkpoints") from exc
+                raise peer_lost_error(exc, dist, step, checkpoint_root(config.run_dir)) from exc
             # said at once, with the rank: the other ranks only see their collectives fail
             log.error("rank %d of %d failed: %s: %s", dist.rank, dist.world_size, type(exc).__name__, exc)
             raise
